@@ -1,0 +1,137 @@
+"""Between the chat wire schemas and the engine: request → `ChatRequest`, events → OpenAI objects."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from handler.api.chat_protocol import (
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice,
+    Delta, FunctionCall, ToolCallDelta, ToolCallOut, UsageOut,
+)
+from handler.api.errors import error_body
+from handler.api.sse import DONE, sse_event
+from handler.engine.chat import ChatEvent, PreparedChat
+from handler.engine.types import ChatRequest, SamplingParams, Usage
+from handler.errors import InvalidRequest, ServiceUnavailable
+from handler.formats.qwen3_parser import merge_deltas
+
+
+def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
+    bias: dict[int, float] = {}
+    for key, value in (raw or {}).items():
+        try:
+            bias[int(key)] = value
+        except ValueError:
+            raise InvalidRequest(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias") from None
+    return bias
+
+
+def sampling_params(data: ChatCompletionRequest, *, default_temperature: float, default_max_tokens: int,
+                    grammar: str | None = None) -> SamplingParams:
+    stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
+    return SamplingParams(
+        max_tokens=data.max_completion_tokens or data.max_tokens or default_max_tokens,
+        temperature=default_temperature if data.temperature is None else data.temperature,
+        top_p=1.0 if data.top_p is None else data.top_p,
+        top_k=40 if data.top_k is None else data.top_k,
+        min_p=0.05 if data.min_p is None else data.min_p,
+        repeat_penalty=data.repeat_penalty or 1.0,
+        presence_penalty=data.presence_penalty or 0.0,
+        frequency_penalty=data.frequency_penalty or 0.0,
+        seed=data.seed, stop=stop, logit_bias=_logit_bias(data.logit_bias), grammar=grammar,
+    )
+
+
+def _message_dict(message: Any) -> dict[str, Any]:
+    as_dict = msgspec.to_builtins(message)
+    if as_dict["role"] == "developer":  # OpenAI's newer name for the system role
+        as_dict["role"] = "system"
+    return as_dict
+
+
+def enable_thinking(data: ChatCompletionRequest) -> bool | None:
+    kwargs = data.chat_template_kwargs or {}
+    value = kwargs.get("enable_thinking", data.enable_thinking)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest("enable_thinking must be a boolean", param="chat_template_kwargs.enable_thinking")
+    return value
+
+
+def chat_request(data: ChatCompletionRequest, params: SamplingParams,
+                 tools: list[dict[str, Any]] | None) -> ChatRequest:
+    return ChatRequest(messages=[_message_dict(message) for message in data.messages], params=params,
+                       tools=tools, enable_thinking=enable_thinking(data))
+
+
+def _usage(usage: Usage) -> UsageOut:
+    return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                    total_tokens=usage.total_tokens)
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+async def complete(prepared: PreparedChat, model_name: str) -> ChatCompletion:
+    deltas, final = [], ChatEvent()
+    async for event in prepared.events():
+        if event.delta is not None:
+            deltas.append(event.delta)
+        if event.finish_reason is not None:
+            final = event
+    if final.finish_reason in (None, "cancelled") or final.usage is None:
+        raise ServiceUnavailable("the model was unloaded before the reply was complete", code="model_unloaded")
+    parsed = merge_deltas(deltas)
+    message = AssistantMessage(
+        content=parsed.content if parsed.content or not parsed.tool_calls else None,
+        reasoning_content=parsed.reasoning_content,
+        tool_calls=[ToolCallOut(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+                    for call in parsed.tool_calls] or None,
+    )
+    return ChatCompletion(id=new_completion_id(), created=int(time.time()), model=model_name,
+                          choices=[Choice(index=0, message=message, finish_reason=final.finish_reason)],
+                          usage=_usage(final.usage))
+
+
+def _deltas_of(event: ChatEvent, tool_index: int) -> list[Delta]:
+    delta = event.delta
+    if delta is None:
+        return []
+    if delta.tool_call is not None:
+        call = delta.tool_call
+        opening = ToolCallDelta(index=tool_index, id=call.id, type="function",
+                                function={"name": call.name, "arguments": ""})
+        arguments = ToolCallDelta(index=tool_index, function={"arguments": call.arguments})
+        return [Delta(tool_calls=[opening]), Delta(tool_calls=[arguments])]
+    if delta.reasoning:
+        return [Delta(reasoning_content=delta.reasoning)]
+    return [Delta(content=delta.content)]
+
+
+async def stream_chunks(prepared: PreparedChat, model_name: str, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE bytes of a streamed completion; an error after the first byte becomes an error event."""
+    completion_id, created = new_completion_id(), int(time.time())
+
+    def chunk(choices: list[ChunkChoice], usage: UsageOut | None = None) -> bytes:
+        return sse_event(ChatCompletionChunk(id=completion_id, created=created, model=model_name,
+                                             choices=choices, usage=usage))
+
+    yield chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
+    tool_index = 0
+    try:
+        async for event in prepared.events():
+            for delta in _deltas_of(event, tool_index):
+                yield chunk([ChunkChoice(index=0, delta=delta)])
+            tool_index += 1 if event.delta is not None and event.delta.tool_call is not None else 0
+            if event.finish_reason is not None and event.finish_reason != "cancelled":
+                yield chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.finish_reason)])
+                if include_usage and event.usage is not None:
+                    yield chunk([], usage=_usage(event.usage))
+    except Exception as exc:  # headers are sent: report in-band, as OpenAI does
+        yield sse_event(error_body(exc)[1])
+    yield DONE

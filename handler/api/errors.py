@@ -1,0 +1,67 @@
+"""The one mapping from any exception to OpenAI's error body: {"error": {message, type, param, code}}.
+
+Our own `ServerError`s carry their status and fields; Litestar's HTTP exceptions (validation,
+malformed JSON, unknown route, wrong method, body too large) keep their status with OpenAI's shape;
+anything else is a 500 whose details go to the log, not to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from handler.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+          429: "rate_limit_error"}
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 429: "rate_limit_exceeded"}
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(msgspec.Struct, kw_only=True):
+    error: ErrorDetail
+
+
+def error_body(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:
+    """(status, body, headers) for `exc`; usable inside a stream, where no response can be sent."""
+    if isinstance(exc, ServerError):
+        detail = ErrorDetail(message=exc.message, type=exc.error_type, param=exc.param, code=exc.code)
+        return exc.status_code, ErrorResponse(error=detail), exc.headers
+    if isinstance(exc, HTTPException):
+        return exc.status_code, ErrorResponse(error=_http_detail(exc)), dict(exc.headers or {})
+    log.exception("unhandled error", exc_info=exc)
+    detail = ErrorDetail(message="The server had an error while processing your request.", type="server_error",
+                         code="internal_error")
+    return 500, ErrorResponse(error=detail), {}
+
+
+def _http_detail(exc: HTTPException) -> ErrorDetail:
+    status = exc.status_code
+    error_type = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    message, param = exc.detail, None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first: Any = exc.extra[0]
+        if isinstance(first, dict):
+            param = first.get("key") or None
+            message = f"{first.get('message', message)}" + (f" (at '{param}')" if param else "")
+    elif status == 400 and "json" in message.lower() or message.startswith("Malformed"):
+        message = f"We could not parse the JSON body of your request: {message}"
+    code = "invalid_value" if isinstance(exc, ValidationException) else _CODES.get(status)
+    return ErrorDetail(message=message, type=error_type, param=param, code=code)
+
+
+def openai_error_handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
+    status, body, headers = error_body(exc)
+    return Response(content=body, status_code=status, headers=headers)

@@ -1,0 +1,63 @@
+"""GET /v1/models, /v1/models/chat, /v1/models/embeddings and /v1/models/{id}: OpenAI model objects,
+plus what this server adds (kind, source, whether the file is on the volume, whether it is loaded)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from litestar import Controller, get
+
+from handler.api.dependencies import CacheDep, CatalogDep
+from handler.engine.cache import ModelCache
+from handler.store.catalog import ModelCatalog
+from handler.store.manifest import ModelKind, ModelSpec
+
+class ModelCard(msgspec.Struct, kw_only=True):
+    id: str
+    created: int
+    owned_by: str
+    kind: ModelKind
+    source: str
+    downloaded: bool
+    loaded: bool
+    size: int | None = None
+    object: Literal["model"] = "model"
+
+class ModelList(msgspec.Struct, kw_only=True):
+    data: list[ModelCard]
+    object: Literal["list"] = "list"
+
+def _card(spec: ModelSpec, catalog: CatalogDep, cache: CacheDep) -> ModelCard:
+    path = catalog.path_of(spec)
+    try:
+        stat = path.stat()
+        created, size, downloaded = int(stat.st_mtime), stat.st_size, True
+    except OSError:
+        created, size, downloaded = 0, spec.size, False
+    return ModelCard(id=spec.name, created=created, owned_by="serverless-gguf", kind=spec.kind,
+                     source=spec.source if spec.declared else "local", downloaded=downloaded,
+                     loaded=cache.is_loaded(spec.name), size=size)
+
+def _list(catalog: CatalogDep, cache: CacheDep, kind: ModelKind | None = None) -> ModelList:
+    return ModelList(data=[_card(spec, catalog, cache) for spec in catalog.all() if kind in (None, spec.kind)])
+
+class ModelsController(Controller):
+    path = "/v1/models"
+    tags = ["models"]
+
+    @get(summary="List all models")
+    async def list_all(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
+        return _list(catalog, cache)
+
+    @get("/chat", summary="List chat models")
+    async def list_chat(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
+        return _list(catalog, cache, "chat")
+
+    @get("/embeddings", summary="List embedding models")
+    async def list_embeddings(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
+        return _list(catalog, cache, "embedding")
+
+    @get("/{model_id:str}", summary="Retrieve a model")
+    async def retrieve(self, model_id: str, catalog: CatalogDep, cache: CacheDep) -> ModelCard:
+        return _card(catalog.get(model_id), catalog, cache)

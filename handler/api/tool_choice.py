@@ -1,0 +1,74 @@
+"""`tools`, `tool_choice`, `parallel_tool_calls` and `response_format` → prompt tools and a grammar.
+
+- tool_choice "none": no tools in the prompt, no calls;  "auto" (default): the model decides;
+- "required" or {"type": "function", "function": {"name": …}}: generation is constrained to
+  `<tool_call>` blocks whose arguments match the function's JSON schema;
+- response_format json_object / json_schema: the content is constrained to that JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from handler.api.chat_protocol import ChatCompletionRequest
+from handler.engine.grammar import SchemaError, json_grammar, tool_call_grammar
+from handler.errors import InvalidRequest
+
+
+def _named_function(choice: dict[str, Any], names: list[str]) -> str:
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise InvalidRequest('tool_choice must be "none", "auto", "required" or '
+                             '{"type": "function", "function": {"name": ...}}', param="tool_choice")
+    if name not in names:
+        raise InvalidRequest(f"tool_choice names function '{name}', which is not in tools", param="tool_choice")
+    return name
+
+
+def _response_format_grammar(response_format: dict[str, Any] | None) -> str | None:
+    kind = (response_format or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return json_grammar(None)
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") if response_format else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object",
+                                 param="response_format")
+        return _checked(lambda: json_grammar(schema), "response_format")
+    raise InvalidRequest(f"response_format type {kind!r} is not supported", param="response_format")
+
+
+def _checked(build: Any, param: str) -> str:
+    try:
+        return build()
+    except SchemaError as exc:
+        raise InvalidRequest(str(exc), param=param) from None
+
+
+def resolve_tools(data: ChatCompletionRequest) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(tools to render into the prompt, GBNF grammar or None) for this request."""
+    tools = [msgspec.to_builtins(tool) for tool in data.tools or ()]
+    for index, tool in enumerate(tools):
+        if not isinstance(tool["function"].get("parameters", {}), dict):
+            raise InvalidRequest("function parameters must be a JSON schema object",
+                                 param=f"tools[{index}].function.parameters")
+    choice = data.tool_choice if data.tool_choice is not None else "auto"
+    names = [tool["function"]["name"] for tool in tools]
+    if choice == "none" or not tools:
+        if choice not in ("none", "auto"):
+            raise InvalidRequest("tool_choice requires tools", param="tool_choice")
+        return None, _response_format_grammar(data.response_format)
+    if choice == "auto":
+        return tools, _response_format_grammar(data.response_format)
+    functions = [tool["function"] for tool in tools]
+    if isinstance(choice, dict):
+        name = _named_function(choice, names)
+        functions = [function for function in functions if function["name"] == name]
+    parallel = data.parallel_tool_calls is not False and not isinstance(choice, dict)
+    return tools, _checked(lambda: tool_call_grammar(functions, parallel=parallel), "tools")

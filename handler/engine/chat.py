@@ -1,0 +1,82 @@
+"""A chat completion end to end inside the engine: render → tokenize → check → generate → parse.
+
+`prepare_chat` does everything that can fail because of the request (template errors, prompt too
+long, bad grammar) before any byte is sent, so the API layer can still answer with a 4xx; `events`
+then streams parsed deltas and ends with the finish reason and usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import attrs
+import llama_cpp
+
+from handler.engine.serial_chat import SerialChatModel
+from handler.engine.types import ChatRequest, FinishReason, Usage
+from handler.errors import ContextLengthExceeded, InvalidRequest
+from handler.formats.content import UnsupportedContent
+from handler.formats.gguf_template import TemplateRenderError
+from handler.formats.qwen3_parser import OutputDelta
+from handler.formats.registry import OutputParser
+
+
+@attrs.frozen
+class ChatEvent:
+    delta: OutputDelta | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@attrs.define
+class PreparedChat:
+    model: SerialChatModel
+    request: ChatRequest
+    prompt_tokens: list[int]
+    parser: OutputParser
+    grammar: llama_cpp.LlamaGrammar | None
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        called_tools = False
+        generation = self.model.generate(self.prompt_tokens, self.request.params, self.grammar)
+        try:
+            async for chunk in generation:
+                deltas = self.parser.feed(chunk.text) if chunk.text else []
+                if chunk.finish_reason is not None:
+                    deltas += self.parser.finish()
+                for delta in deltas:
+                    called_tools = called_tools or delta.tool_call is not None
+                    yield ChatEvent(delta=delta)
+                if chunk.finish_reason is not None:
+                    finish = "tool_calls" if called_tools and chunk.finish_reason == "stop" else chunk.finish_reason
+                    yield ChatEvent(finish_reason=finish,
+                                    usage=Usage(chunk.prompt_tokens, chunk.completion_tokens))
+        finally:
+            await generation.aclose()
+
+
+def _compile_grammar(gbnf: str | None) -> llama_cpp.LlamaGrammar | None:
+    if gbnf is None:
+        return None
+    try:
+        return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidRequest(f"the output constraint could not be compiled: {exc}") from exc
+
+
+async def prepare_chat(model: SerialChatModel, request: ChatRequest) -> PreparedChat:
+    try:
+        prompt = model.format.render(request.messages, request.tools, enable_thinking=request.enable_thinking)
+    except UnsupportedContent as exc:
+        raise InvalidRequest(str(exc), param="messages", code="unsupported_content") from None
+    except TemplateRenderError as exc:
+        raise InvalidRequest(str(exc), param="messages") from None
+    tokens = await asyncio.to_thread(model.tokenize, prompt)
+    if len(tokens) >= model.n_ctx:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {model.n_ctx} tokens, but the messages take "
+            f"{len(tokens)} tokens. Please shorten the messages.", param="messages")
+    grammar = await asyncio.to_thread(_compile_grammar, request.params.grammar)
+    parser = model.format.new_parser(request.tool_names, prompt)
+    return PreparedChat(model=model, request=request, prompt_tokens=tokens, parser=parser, grammar=grammar)

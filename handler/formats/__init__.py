@@ -1,0 +1,1 @@
+"""Chat formats: prompt renderers and output parsers. Pure functions and state machines, no I/O."""

@@ -1,0 +1,107 @@
+"""Qwen3 prompts: a pure re-implementation of the official Qwen3 chat template.
+
+`render_prompt` gives byte-for-byte what Hugging Face transformers renders from the `chat_template` in
+Qwen3's tokenizer_config.json (tests compare both over many conversations), without running any
+template code. ChatML models (`<|im_start|>`) share the layout, so they are rendered here too.
+The output side is `handler.formats.qwen3_parser`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from handler.formats.content import content_text
+
+TOOLS_PREAMBLE = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_EPILOGUE = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+    "<args-json-object>}\n</tool_call><|im_end|>\n"
+)
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+
+
+def tojson(value: Any) -> str:
+    """The template's `tojson` as transformers defines it: key order kept, non-ASCII kept."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _is_tool_response(text: str) -> bool:
+    return text.startswith("<tool_response>") and text.endswith("</tool_response>")
+
+
+def _last_query_index(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Index of the last user message that is a real query (not a wrapped tool response)."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message["role"] == "user" and not _is_tool_response(content_text(message.get("content"))):
+            return index
+    return len(messages) - 1
+
+
+def _split_reasoning(message: Mapping[str, Any]) -> tuple[str, str]:
+    """(content, reasoning) of an assistant turn: explicit `reasoning_content`, else inline <think>."""
+    content = content_text(message.get("content"))
+    if message.get("reasoning_content") is not None:
+        return content, message["reasoning_content"]
+    if "</think>" not in content:
+        return content, ""
+    before, _, _ = content.partition("</think>")
+    reasoning = before.rstrip("\n").split("<think>")[-1].lstrip("\n")
+    return content.split("</think>")[-1].lstrip("\n"), reasoning
+
+
+def _render_tool_call(tool_call: Mapping[str, Any]) -> str:
+    function = tool_call.get("function") or tool_call
+    arguments = function.get("arguments")
+    arguments_text = arguments if isinstance(arguments, str) else tojson(arguments)
+    return f'<tool_call>\n{{"name": "{function.get("name")}", "arguments": {arguments_text}}}\n</tool_call>'
+
+
+def _render_assistant(message: Mapping[str, Any], *, after_last_query: bool, is_last: bool) -> str:
+    content, reasoning = _split_reasoning(message)
+    if after_last_query and (is_last or reasoning):
+        text = f"<|im_start|>assistant\n<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
+    else:
+        text = f"<|im_start|>assistant\n{content}"
+    for position, tool_call in enumerate(message.get("tool_calls") or ()):
+        if position > 0 or content:
+            text += "\n"
+        text += _render_tool_call(tool_call)
+    return text + "<|im_end|>\n"
+
+
+def _render_system_block(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None) -> str:
+    system = content_text(messages[0].get("content")) if messages and messages[0]["role"] == "system" else None
+    if tools:
+        head = "<|im_start|>system\n" + (system + "\n\n" if system is not None else "")
+        return head + TOOLS_PREAMBLE + "".join("\n" + tojson(tool) for tool in tools) + TOOLS_EPILOGUE
+    return f"<|im_start|>system\n{system}<|im_end|>\n" if system is not None else ""
+
+
+def render_prompt(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None, *,
+                  add_generation_prompt: bool = True, enable_thinking: bool | None = None) -> str:
+    """Render OpenAI-shaped `messages` (and `tools`) exactly as the official Qwen3 template does."""
+    parts = [_render_system_block(messages, tools)]
+    last_query = _last_query_index(messages)
+    last = len(messages) - 1
+    for index, message in enumerate(messages):
+        role = message["role"]
+        if role == "user" or (role == "system" and index > 0):
+            parts.append(f"<|im_start|>{role}\n{content_text(message.get('content'))}<|im_end|>\n")
+        elif role == "assistant":
+            parts.append(_render_assistant(message, after_last_query=index > last_query, is_last=index == last))
+        elif role == "tool":
+            if index == 0 or messages[index - 1]["role"] != "tool":
+                parts.append("<|im_start|>user")
+            parts.append(f"\n<tool_response>\n{content_text(message.get('content'))}\n</tool_response>")
+            if index == last or messages[index + 1]["role"] != "tool":
+                parts.append("<|im_end|>\n")
+    if add_generation_prompt:
+        parts.append("<|im_start|>assistant\n" + (EMPTY_THINK if enable_thinking is False else ""))
+    return "".join(parts)

@@ -1,0 +1,184 @@
+"""Qwen3 output → content, reasoning and OpenAI tool calls, one state machine for stream and non-stream.
+
+The model writes `<think>…</think>` (reasoning) and `<tool_call>{"name": …, "arguments": …}</tool_call>`
+blocks among its text. `Qwen3OutputParser.feed` takes text as it is generated and returns deltas;
+tags split across tokens are held back until they can be told apart from text, so markup never leaks
+into content. `parse_output` is the same machine fed the whole text at once, so both modes agree.
+A tool call whose JSON is malformed, or that names a function that was not offered, stays as text.
+Sections are trimmed of surrounding whitespace (the template puts newlines around every tag).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Callable, Collection
+
+import attrs
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@attrs.frozen
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON document, as OpenAI sends it
+
+
+@attrs.frozen
+class OutputDelta:
+    """One step of parsed output: exactly one of its fields is set."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_call: ToolCall | None = None
+
+
+@attrs.frozen
+class ParsedOutput:
+    content: str
+    reasoning_content: str | None
+    tool_calls: tuple[ToolCall, ...]
+
+
+class _Mode(enum.Enum):
+    CONTENT = "content"
+    THINK = "reasoning"
+    TOOL_CALL = "tool_call"
+
+
+def _partial_tag_length(text: str, tags: Collection[str]) -> int:
+    """Length of the longest suffix of `text` that could be the start of one of `tags`."""
+    longest = 0
+    for tag in tags:
+        for size in range(min(len(tag) - 1, len(text)), longest, -1):
+            if text.endswith(tag[:size]):
+                longest = size
+                break
+    return longest
+
+
+def _decode_tool_call(body: str, tool_names: Collection[str]) -> tuple[str, str] | None:
+    """(name, arguments JSON) from a tool-call body, or None when it is not a call to an offered tool."""
+    try:
+        call = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(call, dict) or call.get("name") not in tool_names:
+        return None
+    arguments = call.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            json.loads(arguments)
+        except ValueError:
+            return None
+        return call["name"], arguments
+    if not isinstance(arguments, dict):
+        return None
+    return call["name"], json.dumps(arguments, ensure_ascii=False)
+
+
+class Qwen3OutputParser:
+    def __init__(self, tool_names: Collection[str] = (), *, in_think: bool = False,
+                 new_id: Callable[[], str] = new_call_id) -> None:
+        self._tool_names = frozenset(tool_names)
+        self._new_id = new_id
+        self._mode = _Mode.THINK if in_think else _Mode.CONTENT
+        self._buffer = ""
+        self._held_space = ""  # trailing whitespace, emitted only if more text follows in the section
+        self._section_started = False
+
+    def feed(self, text: str) -> list[OutputDelta]:
+        self._buffer += text
+        deltas: list[OutputDelta] = []
+        while self._step(deltas):
+            pass
+        return deltas
+
+    def finish(self) -> list[OutputDelta]:
+        """Flush what is left when generation ends (an unclosed think block is reasoning)."""
+        deltas: list[OutputDelta] = []
+        rest, self._buffer = self._buffer, ""
+        if self._mode is _Mode.TOOL_CALL:
+            self._close_tool_call(rest, deltas, closed=False)
+        else:
+            self._emit_text(rest, deltas)
+        self._end_section()
+        return deltas
+
+    def _open_tags(self) -> tuple[str, ...]:
+        if self._mode is _Mode.THINK:
+            return (THINK_CLOSE,)
+        # A stray </think> in content (the prompt opened the block but we were not told) is dropped.
+        return (THINK_OPEN, THINK_CLOSE, CALL_OPEN) if self._tool_names else (THINK_OPEN, THINK_CLOSE)
+
+    def _step(self, deltas: list[OutputDelta]) -> bool:
+        """Consume the buffer up to the next tag; True when a tag was consumed and more may follow."""
+        if self._mode is _Mode.TOOL_CALL:
+            end = self._buffer.find(CALL_CLOSE)
+            if end < 0:
+                return False
+            body, self._buffer = self._buffer[:end], self._buffer[end + len(CALL_CLOSE):]
+            self._close_tool_call(body, deltas)
+            return True
+        found = [(self._buffer.find(tag), tag) for tag in self._open_tags()]
+        found = [(at, tag) for at, tag in found if at >= 0]
+        if not found:
+            keep = _partial_tag_length(self._buffer, self._open_tags())
+            ready, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep:]
+            self._emit_text(ready, deltas)
+            return False
+        at, tag = min(found)
+        self._emit_text(self._buffer[:at], deltas)
+        self._buffer = self._buffer[at + len(tag):]
+        if tag != CALL_OPEN:  # a tool call sits inside the content section around it
+            self._end_section()
+        self._mode = {THINK_OPEN: _Mode.THINK, THINK_CLOSE: _Mode.CONTENT, CALL_OPEN: _Mode.TOOL_CALL}[tag]
+        return True
+
+    def _close_tool_call(self, body: str, deltas: list[OutputDelta], *, closed: bool = True) -> None:
+        self._mode = _Mode.CONTENT
+        decoded = _decode_tool_call(body.strip(), self._tool_names)
+        if decoded is None:
+            self._emit_text(CALL_OPEN + body + (CALL_CLOSE if closed else ""), deltas)
+            return
+        self._held_space = ""
+        deltas.append(OutputDelta(tool_call=ToolCall(id=self._new_id(), name=decoded[0], arguments=decoded[1])))
+
+    def _emit_text(self, text: str, deltas: list[OutputDelta]) -> None:
+        if not self._section_started:
+            text = text.lstrip()
+        body = text.rstrip()
+        if not body:
+            self._held_space += text
+            return
+        out = self._held_space + body
+        self._held_space, self._section_started = text[len(body):], True
+        field = "reasoning" if self._mode is _Mode.THINK else "content"
+        deltas.append(OutputDelta(**{field: out}))
+
+    def _end_section(self) -> None:
+        self._held_space, self._section_started = "", False
+
+
+def merge_deltas(deltas: Collection[OutputDelta]) -> ParsedOutput:
+    reasoning = "".join(delta.reasoning for delta in deltas)
+    return ParsedOutput(
+        content="".join(delta.content for delta in deltas),
+        reasoning_content=reasoning or None,
+        tool_calls=tuple(delta.tool_call for delta in deltas if delta.tool_call is not None),
+    )
+
+
+def parse_output(text: str, tool_names: Collection[str] = (), *, in_think: bool = False,
+                 new_id: Callable[[], str] = new_call_id) -> ParsedOutput:
+    """Parse a whole reply; the same machine as streaming, fed all at once."""
+    parser = Qwen3OutputParser(tool_names, in_think=in_think, new_id=new_id)
+    return merge_deltas([*parser.feed(text), *parser.finish()])

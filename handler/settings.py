@@ -1,0 +1,102 @@
+"""Process configuration, read once from an environment mapping.
+
+`Settings.from_env(environ)` is a pure function of the mapping it is given, so tests build settings
+from plain dicts and never touch `os.environ`. Invalid values raise `SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value the server cannot use."""
+
+
+def physical_cores(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
+    """Count physical cores (llama.cpp decodes no faster on hyper-threads); fall back to logical CPUs."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    physical_id = core_id = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            physical_id = value
+        elif key == "core id":
+            core_id = value
+            cores.add((physical_id, core_id))
+    return len(cores) or os.cpu_count() or 1
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean, got {raw!r}")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _read(environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T,
+          check: Callable[[T], bool] = lambda _: True, rule: str = "") -> T:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse(raw.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+    if not check(value):
+        raise SettingsError(f"{name}={raw!r} is invalid: must be {rule}")
+    return value
+
+
+@attrs.frozen
+class Settings:
+    model_dir: Path = Path("models")
+    manifest_path: Path = Path("models_manifest/default.toml")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    n_ctx: int = 2048
+    n_gpu_layers: int = 0
+    n_threads: int = 1
+    n_batch: int = 512
+    temperature: float = 0.7
+    max_tokens: int = 512
+    verbose: bool = False
+    cors_allow_origins: tuple[str, ...] = ("*",)
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, default_threads: int | None = None) -> Settings:
+        positive: dict[str, Any] = {"check": lambda v: v > 0, "rule": "> 0"}
+        return cls(
+            model_dir=_read(environ, "MODEL_DIR", Path, Path("models")),
+            manifest_path=_read(environ, "MODELS_MANIFEST", Path, Path("models_manifest/default.toml")),
+            host=_read(environ, "HOST", str, "127.0.0.1"),
+            port=_read(environ, "PORT", int, 8000, lambda v: 0 < v < 65536, "between 1 and 65535"),
+            n_ctx=_read(environ, "N_CTX", int, 2048, **positive),
+            n_gpu_layers=_read(environ, "N_GPU_LAYERS", int, 0, lambda v: v >= -1, ">= -1 (-1 = all)"),
+            n_threads=_read(environ, "N_THREADS", int, default_threads or physical_cores(), **positive),
+            n_batch=_read(environ, "N_BATCH", int, 512, **positive),
+            temperature=_read(environ, "TEMPERATURE", float, 0.7, lambda v: 0 <= v <= 2, "between 0 and 2"),
+            max_tokens=_read(environ, "MAX_TOKENS", int, 512, **positive),
+            verbose=_read(environ, "VERBOSE", _parse_bool, False),
+            cors_allow_origins=_read(environ, "CORS_ALLOW_ORIGINS", _parse_list, ("*",)),
+            max_body_bytes=_read(environ, "MAX_BODY_BYTES", int, 10 * 1024 * 1024, **positive),
+        )

@@ -1,0 +1,133 @@
+"""`models_manifest`: the declared models, parsed into `ModelSpec`s.
+
+Format (TOML):
+
+    [[models]]
+    name = "smollm2-135m"       # the id clients send as `model`
+    kind = "chat"               # "chat" or "embedding"
+    source = "file.gguf"        # relative to MODEL_DIR, absolute, or s3://bucket/key
+    sha256 = "…"                # optional, checked when the file is synced
+    size = 98362432             # optional, bytes
+    [models.options]            # llama.cpp options overriding the environment defaults
+    n_ctx = 2048
+    chat_format = "qwen3"
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from handler.store.names import is_valid_model_name
+
+ModelKind = Literal["chat", "embedding"]
+KINDS: tuple[ModelKind, ...] = ("chat", "embedding")
+
+# Options a manifest may set per model, with the type each must have.
+LLAMA_OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "n_ctx": int, "n_batch": int, "n_ubatch": int, "n_threads": int, "n_gpu_layers": int,
+    "main_gpu": int, "flash_attn": bool, "use_mmap": bool, "use_mlock": bool,
+    "rope_freq_base": (int, float), "rope_freq_scale": (int, float), "seed": int,
+    "pooling": str, "chat_format": str,
+}
+POOLING_NAMES = ("none", "mean", "cls", "last", "rank")
+CHAT_FORMATS = ("qwen3", "chatml", "gguf")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used as written; the message says which entry and field."""
+
+
+@attrs.frozen
+class ModelSpec:
+    name: str
+    kind: ModelKind
+    source: str
+    sha256: str | None = None
+    size: int | None = None
+    options: dict[str, Any] = attrs.field(factory=dict)
+    declared: bool = True  # False for files found in MODEL_DIR without a manifest entry
+
+    @property
+    def is_remote(self) -> bool:
+        return self.source.startswith("s3://")
+
+    @property
+    def chat_format(self) -> str | None:
+        return self.options.get("chat_format")
+
+
+def _check_options(where: str, options: Any) -> dict[str, Any]:
+    if not isinstance(options, dict):
+        raise ManifestError(f"{where}: options must be a table")
+    for key, value in options.items():
+        expected = LLAMA_OPTIONS.get(key)
+        if expected is None:
+            raise ManifestError(f"{where}: unknown option {key!r} (known: {', '.join(sorted(LLAMA_OPTIONS))})")
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
+            raise ManifestError(f"{where}: option {key!r} has the wrong type")
+    if options.get("pooling", "mean") not in POOLING_NAMES:
+        raise ManifestError(f"{where}: pooling must be one of {', '.join(POOLING_NAMES)}")
+    if options.get("chat_format", "qwen3") not in CHAT_FORMATS:
+        raise ManifestError(f"{where}: chat_format must be one of {', '.join(CHAT_FORMATS)}")
+    return dict(options)
+
+
+def _parse_entry(index: int, entry: Any) -> ModelSpec:
+    where = f"models[{index}]"
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: must be a table")
+    unknown = set(entry) - {"name", "kind", "source", "sha256", "size", "options"}
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    name, kind, source = entry.get("name"), entry.get("kind", "chat"), entry.get("source")
+    if not isinstance(name, str) or not is_valid_model_name(name):
+        raise ManifestError(f"{where}: name {name!r} is not a valid model id (letters, digits, . _ : + @ -)")
+    if kind not in KINDS:
+        raise ManifestError(f"{where} ({name}): kind must be 'chat' or 'embedding'")
+    if not isinstance(source, str) or not source or "\x00" in source:
+        raise ManifestError(f"{where} ({name}): source must be a path or an s3:// URL")
+    sha256, size = entry.get("sha256"), entry.get("size")
+    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower())):
+        raise ManifestError(f"{where} ({name}): sha256 must be 64 hex digits")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ManifestError(f"{where} ({name}): size must be a positive integer")
+    options = _check_options(f"{where} ({name})", entry.get("options", {}))
+    return ModelSpec(name=name, kind=kind, source=source, sha256=sha256 and sha256.lower(),
+                     size=size, options=options)
+
+
+def parse_manifest(text: str) -> tuple[ModelSpec, ...]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"not valid TOML: {exc}") from None
+    entries = data.get("models", [])
+    if not isinstance(entries, list):
+        raise ManifestError("'models' must be an array of tables ([[models]])")
+    specs = tuple(_parse_entry(i, entry) for i, entry in enumerate(entries))
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise ManifestError(f"model name {spec.name!r} is declared twice")
+        seen.add(spec.name)
+    return specs
+
+
+def load_manifest(path: Path) -> tuple[ModelSpec, ...]:
+    """Read the manifest file; a missing file is an empty manifest (models can still be found on disk)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read: {exc}") from None
+    try:
+        return parse_manifest(text)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc}") from None

@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from handler.settings import Settings, SettingsError, physical_cores
+
+
+def test_defaults_from_an_empty_environment():
+    settings = Settings.from_env({}, default_threads=3)
+    assert settings.model_dir == Path("models")
+    assert settings.manifest_path == Path("models_manifest/default.toml")
+    assert (settings.port, settings.n_ctx, settings.n_gpu_layers, settings.n_threads) == (8000, 2048, 0, 3)
+    assert (settings.temperature, settings.max_tokens, settings.verbose) == (0.7, 512, False)
+    assert settings.cors_allow_origins == ("*",)
+
+
+def test_values_are_parsed():
+    settings = Settings.from_env({
+        "MODEL_DIR": "/models", "PORT": "9000", "N_CTX": "4096", "N_GPU_LAYERS": "-1", "N_THREADS": "8",
+        "N_BATCH": "256", "TEMPERATURE": "0", "MAX_TOKENS": "64", "VERBOSE": "true",
+        "CORS_ALLOW_ORIGINS": "https://a.example, https://b.example", "HOST": "0.0.0.0",
+    })
+    assert settings.model_dir == Path("/models")
+    assert (settings.port, settings.n_ctx, settings.n_gpu_layers, settings.n_threads, settings.n_batch) == (
+        9000, 4096, -1, 8, 256)
+    assert (settings.temperature, settings.max_tokens, settings.verbose, settings.host) == (0.0, 64, True, "0.0.0.0")
+    assert settings.cors_allow_origins == ("https://a.example", "https://b.example")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PORT", "eighty"), ("PORT", "70000"), ("N_CTX", "0"), ("N_CTX", "-5"), ("N_GPU_LAYERS", "-2"),
+    ("TEMPERATURE", "nan"), ("TEMPERATURE", "3"), ("VERBOSE", "maybe"), ("MAX_TOKENS", "1.5"),
+])
+def test_invalid_values_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_physical_cores_counts_unique_cores(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(f"processor\t: {i}\nphysical id\t: 0\ncore id\t\t: {i // 2}\n\n" for i in range(4)))
+    assert physical_cores(cpuinfo) == 2
+    assert physical_cores(tmp_path / "missing") >= 1
