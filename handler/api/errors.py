@@ -8,6 +8,7 @@ anything else is a 500 whose details go to the log, not to the client.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
           429: "rate_limit_error"}
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 429: "rate_limit_exceeded"}
 
 
@@ -54,12 +56,22 @@ def _http_detail(exc: HTTPException) -> ErrorDetail:
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
         first: Any = exc.extra[0]
         if isinstance(first, dict):
-            param = first.get("key") or None
-            message = f"{first.get('message', message)}" + (f" (at '{param}')" if param else "")
+            message, param = _validation_message(first, message)
     elif status == 400 and "json" in message.lower() or message.startswith("Malformed"):
         message = f"We could not parse the JSON body of your request: {message}"
     code = "invalid_value" if isinstance(exc, ValidationException) else _CODES.get(status)
     return ErrorDetail(message=message, type=error_type, param=param, code=code)
+
+
+def _validation_message(problem: dict[str, Any], fallback: str) -> tuple[str, str | None]:
+    """Litestar names the failing field by path; "data" is the body itself, so name the missing field."""
+    message, key = str(problem.get("message", fallback)), problem.get("key") or None
+    missing = _MISSING_FIELD.search(message)
+    if key == "data":
+        key = missing.group(1) if missing else None
+    elif missing and key:
+        key = f"{key}.{missing.group(1)}"
+    return message + (f" (at '{key}')" if key else ""), key
 
 
 def openai_error_handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:

@@ -128,7 +128,8 @@ class SerialChatModel:
             tokens.close()
         if not hit and finish != "cancelled":  # text held back for a stop string that never came
             tail, _ = stops.push(decoder.decode(b"", final=True))
-            emit(TextChunk(text=tail + stops.flush()))
+            if tail := tail + stops.flush():
+                emit(TextChunk(text=tail))
         emit(TextChunk(finish_reason=finish, prompt_tokens=len(prompt_tokens), completion_tokens=produced))
 
 

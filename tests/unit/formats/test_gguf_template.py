@@ -1,0 +1,49 @@
+"""GGUF chat templates are untrusted code: they render in the sandbox and cannot reach Python internals."""
+
+from __future__ import annotations
+
+import pytest
+
+from handler.formats.gguf_template import TemplateRenderError, render_gguf_template
+from handler.formats.registry import GgufTemplateFormat, Qwen3Format, choose_format
+
+LLAMA3_LIKE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{{ m.content }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+ESCAPES = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ self._TemplateReference__context.cycler.__init__.__globals__.os }}",
+    "{{ messages.append({'role': 'x'}) }}",
+]
+
+
+def test_renders_a_template():
+    prompt = render_gguf_template(LLAMA3_LIKE, [{"role": "user", "content": "hi"}], bos_token="<s>")
+    assert prompt == "<s><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+@pytest.mark.parametrize("template", ESCAPES)
+def test_escapes_are_refused(template, tmp_path):
+    with pytest.raises(TemplateRenderError):
+        render_gguf_template(template, [{"role": "user", "content": "hi"}])
+
+
+def test_raise_exception_becomes_a_render_error():
+    with pytest.raises(TemplateRenderError, match="roles must alternate"):
+        render_gguf_template("{{ raise_exception('roles must alternate') }}", [])
+
+
+def test_broken_template_is_a_render_error():
+    with pytest.raises(TemplateRenderError, match="does not compile"):
+        render_gguf_template("{% for %}", [])
+
+
+def test_format_choice():
+    assert isinstance(choose_format(None, "<|im_start|>{{ x }}"), Qwen3Format)
+    assert isinstance(choose_format(None, None), Qwen3Format)
+    assert isinstance(choose_format("qwen3", LLAMA3_LIKE), Qwen3Format)
+    assert isinstance(choose_format(None, LLAMA3_LIKE), GgufTemplateFormat)
+    assert isinstance(choose_format("gguf", "<|im_start|>"), GgufTemplateFormat)
