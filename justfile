@@ -44,6 +44,7 @@ fetch-demo:
     if digest.hexdigest() != expected:
         os.unlink(tmp)
         sys.exit(f"demo model checksum mismatch: {digest.hexdigest()}")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     print(f"demo model ready: {target}")
     PY

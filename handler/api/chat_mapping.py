@@ -65,7 +65,8 @@ def enable_thinking(data: ChatCompletionRequest) -> bool | None:
 def chat_request(data: ChatCompletionRequest, params: SamplingParams,
                  tools: list[dict[str, Any]] | None) -> ChatRequest:
     return ChatRequest(messages=[_message_dict(message) for message in data.messages], params=params,
-                       tools=tools, enable_thinking=enable_thinking(data))
+                       tools=tools, enable_thinking=enable_thinking(data),
+                       parallel_tool_calls=data.parallel_tool_calls is not False)
 
 
 def _usage(usage: Usage) -> UsageOut:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import attrs
 import llama_cpp
 
-from handler.engine.serial_chat import SerialChatModel
+from handler.engine.serial_chat import GrammarError, SerialChatModel
 from handler.engine.types import ChatRequest, FinishReason, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
 from handler.formats.content import UnsupportedContent
@@ -46,7 +46,10 @@ class PreparedChat:
                 if chunk.finish_reason is not None:
                     deltas += self.parser.finish()
                 for delta in deltas:
-                    called_tools = called_tools or delta.tool_call is not None
+                    if delta.tool_call is not None:
+                        if called_tools and not self.request.parallel_tool_calls:
+                            continue  # parallel_tool_calls=false: the first call only
+                        called_tools = True
                     yield ChatEvent(delta=delta)
                 if chunk.finish_reason is not None:
                     finish = "tool_calls" if called_tools and chunk.finish_reason == "stop" else chunk.finish_reason
@@ -54,15 +57,6 @@ class PreparedChat:
                                     usage=Usage(chunk.prompt_tokens, chunk.completion_tokens))
         finally:
             await generation.aclose()
-
-
-def _compile_grammar(gbnf: str | None) -> llama_cpp.LlamaGrammar | None:
-    if gbnf is None:
-        return None
-    try:
-        return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
-    except (ValueError, RuntimeError) as exc:
-        raise InvalidRequest(f"the output constraint could not be compiled: {exc}") from exc
 
 
 async def prepare_chat(model: SerialChatModel, request: ChatRequest) -> PreparedChat:
@@ -77,6 +71,12 @@ async def prepare_chat(model: SerialChatModel, request: ChatRequest) -> Prepared
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.n_ctx} tokens, but the messages take "
             f"{len(tokens)} tokens. Please shorten the messages.", param="messages")
-    grammar = await asyncio.to_thread(_compile_grammar, request.params.grammar)
+    grammar = None
+    if request.params.grammar is not None:
+        try:
+            grammar = await asyncio.to_thread(model.compile_grammar, request.params.grammar)
+        except GrammarError as exc:
+            raise InvalidRequest(f"{exc}; check the JSON schemas in tools or response_format",
+                                 param="tools" if request.tools else "response_format") from None
     parser = model.format.new_parser(request.tool_names, prompt)
     return PreparedChat(model=model, request=request, prompt_tokens=tokens, parser=parser, grammar=grammar)

@@ -22,8 +22,9 @@ def _converter() -> SchemaConverter:
 
 
 def _visit(converter: SchemaConverter, schema: Mapping[str, Any], name: str) -> str:
+    """Add the rules for `schema` under `name` ("" names the grammar's root rule)."""
     try:
-        resolved = converter.resolve_refs(dict(schema), name)
+        resolved = converter.resolve_refs(dict(schema), name or "root")
         return converter.visit(resolved, name)
     except (KeyError, TypeError, ValueError, AssertionError, RecursionError) as exc:
         raise SchemaError(f"unsupported JSON schema: {exc!r}") from None
@@ -43,11 +44,11 @@ def tool_call_grammar(functions: Sequence[Mapping[str, Any]], *, parallel: bool)
         opening = _literal(f'<tool_call>\n{{"name": "{function["name"]}", "arguments": ')
         alternatives.append(f"{opening} {arguments_rule} {_literal(chr(10).join(['}', '</tool_call>']))}")
     calls = "call (\"\\n\" call)*" if parallel else "call"
-    return converter.format_grammar() + f"call ::= {' | '.join(alternatives)}\nroot ::= {calls}\n"
+    return converter.format_grammar() + f"\ncall ::= {' | '.join(alternatives)}\nroot ::= {calls}\n"
 
 
 def json_grammar(schema: Mapping[str, Any] | None) -> str:
     """JSON content matching `schema`, or any JSON object when there is none."""
     converter = _converter()
-    _visit(converter, schema or {"type": "object"}, "root")
+    _visit(converter, schema or {"type": "object"}, "")
     return converter.format_grammar()

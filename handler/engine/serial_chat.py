@@ -29,6 +29,10 @@ from handler.formats.registry import ChatFormat, choose_format
 Emit = Callable[[TextChunk | BaseException], None]
 
 
+class GrammarError(ValueError):
+    """A generation constraint llama.cpp cannot use."""
+
+
 def _token_text(llama: llama_cpp.Llama, token: int) -> str:
     return llama._model.token_get_text(token) if token >= 0 else ""
 
@@ -53,8 +57,17 @@ class SerialChatModel:
         add_bos = not (bos and prompt.startswith(bos))
         return self.llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
+    def compile_grammar(self, gbnf: str) -> llama_cpp.LlamaGrammar:
+        """Check that llama.cpp accepts `gbnf` before it reaches a sampler: a grammar that fails to
+        parse there yields a NULL sampler, and adding that to a chain crashes the process."""
+        probe = llama_cpp.llama_sampler_init_grammar(self.llama._model.vocab, gbnf.encode(), b"root")
+        if not probe:
+            raise GrammarError("llama.cpp could not parse the grammar built for this request")
+        llama_cpp.llama_sampler_free(probe)
+        return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+
     async def generate(self, prompt_tokens: list[int], params: SamplingParams,
-                       grammar: Any = None) -> AsyncIterator[TextChunk]:
+                       grammar: llama_cpp.LlamaGrammar | None = None) -> AsyncIterator[TextChunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
         cancel = threading.Event()

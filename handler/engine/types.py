@@ -53,6 +53,7 @@ class ChatRequest:
     params: SamplingParams
     tools: list[dict[str, Any]] | None = None
     enable_thinking: bool | None = None
+    parallel_tool_calls: bool = True
 
     @property
     def tool_names(self) -> frozenset[str]:
