@@ -11,6 +11,7 @@ the result as OpenAI does. Every error, ours or the framework's, leaves through 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -34,7 +35,8 @@ from handler.engine.llama_options import LlamaDefaults
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import load_manifest
-from handler.store.volume import LocalVolume
+from handler.store.s3 import S3Tuning
+from handler.store.sync import ModelStore, StoreConfig
 
 log = logging.getLogger("handler")
 
@@ -45,8 +47,14 @@ def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context 
         catalog = ModelCatalog(model_dir=settings.model_dir, declared=load_manifest(settings.manifest_path))
         defaults = LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
                                  n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose)
-        cache = ModelCache(fetch=LocalVolume(catalog).ensure_local, defaults=defaults)
-        app.state.update(settings=settings, catalog=catalog, model_cache=cache)
+        store = ModelStore(catalog, StoreConfig(
+            tuning=S3Tuning(part_size_mb=settings.s3_part_size_mb, concurrency=settings.s3_concurrency,
+                            max_attempts=settings.s3_max_attempts),
+            trust_local=settings.trust_local_models))
+        for leftover in await asyncio.to_thread(store.clean_leftovers):
+            log.info("removed the partial download %s", leftover.name)
+        cache = ModelCache(fetch=store.ensure_local, defaults=defaults)
+        app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache)
         log.info("serving %d model(s) from %s", len(catalog.all()), settings.model_dir)
         try:
             yield

@@ -76,3 +76,18 @@ class ServiceUnavailable(ServerError):
     status_code = 503
     error_type = "server_error"
     code = "service_unavailable"
+
+
+class ModelSourceError(ServerError):
+    """The model's object store answered, but not with the model (missing object, access denied,
+    bytes that fail their checksum): a bad gateway from the client's point of view."""
+
+    status_code = 502
+    error_type = "server_error"
+    code = "model_source_error"
+
+
+class InsufficientStorage(ServerError):
+    status_code = 507
+    error_type = "server_error"
+    code = "insufficient_storage"

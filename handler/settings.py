@@ -81,6 +81,10 @@ class Settings:
     verbose: bool = False
     cors_allow_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 10 * 1024 * 1024
+    s3_part_size_mb: int = 16
+    s3_concurrency: int = 8
+    s3_max_attempts: int = 5
+    trust_local_models: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, default_threads: int | None = None) -> Settings:
@@ -99,4 +103,8 @@ class Settings:
             verbose=_read(environ, "VERBOSE", _parse_bool, False),
             cors_allow_origins=_read(environ, "CORS_ALLOW_ORIGINS", _parse_list, ("*",)),
             max_body_bytes=_read(environ, "MAX_BODY_BYTES", int, 10 * 1024 * 1024, **positive),
+            s3_part_size_mb=_read(environ, "S3_PART_SIZE_MB", int, 16, lambda v: 5 <= v <= 5120, "5..5120"),
+            s3_concurrency=_read(environ, "S3_CONCURRENCY", int, 8, lambda v: 1 <= v <= 64, "1..64"),
+            s3_max_attempts=_read(environ, "S3_MAX_ATTEMPTS", int, 5, lambda v: 1 <= v <= 20, "1..20"),
+            trust_local_models=_read(environ, "TRUST_LOCAL_MODELS", _parse_bool, False),
         )

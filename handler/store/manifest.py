@@ -8,6 +8,7 @@ Format (TOML):
     source = "file.gguf"        # relative to MODEL_DIR, absolute, or s3://bucket/key
     sha256 = "…"                # optional, checked when the file is synced
     size = 98362432             # optional, bytes
+    version_id = "…"            # optional, pins an S3 object version
     [models.options]            # llama.cpp options overriding the environment defaults
     n_ctx = 2048
     chat_format = "qwen3"
@@ -37,6 +38,8 @@ LLAMA_OPTIONS: dict[str, type | tuple[type, ...]] = {
 POOLING_NAMES = ("none", "mean", "cls", "last", "rank")
 CHAT_FORMATS = ("qwen3", "chatml", "gguf")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# The key's last segment becomes the local file name: it must be a plain `NAME.gguf`.
+_S3_URL = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,62}/(?:[^\x00]*/)?[^/\x00.][^/\x00]*\.gguf")
 
 
 class ManifestError(ValueError):
@@ -51,6 +54,7 @@ class ModelSpec:
     sha256: str | None = None
     size: int | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
+    version_id: str | None = None  # pin an S3 object version
     declared: bool = True  # False for files found in MODEL_DIR without a manifest entry
 
     @property
@@ -82,7 +86,7 @@ def _parse_entry(index: int, entry: Any) -> ModelSpec:
     where = f"models[{index}]"
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: must be a table")
-    unknown = set(entry) - {"name", "kind", "source", "sha256", "size", "options"}
+    unknown = set(entry) - {"name", "kind", "source", "sha256", "size", "version_id", "options"}
     if unknown:
         raise ManifestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     name, kind, source = entry.get("name"), entry.get("kind", "chat"), entry.get("source")
@@ -97,9 +101,14 @@ def _parse_entry(index: int, entry: Any) -> ModelSpec:
         raise ManifestError(f"{where} ({name}): sha256 must be 64 hex digits")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ManifestError(f"{where} ({name}): size must be a positive integer")
+    version_id = entry.get("version_id")
+    if version_id is not None and not isinstance(version_id, str):
+        raise ManifestError(f"{where} ({name}): version_id must be a string")
+    if source.startswith("s3://") and not _S3_URL.fullmatch(source):
+        raise ManifestError(f"{where} ({name}): source must look like s3://bucket/key.gguf")
     options = _check_options(f"{where} ({name})", entry.get("options", {}))
     return ModelSpec(name=name, kind=kind, source=source, sha256=sha256 and sha256.lower(),
-                     size=size, options=options)
+                     size=size, options=options, version_id=version_id)
 
 
 def parse_manifest(text: str) -> tuple[ModelSpec, ...]:

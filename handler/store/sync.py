@@ -1,0 +1,133 @@
+"""Making a model's GGUF present and verified on the local volume before it loads.
+
+`ModelStore.ensure_local(spec)` is lazy (nothing moves until a model is asked for) and single-flight
+twice over: concurrent requests in one process share one task, and worker processes share one
+download through a file lock in MODEL_DIR (the second worker waits, then finds the file published).
+A file already on the volume is used without touching S3 when the manifest's sha256 matches the
+recorded one (or TRUST_LOCAL_MODELS is set); otherwise one HEAD compares its ETag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
+from handler.store import s3
+from handler.store.catalog import ModelCatalog
+from handler.store.files import (exclusive_lock, publish, read_record, remove_leftovers, sha256_of,
+                                 temporary_beside, write_record)
+from handler.store.manifest import ModelSpec
+from handler.store.progress import SyncProgress
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class StoreConfig:
+    tuning: s3.S3Tuning = s3.S3Tuning()
+    trust_local: bool = False
+    headroom_bytes: int = 64 * 1024 * 1024  # kept free beyond the model itself
+
+
+class ModelStore:
+    def __init__(self, catalog: ModelCatalog, config: StoreConfig = StoreConfig()) -> None:
+        self.catalog, self.config = catalog, config
+        self.progress: dict[str, SyncProgress] = {}  # by file name
+        self._inflight: dict[Path, asyncio.Future[Path]] = {}
+        self._client: Any = None
+
+    def clean_leftovers(self) -> list[Path]:
+        return remove_leftovers(self.catalog.model_dir) if self.catalog.model_dir.is_dir() else []
+
+    def progress_of(self, spec: ModelSpec) -> SyncProgress | None:
+        return self.progress.get(self.catalog.path_of(spec).name)
+
+    async def ensure_local(self, spec: ModelSpec) -> Path:
+        path = self.catalog.path_of(spec)
+        pending = self._inflight.get(path)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(self._ensure_blocking, spec, path))
+            self._inflight[path] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(path, None))
+        return await asyncio.shield(pending)
+
+    def _ensure_blocking(self, spec: ModelSpec, path: Path) -> Path:
+        progress = self.progress[path.name] = SyncProgress(file=path.name, state="checking")
+        try:
+            if not spec.is_remote:
+                self._check_local(spec, path)
+            elif not self._is_current(spec, path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with exclusive_lock(path):  # another worker may be downloading this very file
+                    if not self._is_current(spec, path):
+                        self._download(spec, path, progress)
+        except Exception as exc:
+            progress.finish("failed", str(exc))
+            raise
+        progress.finish("ready")
+        return path
+
+    def _check_local(self, spec: ModelSpec, path: Path) -> None:
+        if not path.is_file():
+            raise ServiceUnavailable(f"model '{spec.name}': its file {path.name} is missing from the model directory",
+                                     code="model_file_missing")
+        if spec.sha256 and self._recorded_sha256(path) != spec.sha256:
+            raise ModelSourceError(f"model '{spec.name}': {path.name} does not match the manifest's sha256",
+                                   code="checksum_mismatch")
+
+    def _recorded_sha256(self, path: Path) -> str:
+        record = read_record(path)
+        return record.sha256 if record else write_record(path, sha256=sha256_of(path)).sha256
+
+    def _is_current(self, spec: ModelSpec, path: Path) -> bool:
+        """Whether the local copy is the manifest's object, asking S3 only when the manifest cannot tell."""
+        if not path.is_file() or (spec.size is not None and path.stat().st_size != spec.size):
+            return False
+        if spec.sha256:
+            return self._recorded_sha256(path) == spec.sha256
+        if self.config.trust_local:
+            return True
+        record = read_record(path)
+        head = s3.head_object(self._s3(), s3.S3Location.parse(spec.source), spec.version_id)
+        return record is not None and record.etag == head.etag and record.size == head.size
+
+    def _download(self, spec: ModelSpec, path: Path, progress: SyncProgress) -> None:
+        where = s3.S3Location.parse(spec.source)
+        head = s3.head_object(self._s3(), where, spec.version_id)
+        if spec.size is not None and head.size != spec.size:
+            raise ModelSourceError(f"{where} is {head.size} bytes, the manifest says {spec.size}", code="size_mismatch")
+        self._check_space(spec, path, head.size)
+        progress.state, progress.total, progress.downloaded = "downloading", head.size, True
+        log.info("syncing %s (%d bytes) from %s", path.name, head.size, where)
+        with temporary_beside(path) as (temporary, handle):
+            written, sha256 = s3.download(self._s3(), where, handle, self.config.tuning,
+                                          version_id=head.version_id if spec.version_id else None,
+                                          on_bytes=progress.add_bytes)
+            progress.state = "verifying"
+            if written != head.size:
+                raise ServiceUnavailable(f"{where}: got {written} of {head.size} bytes", code="model_source_unavailable",
+                                         headers={"Retry-After": s3.RETRY_AFTER_S})
+            if spec.sha256 and sha256 != spec.sha256:
+                raise ModelSourceError(f"{where} does not match the manifest's sha256 (got {sha256}); "
+                                       "the download was discarded", code="checksum_mismatch")
+            publish(temporary, handle, path)
+        write_record(path, sha256=sha256, etag=head.etag, version_id=head.version_id)
+        log.info("synced %s in %.2fs (%.1f MB/s)", path.name, progress.seconds, progress.rate / 1e6)
+
+    def _check_space(self, spec: ModelSpec, path: Path, size: int) -> None:
+        needed = size + self.config.headroom_bytes
+        free = shutil.disk_usage(path.parent).free
+        if free < needed:
+            raise InsufficientStorage(f"not enough disk space for model '{spec.name}': {needed} bytes needed "
+                                      f"({size} for the file), {free} free in the model directory")
+
+    def _s3(self) -> Any:
+        if self._client is None:  # created on first need: a store of local files never builds one
+            self._client = s3.make_client(self.config.tuning)
+        return self._client
