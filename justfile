@@ -60,3 +60,43 @@ test *args: install fetch-demo
 # Only the fast tests (no real model, no server)
 test-quick *args: install
     uv run --frozen pytest -m "not slow" {{args}}
+
+# Serve with the demo model coming from a local moto S3 server: the whole S3 path, no cloud account
+dev-s3: install fetch-demo
+    #!/usr/bin/env bash
+    set -euo pipefail
+    work=$(mktemp -d)
+    s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    export AWS_ACCESS_KEY_ID=dev AWS_SECRET_ACCESS_KEY=dev AWS_DEFAULT_REGION=us-east-1
+    export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$s3_port"
+    uv run --frozen python -m moto.server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+    moto_pid=$!
+    trap 'kill $moto_pid 2>/dev/null; rm -rf "$work"' EXIT
+    uv run --frozen python - "$MODEL_DIR/{{demo_file}}" "$work/manifest.toml" <<'PY'
+    import sys, time, boto3, botocore.exceptions
+    demo, manifest = sys.argv[1:]
+    client = boto3.client("s3")
+    for _ in range(100):
+        try:
+            client.create_bucket(Bucket="models"); break
+        except botocore.exceptions.EndpointConnectionError:
+            time.sleep(0.1)
+    client.upload_file(demo, "models", "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    open(manifest, "w").write(
+        '[[models]]\nname = "smollm2-135m"\nkind = "chat"\n'
+        'source = "s3://models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"\n\n'
+        '[[models]]\nname = "smollm2-135m-embed"\nkind = "embedding"\n'
+        'source = "s3://models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"\n')
+    print("uploaded the demo model to s3://models/smollm2/ on", client.meta.endpoint_url)
+    PY
+    echo "serving on http://{{host}}:{{port}}; the first request syncs the model from S3 into $work/volume"
+    MODEL_DIR="$work/volume" MODELS_MANIFEST="$work/manifest.toml" \
+        uv run --frozen granian --interface asgi --host {{host}} --port {{port}} handler.app:app
+
+# Pull models of the manifest into MODEL_DIR ahead of time, with a progress bar
+pull *names: install
+    uv run --frozen python -m handler pull {{names}}
+
+# Model sync vs plain boto3 download_file from moto S3 (prints the ratio)
+bench-sync megabytes="100": install
+    uv run --frozen python -m bench.s3_sync {{megabytes}}

@@ -24,19 +24,16 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 
+from handler.api.admin import ModelAdminController
 from handler.api.chat import ChatController
 from handler.api.dependencies import DEPENDENCIES
 from handler.api.embeddings import EmbeddingsController
 from handler.api.errors import openai_error_handler
 from handler.api.health import health
 from handler.api.models import ModelsController
-from handler.engine.cache import ModelCache
-from handler.engine.llama_options import LlamaDefaults
 from handler.settings import Settings
-from handler.store.catalog import ModelCatalog
+from handler.wiring import build_cache, build_catalog, build_store
 from handler.store.manifest import load_manifest
-from handler.store.s3 import S3Tuning
-from handler.store.sync import ModelStore, StoreConfig
 
 log = logging.getLogger("handler")
 
@@ -44,16 +41,11 @@ log = logging.getLogger("handler")
 def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context manager factory
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        catalog = ModelCatalog(model_dir=settings.model_dir, declared=load_manifest(settings.manifest_path))
-        defaults = LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
-                                 n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose)
-        store = ModelStore(catalog, StoreConfig(
-            tuning=S3Tuning(part_size_mb=settings.s3_part_size_mb, concurrency=settings.s3_concurrency,
-                            max_attempts=settings.s3_max_attempts),
-            trust_local=settings.trust_local_models))
+        catalog = build_catalog(settings)
+        store = build_store(settings, catalog)
         for leftover in await asyncio.to_thread(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
-        cache = ModelCache(fetch=store.ensure_local, defaults=defaults)
+        cache = build_cache(settings, store)
         app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache)
         log.info("serving %d model(s) from %s", len(catalog.all()), settings.model_dir)
         try:
@@ -68,7 +60,7 @@ def create_app(settings: Settings) -> Litestar:
     # Fail at start, not at first request, when the manifest is wrong.
     load_manifest(settings.manifest_path)
     return Litestar(
-        route_handlers=[ChatController, EmbeddingsController, ModelsController, health],
+        route_handlers=[ChatController, EmbeddingsController, ModelsController, ModelAdminController, health],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings)],
         exception_handlers={HTTPException: openai_error_handler, Exception: openai_error_handler},

@@ -85,6 +85,7 @@ class Settings:
     s3_concurrency: int = 8
     s3_max_attempts: int = 5
     trust_local_models: bool = False
+    disk_headroom_mb: int = 64
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, default_threads: int | None = None) -> Settings:
@@ -107,4 +108,5 @@ class Settings:
             s3_concurrency=_read(environ, "S3_CONCURRENCY", int, 8, lambda v: 1 <= v <= 64, "1..64"),
             s3_max_attempts=_read(environ, "S3_MAX_ATTEMPTS", int, 5, lambda v: 1 <= v <= 20, "1..20"),
             trust_local_models=_read(environ, "TRUST_LOCAL_MODELS", _parse_bool, False),
+            disk_headroom_mb=_read(environ, "DISK_HEADROOM_MB", int, 64, lambda v: v >= 0, ">= 0"),
         )

@@ -14,6 +14,7 @@ from litestar.params import Dependency
 from handler.engine.cache import ModelCache
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
+from handler.store.sync import ModelStore
 
 
 def provide_settings(state: State) -> Settings:
@@ -28,9 +29,15 @@ def provide_cache(state: State) -> ModelCache:
     return state.model_cache
 
 
-DEPENDENCIES = {"settings": provide_settings, "catalog": provide_catalog, "cache": provide_cache}
+def provide_store(state: State) -> ModelStore:
+    return state.model_store
+
+
+DEPENDENCIES = {"settings": provide_settings, "catalog": provide_catalog, "cache": provide_cache,
+                "store": provide_store}
 
 
 SettingsDep = Annotated[Settings, Dependency(skip_validation=True)]
 CatalogDep = Annotated[ModelCatalog, Dependency(skip_validation=True)]
 CacheDep = Annotated[ModelCache, Dependency(skip_validation=True)]
+StoreDep = Annotated[ModelStore, Dependency(skip_validation=True)]

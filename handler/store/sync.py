@@ -45,6 +45,9 @@ class ModelStore:
     def clean_leftovers(self) -> list[Path]:
         return remove_leftovers(self.catalog.model_dir) if self.catalog.model_dir.is_dir() else []
 
+    def is_syncing(self, path: Path) -> bool:
+        return path in self._inflight
+
     def progress_of(self, spec: ModelSpec) -> SyncProgress | None:
         return self.progress.get(self.catalog.path_of(spec).name)
 

@@ -1,0 +1,59 @@
+"""`python -m handler pull NAME…`: prepare a model volume ahead of time, with a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from argparse import ArgumentParser
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from handler.errors import ServerError
+from handler.settings import Settings, SettingsError
+from handler.store.manifest import ManifestError
+from handler.store.sync import ModelStore
+from handler.wiring import build_catalog, build_store
+
+
+async def _pull_one(store: ModelStore, name: str, bar: Progress) -> bool:
+    spec = store.catalog.get(name)
+    row = bar.add_task(name, total=spec.size)
+    job = asyncio.ensure_future(store.ensure_local(spec))
+    while not job.done():
+        await asyncio.wait({job}, timeout=0.2)
+        if (progress := store.progress_of(spec)) is not None:
+            bar.update(row, completed=progress.bytes_done, total=progress.total or spec.size)
+    try:
+        path = job.result()
+    except ServerError as exc:
+        bar.console.print(f"[red]{name}: {exc.message}")
+        return False
+    bar.update(row, completed=path.stat().st_size, total=path.stat().st_size)
+    return True
+
+
+async def pull(store: ModelStore, names: list[str]) -> int:
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
+    with Progress(*columns) as bar:
+        results = [await _pull_one(store, name, bar) for name in names]
+    return 0 if all(results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m handler", description="serverless-gguf model tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pull_parser = commands.add_parser("pull", help="download models of the manifest into MODEL_DIR")
+    pull_parser.add_argument("names", nargs="+", metavar="NAME")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        store = build_store(settings, build_catalog(settings))
+        return asyncio.run(pull(store, args.names))
+    except (SettingsError, ManifestError, ServerError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Model management: pull (download without loading, with progress), load, unload, delete the file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Controller, Request, delete, post
+from litestar.response import Stream
+
+from handler.api.dependencies import CacheDep, CatalogDep, StoreDep
+from handler.api.errors import error_body
+from handler.api.sse import sse_event
+from handler.errors import Conflict
+from handler.store.files import record_path
+
+PROGRESS_INTERVAL_S = 0.25
+
+
+def _wants_events(request: Request[Any, Any, Any], stream: bool) -> bool:
+    return stream or "text/event-stream" in request.headers.get("accept", "")
+
+
+class ModelAdminController(Controller):
+    path = "/models/{name:str}"
+    tags = ["model management"]
+
+    @post("/pull", status_code=200, summary="Download a model's file without loading it "
+                                             "(progress as Server-Sent Events with `?stream=true`)")
+    async def pull(self, name: str, request: Request[Any, Any, Any], catalog: CatalogDep, store: StoreDep,
+                   stream: bool = False) -> Any:
+        spec = catalog.get(name)
+        task = asyncio.ensure_future(store.ensure_local(spec))
+        if not _wants_events(request, stream):
+            path = await task
+            return {"model": spec.name, "file": path.name, **store.progress_of(spec).as_dict()}
+        return Stream(_progress_events(task, lambda: store.progress_of(spec)), media_type="text/event-stream")
+
+    @post("/load", status_code=200, summary="Sync if needed and load a model into memory")
+    async def load(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
+        spec = catalog.get(name)
+        await cache.get(spec)
+        return {"model": spec.name, "loaded": True, "load_seconds": cache.load_seconds.get(spec.name)}
+
+    @post("/unload", status_code=200, summary="Free a loaded model (its file stays on the volume)")
+    async def unload(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
+        spec = catalog.get(name)
+        return {"model": spec.name, "unloaded": await cache.unload(spec.name)}
+
+    @delete("/file", status_code=200, summary="Delete a model's file from the volume (refused while loaded)")
+    async def delete_file(self, name: str, catalog: CatalogDep, cache: CacheDep, store: StoreDep) -> dict[str, Any]:
+        spec = catalog.get(name)
+        path = catalog.path_of(spec)
+        users = [other.name for other in catalog.all() if catalog.path_of(other) == path and cache.is_loaded(other.name)]
+        if users or store.is_syncing(path):
+            raise Conflict(f"{path.name} is in use ({', '.join(users) or 'syncing'}); unload it first", param="name")
+        if not spec.is_remote:
+            raise Conflict(f"'{spec.name}' is a local file, not a synced copy; remove it by hand", param="name")
+        existed = path.is_file()
+        path.unlink(missing_ok=True)
+        record_path(path).unlink(missing_ok=True)
+        return {"model": spec.name, "deleted": existed}
+
+
+async def _progress_events(task: asyncio.Future, progress: Any) -> AsyncIterator[bytes]:
+    try:
+        while not task.done():
+            current = progress()
+            if current is not None:
+                yield sse_event(current.as_dict())
+            await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+        task.result()
+        yield sse_event(progress().as_dict())
+    except Exception as exc:  # the stream has started: report in-band
+        yield sse_event(error_body(exc)[1])

@@ -1,0 +1,28 @@
+"""Building the long-lived objects from settings, shared by the app's lifespan and the CLI."""
+
+from __future__ import annotations
+
+from handler.engine.cache import ModelCache
+from handler.engine.llama_options import LlamaDefaults
+from handler.settings import Settings
+from handler.store.catalog import ModelCatalog
+from handler.store.manifest import load_manifest
+from handler.store.s3 import S3Tuning
+from handler.store.sync import ModelStore, StoreConfig
+
+
+def build_catalog(settings: Settings) -> ModelCatalog:
+    return ModelCatalog(model_dir=settings.model_dir, declared=load_manifest(settings.manifest_path))
+
+
+def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
+    tuning = S3Tuning(part_size_mb=settings.s3_part_size_mb, concurrency=settings.s3_concurrency,
+                      max_attempts=settings.s3_max_attempts)
+    return ModelStore(catalog, StoreConfig(tuning=tuning, trust_local=settings.trust_local_models,
+                                           headroom_bytes=settings.disk_headroom_mb * 1024 * 1024))
+
+
+def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
+    defaults = LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
+                             n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose)
+    return ModelCache(fetch=store.ensure_local, defaults=defaults)

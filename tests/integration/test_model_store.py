@@ -1,0 +1,151 @@
+"""ModelStore against moto's S3 in server mode: real boto3 calls, real files, no app."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
+from handler.store.catalog import ModelCatalog
+from handler.store.files import exclusive_lock, read_record
+from handler.store.manifest import ModelSpec
+from handler.store.s3 import S3Tuning
+from handler.store.sync import ModelStore, StoreConfig
+from tests.integration.conftest import free_port
+from tests.support.s3 import S3Server
+
+PAYLOAD = os.urandom(12 * 1024 * 1024 + 123)  # three 5 MB parts
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = S3Server(free_port()).start()
+    server.upload("models", "dir/tiny.gguf", PAYLOAD)
+    yield server
+    server.kill()
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(s3, monkeypatch):
+    for name, value in s3.app_env().items():
+        monkeypatch.setenv(name, value)
+
+
+def _store(tmp_path, *specs, **config):
+    tuning = S3Tuning(part_size_mb=5, concurrency=4, max_attempts=2)
+    return ModelStore(ModelCatalog(tmp_path, specs), StoreConfig(tuning=tuning, **config))
+
+
+def _spec(key="dir/tiny.gguf", **fields):
+    return ModelSpec(name="tiny", kind="chat", source=f"s3://models/{key}", **fields)
+
+
+def _ensure(store, spec):
+    return asyncio.run(store.ensure_local(spec))
+
+
+def _leftovers(directory):
+    return sorted(path.name for path in directory.iterdir() if path.name.endswith(".part"))
+
+
+def test_cold_sync_verifies_and_records(tmp_path, s3):
+    before = s3.stats("models", "dir/tiny.gguf")["downloads"]
+    store = _store(tmp_path, _spec(sha256=SHA))
+    path = _ensure(store, _spec(sha256=SHA))
+    assert path == tmp_path / "tiny.gguf" and path.read_bytes() == PAYLOAD
+    assert read_record(path).sha256 == SHA
+    assert store.progress["tiny.gguf"].state == "ready" and store.progress["tiny.gguf"].bytes_done == len(PAYLOAD)
+    assert s3.stats("models", "dir/tiny.gguf")["downloads"] == before + 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_verified_copy_needs_no_s3_call(tmp_path, s3):
+    _ensure(_store(tmp_path), _spec(sha256=SHA))
+    before = s3.stats("models", "dir/tiny.gguf")
+    _ensure(_store(tmp_path), _spec(sha256=SHA))  # a new process: only the volume is shared
+    assert s3.stats("models", "dir/tiny.gguf") == before
+
+
+def test_without_sha256_one_head_checks_the_etag(tmp_path, s3):
+    _ensure(_store(tmp_path), _spec())
+    before = s3.stats("models", "dir/tiny.gguf")
+    _ensure(_store(tmp_path), _spec())
+    after = s3.stats("models", "dir/tiny.gguf")
+    assert (after["heads"] - before["heads"], after["gets"] - before["gets"]) == (1, 0)
+    _ensure(_store(tmp_path, trust_local=True), _spec())
+    assert s3.stats("models", "dir/tiny.gguf") == after
+
+
+def test_a_changed_object_is_synced_again(tmp_path, s3):
+    s3.upload("models", "dir/changing.gguf", b"first version")
+    spec = _spec("dir/changing.gguf")
+    _ensure(_store(tmp_path), spec)
+    s3.upload("models", "dir/changing.gguf", b"second version!")
+    assert _ensure(_store(tmp_path), spec).read_bytes() == b"second version!"
+
+
+def test_concurrent_requests_share_one_download(tmp_path, s3):
+    s3.upload("models", "dir/shared.gguf", PAYLOAD)
+    store, spec = _store(tmp_path), _spec("dir/shared.gguf")
+
+    async def many():
+        return await asyncio.gather(*(store.ensure_local(spec) for _ in range(8)))
+
+    assert len(set(asyncio.run(many()))) == 1
+    assert s3.stats("models", "dir/shared.gguf")["downloads"] == 1
+
+
+def test_wrong_sha256_keeps_nothing(tmp_path):
+    with pytest.raises(ModelSourceError) as raised:
+        _ensure(_store(tmp_path), _spec(sha256="0" * 64))
+    assert raised.value.code == "checksum_mismatch" and raised.value.status_code == 502
+    assert not (tmp_path / "tiny.gguf").exists() and _leftovers(tmp_path) == []
+
+
+def test_missing_object_names_the_key(tmp_path):
+    with pytest.raises(ModelSourceError) as raised:
+        _ensure(_store(tmp_path), _spec("dir/absent.gguf"))
+    assert raised.value.code == "model_source_missing" and "s3://models/dir/absent.gguf" in raised.value.message
+
+
+def test_not_enough_disk_space_writes_nothing(tmp_path):
+    with pytest.raises(InsufficientStorage) as raised:
+        _ensure(_store(tmp_path, headroom_bytes=1 << 60), _spec())
+    assert raised.value.status_code == 507 and "tiny" in raised.value.message
+    assert list(tmp_path.glob("*.gguf")) == [] and _leftovers(tmp_path) == []
+
+
+def test_unreachable_s3_is_a_503_with_retry_after(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ServiceUnavailable) as raised:
+        _ensure(_store(tmp_path), _spec())
+    assert raised.value.headers["Retry-After"]
+
+
+def test_wrong_credentials_are_access_denied(tmp_path, monkeypatch):
+    guarded = S3Server(free_port())
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")  # moto checks credentials from the first call
+    guarded.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", guarded.endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+        with pytest.raises(ModelSourceError) as raised:
+            _ensure(_store(tmp_path), _spec())
+        assert raised.value.code == "model_source_access_denied"
+    finally:
+        guarded.kill()
+
+
+def test_leftovers_are_removed_unless_a_download_owns_them(tmp_path):
+    store = _store(tmp_path)
+    orphan = tmp_path / ".tiny.gguf.123.abcd.part"
+    owned = tmp_path / ".busy.gguf.456.ef01.part"
+    orphan.write_bytes(b"half")
+    owned.write_bytes(b"half")
+    with exclusive_lock(tmp_path / "busy.gguf"):
+        store.clean_leftovers()
+    assert not orphan.exists() and owned.exists()
