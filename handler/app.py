@@ -1,10 +1,14 @@
 """The Litestar application.
 
 Request flow: a route in `handler.api` validates the body, looks the model up in the catalog
-(`handler.store`), gets it from the process-wide `ModelCache` (`handler.engine`, which fetches the
-file through the store and loads it once), lets the engine render, generate and parse, and shapes
-the result as OpenAI does. Every error, ours or the framework's, leaves through one mapper
-(`handler.api.errors`).
+(`handler.store`), takes a lease on it from the process-wide `ModelCache` (`handler.engine`, which
+has the store sync the file and loads it once, however many requests ask), lets the engine render,
+generate and parse, and shapes the result as OpenAI does. Every error, ours or the framework's,
+leaves through one mapper (`handler.api.errors`).
+
+Lifespan: start returns at once (the port answers /health immediately) while the warm set syncs and
+loads in the background (`/health/ready` tells when it is done); idle models are unloaded on their
+TTL; SIGTERM drains in-flight requests before the models are freed.
 
 `granian --interface asgi handler.app:app` serves the module-level `app`, built from the environment.
 """
@@ -12,6 +16,7 @@ the result as OpenAI does. Every error, ours or the framework's, leaves through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -25,17 +30,28 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 
 from handler.api.admin import ModelAdminController
+from handler.api.auth import api_key_guard
 from handler.api.chat import ChatController
 from handler.api.dependencies import DEPENDENCIES
 from handler.api.embeddings import EmbeddingsController
 from handler.api.errors import openai_error_handler
-from handler.api.health import health
+from handler.api.health import health, ready
 from handler.api.models import ModelsController
+from handler.engine.cache import ModelCache
+from handler.lifecycle import Lifecycle
 from handler.settings import Settings
-from handler.wiring import build_cache, build_catalog, build_store
 from handler.store.manifest import load_manifest
+from handler.warmup import WarmUp
+from handler.wiring import build_cache, build_catalog, build_store, warm_set
 
 log = logging.getLogger("handler")
+IDLE_CHECK_INTERVAL_S = 1.0
+
+
+async def _unload_idle_models(cache: ModelCache) -> None:
+    while True:
+        await asyncio.sleep(IDLE_CHECK_INTERVAL_S)
+        cache.unload_idle()
 
 
 def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context manager factory
@@ -46,11 +62,24 @@ def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context 
         for leftover in await asyncio.to_thread(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
         cache = build_cache(settings, store)
-        app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache)
-        log.info("serving %d model(s) from %s", len(catalog.all()), settings.model_dir)
+        lifecycle, warmup = Lifecycle(), WarmUp(warm_set(settings, catalog), store, cache)
+        lifecycle.install_signal_handlers()
+        app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache,
+                         lifecycle=lifecycle, warmup=warmup)
+        warmup.start()
+        reaper = asyncio.create_task(_unload_idle_models(cache), name="idle-unloader")
+        log.info("serving %d model(s) from %s; warm set: %s", len(catalog.all()), settings.model_dir,
+                 ", ".join(spec.name for spec in warmup.specs) or "none")
         try:
             yield
         finally:
+            lifecycle.start_draining()
+            if not await lifecycle.wait_idle(settings.drain_timeout_s):
+                log.warning("drain timeout: %d request(s) still in flight", lifecycle.in_flight)
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await warmup.stop()
             await cache.close()
 
     return lifespan
@@ -60,9 +89,10 @@ def create_app(settings: Settings) -> Litestar:
     # Fail at start, not at first request, when the manifest is wrong.
     load_manifest(settings.manifest_path)
     return Litestar(
-        route_handlers=[ChatController, EmbeddingsController, ModelsController, ModelAdminController, health],
+        route_handlers=[ChatController, EmbeddingsController, ModelsController, ModelAdminController, health, ready],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings)],
+        guards=[api_key_guard(settings.api_keys)],
         exception_handlers={HTTPException: openai_error_handler, Exception: openai_error_handler},
         cors_config=CORSConfig(allow_origins=list(settings.cors_allow_origins)),
         openapi_config=OpenAPIConfig(title="serverless-gguf", version="0.1.0", path="/schema",

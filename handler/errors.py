@@ -65,6 +65,14 @@ class PayloadTooLarge(ServerError):
     code = "request_too_large"
 
 
+class Overloaded(ServerError):
+    """Too many requests are already waiting for this model."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+
 class ModelLoadFailed(ServerError):
     """The model file exists but llama.cpp could not load it (corrupt, too large, bad options)."""
 

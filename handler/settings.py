@@ -86,6 +86,13 @@ class Settings:
     s3_max_attempts: int = 5
     trust_local_models: bool = False
     disk_headroom_mb: int = 64
+    warm_models: tuple[str, ...] = ()
+    model_ttl_s: float = 0.0
+    max_loaded_models: int = 0
+    max_queue: int = 32
+    queue_timeout_s: float = 120.0
+    drain_timeout_s: float = 30.0
+    api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, default_threads: int | None = None) -> Settings:
@@ -109,4 +116,11 @@ class Settings:
             s3_max_attempts=_read(environ, "S3_MAX_ATTEMPTS", int, 5, lambda v: 1 <= v <= 20, "1..20"),
             trust_local_models=_read(environ, "TRUST_LOCAL_MODELS", _parse_bool, False),
             disk_headroom_mb=_read(environ, "DISK_HEADROOM_MB", int, 64, lambda v: v >= 0, ">= 0"),
+            warm_models=_read(environ, "WARM_MODELS", _parse_list, ()),
+            model_ttl_s=_read(environ, "MODEL_TTL_S", float, 0.0, lambda v: v >= 0, ">= 0 (0 = never)"),
+            max_loaded_models=_read(environ, "MAX_LOADED_MODELS", int, 0, lambda v: v >= 0, ">= 0 (0 = no limit)"),
+            max_queue=_read(environ, "MAX_QUEUE", int, 32, lambda v: v >= 0, ">= 0"),
+            queue_timeout_s=_read(environ, "QUEUE_TIMEOUT_S", float, 120.0, **positive),
+            drain_timeout_s=_read(environ, "DRAIN_TIMEOUT_S", float, 30.0, lambda v: v >= 0, ">= 0"),
+            api_keys=_read(environ, "API_KEY", _parse_list, ()),
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from handler.engine.cache import ModelCache
+from handler.engine.cache import CacheLimits, ModelCache
 from handler.engine.llama_options import LlamaDefaults
+from handler.engine.worker import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
-from handler.store.manifest import load_manifest
+from handler.store.manifest import ModelSpec, load_manifest
 from handler.store.s3 import S3Tuning
 from handler.store.sync import ModelStore, StoreConfig
 
@@ -24,5 +25,14 @@ def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
 
 def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
     defaults = LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
-                             n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose)
-    return ModelCache(fetch=store.ensure_local, defaults=defaults)
+                             n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose,
+                             queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s))
+    limits = CacheLimits(max_loaded=settings.max_loaded_models, default_ttl_s=settings.model_ttl_s)
+    return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits)
+
+
+def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:
+    """Models marked `warm = true` in the manifest, then those named in WARM_MODELS (unknown names fail)."""
+    names = [spec.name for spec in catalog.declared if spec.warm]
+    names += [name for name in settings.warm_models if name not in names]
+    return [catalog.get(name) for name in names]

@@ -40,8 +40,10 @@ class ModelAdminController(Controller):
     @post("/load", status_code=200, summary="Sync if needed and load a model into memory")
     async def load(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
         spec = catalog.get(name)
-        await cache.get(spec)
-        return {"model": spec.name, "loaded": True, "load_seconds": cache.load_seconds.get(spec.name)}
+        lease = await cache.lease(spec)
+        lease.release()
+        cold = lease.entry.cold_start
+        return {"model": spec.name, "loaded": True, "sync_seconds": cold.sync_seconds, "load_seconds": cold.load_seconds}
 
     @post("/unload", status_code=200, summary="Free a loaded model (its file stays on the volume)")
     async def unload(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, post
+from typing import Any
+
+from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
 from handler.api.chat_mapping import chat_request, complete, sampling_params, stream_chunks
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
+from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep, SettingsDep
+from handler.api.serving import close_after, open_scope, unless_disconnected
 from handler.api.tool_choice import resolve_tools
-from handler.api.dependencies import CacheDep, CatalogDep, SettingsDep
-from handler.engine.chat import prepare_chat
+from handler.engine.chat import start_chat
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -18,18 +21,25 @@ class ChatController(Controller):
     path = "/v1/chat/completions"
     tags = ["chat"]
 
-    @post(summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)",
-          status_code=200, responses=None)
-    async def create(self, data: ChatCompletionRequest, catalog: CatalogDep, cache: CacheDep,
-                     settings: SettingsDep) -> Response[ChatCompletion] | Stream:
+    @post(summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)", status_code=200)
+    async def create(self, data: ChatCompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+                     cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
         spec = catalog.get(data.model)
         tools, grammar = resolve_tools(data)
         params = sampling_params(data, default_temperature=settings.temperature,
                                  default_max_tokens=settings.max_tokens, grammar=grammar)
-        model = await cache.chat_model(spec)
-        prepared = await prepare_chat(model, chat_request(data, params, tools))
-        if data.stream:
-            include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            return Stream(stream_chunks(prepared, spec.name, include_usage=include_usage),
-                          media_type="text/event-stream", headers=SSE_HEADERS)
-        return Response(await complete(prepared, spec.name))
+        scope = await open_scope(lifecycle, cache, spec, "chat")
+        try:
+            started = await start_chat(scope.lease.model, chat_request(data, params, tools))
+            if data.stream:
+                include_usage = bool(data.stream_options and data.stream_options.include_usage)
+                body = close_after(scope, stream_chunks(started, spec.name, include_usage=include_usage))
+                return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **scope.headers()})
+            completion = await unless_disconnected(request, complete(started, spec.name))
+            return Response(completion, headers=scope.headers())
+        except BaseException:
+            scope.close()
+            raise
+        finally:
+            if not data.stream:
+                scope.close()

@@ -15,7 +15,7 @@ from handler.api.chat_protocol import (
 )
 from handler.api.errors import error_body
 from handler.api.sse import DONE, sse_event
-from handler.engine.chat import ChatEvent, PreparedChat
+from handler.engine.chat import ChatEvent, StartedChat
 from handler.engine.types import ChatRequest, SamplingParams, Usage
 from handler.errors import InvalidRequest, ServiceUnavailable
 from handler.formats.qwen3_parser import merge_deltas
@@ -78,9 +78,9 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-async def complete(prepared: PreparedChat, model_name: str) -> ChatCompletion:
+async def complete(started: StartedChat, model_name: str) -> ChatCompletion:
     deltas, final = [], ChatEvent()
-    async for event in prepared.events():
+    async for event in started.events():
         if event.delta is not None:
             deltas.append(event.delta)
         if event.finish_reason is not None:
@@ -114,7 +114,7 @@ def _deltas_of(event: ChatEvent, tool_index: int) -> list[Delta]:
     return [Delta(content=delta.content)]
 
 
-async def stream_chunks(prepared: PreparedChat, model_name: str, *, include_usage: bool) -> AsyncIterator[bytes]:
+async def stream_chunks(started: StartedChat, model_name: str, *, include_usage: bool) -> AsyncIterator[bytes]:
     """SSE bytes of a streamed completion; an error after the first byte becomes an error event."""
     completion_id, created = new_completion_id(), int(time.time())
 
@@ -125,7 +125,7 @@ async def stream_chunks(prepared: PreparedChat, model_name: str, *, include_usag
     yield chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
     tool_index = 0
     try:
-        async for event in prepared.events():
+        async for event in started.events():
             for delta in _deltas_of(event, tool_index):
                 yield chunk([ChunkChoice(index=0, delta=delta)])
             tool_index += 1 if event.delta is not None and event.delta.tool_call is not None else 0

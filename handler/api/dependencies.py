@@ -12,9 +12,11 @@ from litestar.datastructures import State
 from litestar.params import Dependency
 
 from handler.engine.cache import ModelCache
+from handler.lifecycle import Lifecycle
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
 from handler.store.sync import ModelStore
+from handler.warmup import WarmUp
 
 
 def provide_settings(state: State) -> Settings:
@@ -33,11 +35,21 @@ def provide_store(state: State) -> ModelStore:
     return state.model_store
 
 
+def provide_lifecycle(state: State) -> Lifecycle:
+    return state.lifecycle
+
+
+def provide_warmup(state: State) -> WarmUp:
+    return state.warmup
+
+
 DEPENDENCIES = {"settings": provide_settings, "catalog": provide_catalog, "cache": provide_cache,
-                "store": provide_store}
+                "store": provide_store, "lifecycle": provide_lifecycle, "warmup": provide_warmup}
 
 
 SettingsDep = Annotated[Settings, Dependency(skip_validation=True)]
 CatalogDep = Annotated[ModelCatalog, Dependency(skip_validation=True)]
 CacheDep = Annotated[ModelCache, Dependency(skip_validation=True)]
 StoreDep = Annotated[ModelStore, Dependency(skip_validation=True)]
+LifecycleDep = Annotated[Lifecycle, Dependency(skip_validation=True)]
+WarmUpDep = Annotated[WarmUp, Dependency(skip_validation=True)]

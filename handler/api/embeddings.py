@@ -6,13 +6,14 @@ import asyncio
 import base64
 import math
 import struct
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Request, Response, post
 from msgspec import Meta
 
-from handler.api.dependencies import CacheDep, CatalogDep
+from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
+from handler.api.serving import open_scope, unless_disconnected
 from handler.engine.embedding import EmbeddingModel, normalise
 from handler.errors import InvalidRequest
 
@@ -76,17 +77,26 @@ class EmbeddingsController(Controller):
     tags = ["embeddings"]
 
     @post(summary="Create embeddings (OpenAI-compatible)", status_code=200)
-    async def create(self, data: EmbeddingRequest, catalog: CatalogDep, cache: CacheDep) -> EmbeddingResponse:
+    async def create(self, data: EmbeddingRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+                     cache: CacheDep, lifecycle: LifecycleDep) -> Response[EmbeddingResponse]:
         spec = catalog.get(data.model)
-        model = await cache.embedding_model(spec)
-        if data.dimensions is not None and data.dimensions > model.dimensions:
-            raise InvalidRequest(f"dimensions must be at most {model.dimensions} for this model", param="dimensions")
-        inputs = await asyncio.to_thread(_as_token_lists, data.input, model)
-        vectors = await model.embed(inputs)
-        if any(not math.isfinite(value) for vector in vectors for value in vector):
-            raise InvalidRequest("the model produced a non-finite embedding for this input", param="input")
-        tokens = sum(len(item) for item in inputs)
-        return EmbeddingResponse(
-            data=[EmbeddingData(index=i, embedding=_encode(v, data.dimensions, data.encoding_format))
-                  for i, v in enumerate(vectors)],
-            model=spec.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+        scope = await open_scope(lifecycle, cache, spec, "embedding")
+        try:
+            body = await unless_disconnected(request, _embed(data, scope.lease.model, spec.name))
+            return Response(body, headers=scope.headers())
+        finally:
+            scope.close()
+
+
+async def _embed(data: EmbeddingRequest, model: EmbeddingModel, name: str) -> EmbeddingResponse:
+    if data.dimensions is not None and data.dimensions > model.dimensions:
+        raise InvalidRequest(f"dimensions must be at most {model.dimensions} for this model", param="dimensions")
+    inputs = await asyncio.to_thread(_as_token_lists, data.input, model)
+    vectors = await model.embed(inputs)
+    if any(not math.isfinite(value) for vector in vectors for value in vector):
+        raise InvalidRequest("the model produced a non-finite embedding for this input", param="input")
+    tokens = sum(len(item) for item in inputs)
+    return EmbeddingResponse(
+        data=[EmbeddingData(index=i, embedding=_encode(v, data.dimensions, data.encoding_format))
+              for i, v in enumerate(vectors)],
+        model=name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))

@@ -1,8 +1,9 @@
 """A chat completion end to end inside the engine: render → tokenize → check → generate → parse.
 
-`prepare_chat` does everything that can fail because of the request (template errors, prompt too
-long, bad grammar) before any byte is sent, so the API layer can still answer with a 4xx; `events`
-then streams parsed deltas and ends with the finish reason and usage.
+`start_chat` does everything that can fail because of the request or the load (template errors,
+prompt too long, bad grammar, a full queue) and waits for the model's turn before any byte is sent,
+so the API layer can still answer with a 4xx/5xx status; `events` then streams parsed deltas and
+ends with the finish reason and usage.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import attrs
-import llama_cpp
 
-from handler.engine.serial_chat import GrammarError, SerialChatModel
+from handler.engine.serial_chat import Generation, GrammarError, SerialChatModel
 from handler.engine.types import ChatRequest, FinishReason, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
 from handler.formats.content import UnsupportedContent
@@ -30,18 +30,17 @@ class ChatEvent:
 
 
 @attrs.define
-class PreparedChat:
-    model: SerialChatModel
+class StartedChat:
     request: ChatRequest
     prompt_tokens: list[int]
     parser: OutputParser
-    grammar: llama_cpp.LlamaGrammar | None
+    generation: Generation
 
     async def events(self) -> AsyncIterator[ChatEvent]:
         called_tools = False
-        generation = self.model.generate(self.prompt_tokens, self.request.params, self.grammar)
+        chunks = self.generation.chunks()
         try:
-            async for chunk in generation:
+            async for chunk in chunks:
                 deltas = self.parser.feed(chunk.text) if chunk.text else []
                 if chunk.finish_reason is not None:
                     deltas += self.parser.finish()
@@ -56,10 +55,10 @@ class PreparedChat:
                     yield ChatEvent(finish_reason=finish,
                                     usage=Usage(chunk.prompt_tokens, chunk.completion_tokens))
         finally:
-            await generation.aclose()
+            await chunks.aclose()
 
 
-async def prepare_chat(model: SerialChatModel, request: ChatRequest) -> PreparedChat:
+async def start_chat(model: SerialChatModel, request: ChatRequest) -> StartedChat:
     try:
         prompt = model.format.render(request.messages, request.tools, enable_thinking=request.enable_thinking)
     except UnsupportedContent as exc:
@@ -79,4 +78,5 @@ async def prepare_chat(model: SerialChatModel, request: ChatRequest) -> Prepared
             raise InvalidRequest(f"{exc}; check the JSON schemas in tools or response_format",
                                  param="tools" if request.tools else "response_format") from None
     parser = model.format.new_parser(request.tool_names, prompt)
-    return PreparedChat(model=model, request=request, prompt_tokens=tokens, parser=parser, grammar=grammar)
+    generation = await model.start_generation(tokens, request.params, grammar)
+    return StartedChat(request=request, prompt_tokens=tokens, parser=parser, generation=generation)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import llama_cpp
 
 from handler.engine.gguf_metadata import read_metadata_values
 from handler.engine.llama_options import POOLING_TYPES
+from handler.engine.worker import ModelWorker, QueueLimits
 from handler.errors import ContextLengthExceeded, InvalidRequest
 
 
@@ -29,14 +28,15 @@ def normalise(vector: list[float]) -> list[float]:
 
 
 class EmbeddingModel:
-    def __init__(self, name: str, path: Path, kwargs: dict[str, Any], pooling: str | None) -> None:
+    def __init__(self, name: str, path: Path, kwargs: dict[str, Any], pooling: str | None,
+                 queue: QueueLimits = QueueLimits()) -> None:
         self.name = name
         self.llama = llama_cpp.Llama(model_path=str(path), pooling_type=choose_pooling(path, pooling), **kwargs)
         self.n_ctx = self.llama.n_ctx()
         self.n_vocab = self.llama.n_vocab()
         self.max_input_tokens = min(self.n_ctx, self.llama.n_batch)
         self.dimensions = self.llama.n_embd()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{name}")
+        self.worker = ModelWorker(name, queue)
 
     def tokenize(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
@@ -54,12 +54,10 @@ class EmbeddingModel:
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         for index, tokens in enumerate(inputs):
             self.check_tokens(index, tokens)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._embed_blocking, inputs)
+        return await self.worker.run(self._embed_blocking, inputs)
 
     def close(self) -> None:
-        self._worker.submit(self.llama.close)
-        self._worker.shutdown(wait=False)
+        self.worker.close(self.llama.close)
 
     def _embed_blocking(self, inputs: list[list[int]]) -> list[list[float]]:
         # One sequence per decode: llama_cpp.Llama's context holds a single sequence.

@@ -6,6 +6,8 @@ from typing import Any
 
 import attrs
 
+from handler.engine.worker import QueueLimits
+
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 
@@ -18,6 +20,7 @@ class LlamaDefaults:
     n_threads: int = 1
     n_gpu_layers: int = 0
     verbose: bool = False
+    queue: QueueLimits = QueueLimits()
 
 
 def llama_kwargs(defaults: LlamaDefaults, options: dict[str, Any], *, embedding: bool) -> dict[str, Any]:

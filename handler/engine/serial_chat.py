@@ -4,8 +4,8 @@ A `Llama` is not thread-safe, so each model owns a single worker thread; request
 arrival order and the event loop never blocks. Tokens travel back to the loop through an asyncio
 queue. A consumer that goes away (client disconnect) sets a cancel flag the worker checks before each
 decode step, so the model is free for the next request after at most one more token.
-The continuous-batching engine can replace this class: the API layer only uses `tokenize`,
-`generate`, `n_ctx`, `format` and `close`.
+The continuous-batching engine can replace this class: the rest of the server only uses `tokenize`,
+`compile_grammar`, `start_generation`, `n_ctx`, `format`, `worker` and `close`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import codecs
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from handler.engine.text import StopMatcher
 from handler.engine.types import SamplingParams, TextChunk
+from handler.engine.worker import ModelWorker, QueueLimits
 from handler.formats.registry import ChatFormat, choose_format
 
 Emit = Callable[[TextChunk | BaseException], None]
@@ -37,8 +37,40 @@ def _token_text(llama: llama_cpp.Llama, token: int) -> str:
     return llama._model.token_get_text(token) if token >= 0 else ""
 
 
+class Generation:
+    """A generation running on a model's thread, read as an async stream of `TextChunk`s.
+    Stopping early (or dropping it) cancels the generation before its next decode step."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
+
+    def emit(self, item: TextChunk | BaseException) -> None:  # called on the model's thread
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone: nobody is listening any more
+            self.cancel.set()
+
+    async def chunks(self) -> AsyncIterator[TextChunk]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self.cancel.set()
+
+    def __del__(self) -> None:
+        self.cancel.set()
+
+
 class SerialChatModel:
-    def __init__(self, name: str, path: Path, kwargs: dict[str, Any], chat_format: str | None) -> None:
+    def __init__(self, name: str, path: Path, kwargs: dict[str, Any], chat_format: str | None,
+                 queue: QueueLimits = QueueLimits()) -> None:
         self.name = name
         self.llama = llama_cpp.Llama(model_path=str(path), **kwargs)
         self.n_ctx = self.llama.n_ctx()
@@ -48,7 +80,7 @@ class SerialChatModel:
             bos_token=_token_text(self.llama, self.llama.token_bos()),
             eos_token=_token_text(self.llama, self.llama.token_eos()),
         )
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self.worker = ModelWorker(name, queue)
         self._closing = threading.Event()
 
     def tokenize(self, prompt: str) -> list[int]:
@@ -66,35 +98,18 @@ class SerialChatModel:
         llama_cpp.llama_sampler_free(probe)
         return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
 
-    async def generate(self, prompt_tokens: list[int], params: SamplingParams,
-                       grammar: llama_cpp.LlamaGrammar | None = None) -> AsyncIterator[TextChunk]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(item: TextChunk | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                cancel.set()
-
-        self._worker.submit(self._run, prompt_tokens, params, grammar, cancel, emit)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            cancel.set()
+    async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
+                               grammar: llama_cpp.LlamaGrammar | None = None) -> Generation:
+        """Wait for this model's turn (429 when the line is full, 503 after the queue timeout), then
+        return the running generation: refusals happen before any response byte is sent."""
+        generation = Generation()
+        await self.worker.start(self._run, prompt_tokens, params, grammar, generation.cancel, generation.emit)
+        return generation
 
     def close(self) -> None:
         """Free the model once the generation in progress ends; queued ones finish as cancelled."""
         self._closing.set()
-        self._worker.submit(self.llama.close)
-        self._worker.shutdown(wait=False)
+        self.worker.close(self.llama.close)
 
     def _run(self, prompt_tokens: list[int], params: SamplingParams, grammar: Any,
              cancel: threading.Event, emit: Emit) -> None:

@@ -9,6 +9,8 @@ Format (TOML):
     sha256 = "…"                # optional, checked when the file is synced
     size = 98362432             # optional, bytes
     version_id = "…"            # optional, pins an S3 object version
+    warm = true                 # optional: sync and load in the background at start
+    ttl_s = 600                 # optional: unload after this long idle (0 = never)
     [models.options]            # llama.cpp options overriding the environment defaults
     n_ctx = 2048
     chat_format = "qwen3"
@@ -55,6 +57,8 @@ class ModelSpec:
     size: int | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
     version_id: str | None = None  # pin an S3 object version
+    warm: bool = False  # synced and loaded in the background at start
+    ttl_s: float | None = None  # unload after this long idle (0: never; None: the server default)
     declared: bool = True  # False for files found in MODEL_DIR without a manifest entry
 
     @property
@@ -86,7 +90,7 @@ def _parse_entry(index: int, entry: Any) -> ModelSpec:
     where = f"models[{index}]"
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: must be a table")
-    unknown = set(entry) - {"name", "kind", "source", "sha256", "size", "version_id", "options"}
+    unknown = set(entry) - {"name", "kind", "source", "sha256", "size", "version_id", "warm", "ttl_s", "options"}
     if unknown:
         raise ManifestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     name, kind, source = entry.get("name"), entry.get("kind", "chat"), entry.get("source")
@@ -106,9 +110,14 @@ def _parse_entry(index: int, entry: Any) -> ModelSpec:
         raise ManifestError(f"{where} ({name}): version_id must be a string")
     if source.startswith("s3://") and not _S3_URL.fullmatch(source):
         raise ManifestError(f"{where} ({name}): source must look like s3://bucket/key.gguf")
+    warm, ttl_s = entry.get("warm", False), entry.get("ttl_s")
+    if not isinstance(warm, bool):
+        raise ManifestError(f"{where} ({name}): warm must be true or false")
+    if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or ttl_s < 0):
+        raise ManifestError(f"{where} ({name}): ttl_s must be a number of seconds >= 0")
     options = _check_options(f"{where} ({name})", entry.get("options", {}))
-    return ModelSpec(name=name, kind=kind, source=source, sha256=sha256 and sha256.lower(),
-                     size=size, options=options, version_id=version_id)
+    return ModelSpec(name=name, kind=kind, source=source, sha256=sha256 and sha256.lower(), size=size,
+                     options=options, version_id=version_id, warm=warm, ttl_s=ttl_s)
 
 
 def parse_manifest(text: str) -> tuple[ModelSpec, ...]:

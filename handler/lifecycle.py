@@ -1,0 +1,69 @@
+"""Process lifecycle: draining on SIGTERM, requests in flight, the first request after start.
+
+Owned by the app's lifespan. granian forwards SIGTERM to its workers and keeps serving the requests
+already in flight; our handler (chained before granian's own) marks the process as draining so that
+new generations get 503 + Retry-After, and the lifespan's shutdown waits for the in-flight ones
+(up to DRAIN_TIMEOUT_S) before the models are freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from handler.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+        self.started = time.monotonic()
+        self._first_claimed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def install_signal_handlers(self) -> None:
+        """Chain before the current SIGTERM/SIGINT handlers (granian's), never replacing them."""
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(number)
+
+            def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+                self.start_draining()
+                if callable(previous):
+                    previous(signum, frame)
+
+            signal.signal(number, handler)
+
+    def start_draining(self) -> None:
+        if not self.draining:
+            log.info("draining: %d request(s) in flight; new generations get 503", self.in_flight)
+        self.draining = True
+
+    def begin(self) -> bool:
+        """Admit one request; returns True for the first request since the process started."""
+        if self.draining:
+            raise ServiceUnavailable("the server is shutting down; retry on another instance",
+                                     code="draining", headers={"Retry-After": "1"})
+        self.in_flight += 1
+        self._idle.clear()
+        first, self._first_claimed = not self._first_claimed, True
+        return first
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight; False if `timeout_s` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False

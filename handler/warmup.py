@@ -1,0 +1,84 @@
+"""The warm set: models synced and loaded in the background at start, and the readiness they imply.
+
+Downloads run one after another in manifest order, and so do loads, but the two overlap: the next
+model downloads while the previous one loads. A request for a model still warming joins that same
+sync and load (the store and the cache are single-flight) instead of starting another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from handler.engine.cache import ModelCache
+from handler.store.manifest import ModelSpec
+from handler.store.sync import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class WarmUp:
+    def __init__(self, specs: Sequence[ModelSpec], store: ModelStore, cache: ModelCache) -> None:
+        self.specs, self.store, self.cache = list(specs), store, cache
+        self.errors: dict[str, str] = {}
+        self.done: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.specs:
+            self._task = asyncio.create_task(self._run(), name="warm-up")
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.done) == len(self.specs) and not self.errors
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return {spec.name: self._state(spec) for spec in self.specs}
+
+    def _state(self, spec: ModelSpec) -> dict[str, Any]:
+        if spec.name in self.errors:
+            return {"state": "failed", "error": self.errors[spec.name]}
+        if spec.name in self.done:
+            return {"state": "ready"}
+        progress = self.store.progress_of(spec)
+        if progress is not None and progress.state in ("checking", "downloading", "verifying"):
+            return {"state": "downloading", "bytes_done": progress.bytes_done, "total": progress.total}
+        if self.cache.state(spec.name) == "loading":
+            return {"state": "loading"}
+        return {"state": "pending"}
+
+    async def _run(self) -> None:
+        previous_load: asyncio.Future[Any] | None = None
+        loads = []
+        for spec in self.specs:
+            try:
+                await self.store.ensure_local(spec)
+            except Exception as exc:
+                self._failed(spec, exc)
+                continue
+            previous_load = asyncio.ensure_future(self._load_after(previous_load, spec))
+            loads.append(previous_load)
+        await asyncio.gather(*loads)
+        log.info("warm set ready: %s", ", ".join(sorted(self.done)) or "none")
+
+    async def _load_after(self, previous: asyncio.Future[Any] | None, spec: ModelSpec) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            lease = await self.cache.lease(spec)
+        except Exception as exc:
+            self._failed(spec, exc)
+            return
+        lease.release()
+        self.done.add(spec.name)
+
+    def _failed(self, spec: ModelSpec, exc: Exception) -> None:
+        self.errors[spec.name] = getattr(exc, "message", None) or str(exc)
+        log.error("warm-up of %s failed: %s", spec.name, self.errors[spec.name])
