@@ -28,6 +28,8 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ASGIApp
 
 from handler.api.admin import ModelAdminController
 from handler.api.auth import api_key_guard
@@ -36,9 +38,12 @@ from handler.api.dependencies import DEPENDENCIES
 from handler.api.embeddings import EmbeddingsController
 from handler.api.errors import openai_error_handler
 from handler.api.health import health, ready
+from handler.api.metrics import StateCollector, register_state_collector, unregister_state_collector
 from handler.api.models import ModelsController
+from handler.api.request_log import request_log_middleware
 from handler.engine.cache import ModelCache
 from handler.lifecycle import Lifecycle
+from handler.logs import configure_logging
 from handler.settings import Settings
 from handler.store.manifest import load_manifest
 from handler.warmup import WarmUp
@@ -66,6 +71,8 @@ def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context 
         lifecycle.install_signal_handlers()
         app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache,
                          lifecycle=lifecycle, warmup=warmup)
+        collector = StateCollector(cache, store, lifecycle, warmup)
+        register_state_collector(collector)
         warmup.start()
         reaper = asyncio.create_task(_unload_idle_models(cache), name="idle-unloader")
         log.info("serving %d model(s) from %s; warm set: %s", len(catalog.all()), settings.model_dir,
@@ -81,15 +88,24 @@ def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context 
                 await reaper
             await warmup.stop()
             await cache.close()
+            unregister_state_collector(collector)
 
     return lifespan
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
 
 
 def create_app(settings: Settings) -> Litestar:
     # Fail at start, not at first request, when the manifest is wrong.
     load_manifest(settings.manifest_path)
+    prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
+                                  exclude=["/metrics", "/health"])
     return Litestar(
-        route_handlers=[ChatController, EmbeddingsController, ModelsController, ModelAdminController, health, ready],
+        route_handlers=[ChatController, EmbeddingsController, ModelsController, ModelAdminController, health, ready,
+                        MetricsController],
+        middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings)],
         guards=[api_key_guard(settings.api_keys)],
@@ -101,9 +117,14 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-def _app_from_environment() -> Litestar:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app(Settings.from_env(os.environ))
+def with_request_log(asgi_app: Litestar) -> ASGIApp:
+    """Outside Litestar's routing, so unknown routes get request ids and log lines too."""
+    return request_log_middleware(asgi_app)
+
+
+def _app_from_environment() -> ASGIApp:
+    configure_logging()
+    return with_request_log(create_app(Settings.from_env(os.environ)))
 
 
 app = _app_from_environment()

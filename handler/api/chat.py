@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from litestar import Controller, Request, Response, post
@@ -10,7 +11,8 @@ from litestar.response import Stream
 from handler.api.chat_mapping import chat_request, complete, sampling_params, stream_chunks
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep, SettingsDep
-from handler.api.serving import close_after, open_scope, unless_disconnected
+from handler.api.metrics import metered_chat
+from handler.api.serving import close_after, describe_request, open_scope, unless_disconnected
 from handler.api.tool_choice import resolve_tools
 from handler.engine.chat import start_chat
 
@@ -28,14 +30,17 @@ class ChatController(Controller):
         tools, grammar = resolve_tools(data)
         params = sampling_params(data, default_temperature=settings.temperature,
                                  default_max_tokens=settings.max_tokens, grammar=grammar)
+        began = time.perf_counter()
         scope = await open_scope(lifecycle, cache, spec, "chat")
         try:
+            summary = describe_request(request, scope, spec.name)
             started = await start_chat(scope.lease.model, chat_request(data, params, tools))
+            events = metered_chat(started.events(), spec.name, summary, began)
             if data.stream:
                 include_usage = bool(data.stream_options and data.stream_options.include_usage)
-                body = close_after(scope, stream_chunks(started, spec.name, include_usage=include_usage))
+                body = close_after(scope, stream_chunks(events, spec.name, include_usage=include_usage))
                 return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **scope.headers()})
-            completion = await unless_disconnected(request, complete(started, spec.name))
+            completion = await unless_disconnected(request, complete(events, spec.name))
             return Response(completion, headers=scope.headers())
         except BaseException:
             scope.close()

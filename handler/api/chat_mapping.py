@@ -15,7 +15,7 @@ from handler.api.chat_protocol import (
 )
 from handler.api.errors import error_body
 from handler.api.sse import DONE, sse_event
-from handler.engine.chat import ChatEvent, StartedChat
+from handler.engine.chat import ChatEvent
 from handler.engine.types import ChatRequest, SamplingParams, Usage
 from handler.errors import InvalidRequest, ServiceUnavailable
 from handler.formats.qwen3_parser import merge_deltas
@@ -78,9 +78,9 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-async def complete(started: StartedChat, model_name: str) -> ChatCompletion:
+async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCompletion:
     deltas, final = [], ChatEvent()
-    async for event in started.events():
+    async for event in events:
         if event.delta is not None:
             deltas.append(event.delta)
         if event.finish_reason is not None:
@@ -114,7 +114,8 @@ def _deltas_of(event: ChatEvent, tool_index: int) -> list[Delta]:
     return [Delta(content=delta.content)]
 
 
-async def stream_chunks(started: StartedChat, model_name: str, *, include_usage: bool) -> AsyncIterator[bytes]:
+async def stream_chunks(events: AsyncIterator[ChatEvent], model_name: str, *,
+                        include_usage: bool) -> AsyncIterator[bytes]:
     """SSE bytes of a streamed completion; an error after the first byte becomes an error event."""
     completion_id, created = new_completion_id(), int(time.time())
 
@@ -125,7 +126,7 @@ async def stream_chunks(started: StartedChat, model_name: str, *, include_usage:
     yield chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
     tool_index = 0
     try:
-        async for event in started.events():
+        async for event in events:
             for delta in _deltas_of(event, tool_index):
                 yield chunk([ChunkChoice(index=0, delta=delta)])
             tool_index += 1 if event.delta is not None and event.delta.tool_call is not None else 0

@@ -13,7 +13,8 @@ from litestar import Controller, Request, Response, post
 from msgspec import Meta
 
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
-from handler.api.serving import open_scope, unless_disconnected
+from handler.api.metrics import MODEL_REQUESTS, TOKENS
+from handler.api.serving import describe_request, open_scope, unless_disconnected
 from handler.engine.embedding import EmbeddingModel, normalise
 from handler.errors import InvalidRequest
 
@@ -82,7 +83,11 @@ class EmbeddingsController(Controller):
         spec = catalog.get(data.model)
         scope = await open_scope(lifecycle, cache, spec, "embedding")
         try:
+            summary = describe_request(request, scope, spec.name)
             body = await unless_disconnected(request, _embed(data, scope.lease.model, spec.name))
+            summary["prompt_tokens"] = body.usage.prompt_tokens
+            TOKENS.labels(spec.name, "prompt").inc(body.usage.prompt_tokens)
+            MODEL_REQUESTS.labels(spec.name, "embeddings", "stop").inc()
             return Response(body, headers=scope.headers())
         finally:
             scope.close()

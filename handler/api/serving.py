@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import attrs
 from litestar import Request
 
+from handler.api.metrics import record_cold_start
+from handler.api.request_log import request_summary
 from handler.engine.cache import Lease, ModelCache
 from handler.lifecycle import Lifecycle
 from handler.store.manifest import ModelKind, ModelSpec
@@ -40,6 +42,16 @@ class RequestScope:
             self._closed = True
             self.lease.release()
             self.lifecycle.end()
+
+
+def describe_request(request: Request[Any, Any, Any], scope: RequestScope, model: str) -> dict[str, Any]:
+    """Start this request's log line and metrics: the model, and the cold start it waited for."""
+    summary = request_summary(request.scope.get("state"))
+    summary["model"] = model
+    if (cold := scope.lease.cold_start) is not None:
+        summary.update(sync_ms=round(cold.sync_seconds * 1000), load_ms=round(cold.load_seconds * 1000))
+    record_cold_start(scope.lease.cold_start, model)
+    return summary
 
 
 async def open_scope(lifecycle: Lifecycle, cache: ModelCache, spec: ModelSpec, kind: ModelKind) -> RequestScope:

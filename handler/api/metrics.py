@@ -1,0 +1,92 @@
+"""Prometheus metrics at GET /metrics.
+
+Requests by route and status, and their latency, come from Litestar's Prometheus middleware. This
+module adds what only the server knows: time to first token, tokens, cold starts, load and sync
+durations (recorded as requests pass), and gauges read at scrape time from the app's own state
+(models loaded, queue depth, requests in flight, sync progress).
+With several granian workers each process keeps its own numbers unless PROMETHEUS_MULTIPROC_DIR is set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from handler.engine.cache import ColdStart, ModelCache
+from handler.engine.chat import ChatEvent
+from handler.lifecycle import Lifecycle
+from handler.store.sync import ModelStore
+from handler.warmup import WarmUp
+
+FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TIME_TO_FIRST_TOKEN = Histogram("gguf_time_to_first_token_seconds", "Request start to first generated text",
+                                ["model"], buckets=FAST_BUCKETS)
+TOKENS = Counter("gguf_tokens_total", "Tokens processed", ["model", "kind"])
+MODEL_REQUESTS = Counter("gguf_model_requests_total", "Requests that reached a model, by outcome",
+                         ["model", "endpoint", "finish_reason"])
+COLD_STARTS = Counter("gguf_cold_starts_total", "Requests that waited for a model sync and load", ["model"])
+LOAD_SECONDS = Histogram("gguf_model_load_seconds", "Model load durations", ["model"], buckets=FAST_BUCKETS)
+SYNC_SECONDS = Histogram("gguf_model_sync_seconds", "Model file sync (check or download) durations", ["model"],
+                         buckets=FAST_BUCKETS)
+
+
+def record_cold_start(cold: ColdStart | None, model: str) -> None:
+    if cold is not None:
+        COLD_STARTS.labels(model).inc()
+        LOAD_SECONDS.labels(model).observe(cold.load_seconds)
+        SYNC_SECONDS.labels(model).observe(cold.sync_seconds)
+
+
+async def metered_chat(events: AsyncIterator[ChatEvent], model: str, summary: dict[str, Any],
+                       started: float) -> AsyncIterator[ChatEvent]:
+    """Pass chat events through, recording TTFT, tokens and the outcome (also into the request's log line)."""
+    first = True
+    async for event in events:
+        if first and event.delta is not None:
+            first = False
+            summary["ttft_ms"] = round((time.perf_counter() - started) * 1000)
+            TIME_TO_FIRST_TOKEN.labels(model).observe(time.perf_counter() - started)
+        if event.finish_reason is not None and event.usage is not None:
+            TOKENS.labels(model, "prompt").inc(event.usage.prompt_tokens)
+            TOKENS.labels(model, "completion").inc(event.usage.completion_tokens)
+            MODEL_REQUESTS.labels(model, "chat", event.finish_reason).inc()
+            summary.update(finish_reason=event.finish_reason, prompt_tokens=event.usage.prompt_tokens,
+                           completion_tokens=event.usage.completion_tokens)
+        yield event
+
+
+class StateCollector(Collector):
+    """Gauges computed from the live objects at each scrape."""
+
+    def __init__(self, cache: ModelCache, store: ModelStore, lifecycle: Lifecycle, warmup: WarmUp) -> None:
+        self.cache, self.store, self.lifecycle, self.warmup = cache, store, lifecycle, warmup
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        entries = self.cache.entries()
+        yield GaugeMetricFamily("gguf_models_loaded", "Models loaded in this process", value=len(entries))
+        queue = GaugeMetricFamily("gguf_queue_depth", "Requests waiting for a model's turn", labels=["model"])
+        busy = GaugeMetricFamily("gguf_model_leases", "Requests using a model now", labels=["model"])
+        for entry in entries:
+            queue.add_metric([entry.spec.name], entry.model.worker.waiting)
+            busy.add_metric([entry.spec.name], entry.in_use)
+        yield queue
+        yield busy
+        yield GaugeMetricFamily("gguf_requests_in_flight", "Model requests in flight", value=self.lifecycle.in_flight)
+        yield GaugeMetricFamily("gguf_ready", "1 when the warm set is loaded", value=int(self.warmup.ready))
+        synced = GaugeMetricFamily("gguf_sync_bytes", "Bytes fetched by the latest sync of each file", labels=["file"])
+        for name, progress in self.store.progress.items():
+            synced.add_metric([name], progress.bytes_done)
+        yield synced
+
+
+def register_state_collector(collector: StateCollector) -> None:
+    REGISTRY.register(collector)
+
+
+def unregister_state_collector(collector: StateCollector) -> None:
+    REGISTRY.unregister(collector)

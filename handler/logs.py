@@ -1,0 +1,46 @@
+"""Logging: one JSON object per line when stderr is not a terminal (containers, log shippers), plain
+text for people at a terminal. Every record carries the request id of the request it belongs to."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+        }
+        if (request_id := REQUEST_ID.get()) is not None:
+            entry["request_id"] = request_id
+        entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = {key: value for key, value in vars(record).items() if key not in _STANDARD}
+        return line + ("".join(f" {key}={value}" for key, value in extra.items()) if extra else "")
+
+
+def configure_logging(*, json_lines: bool | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    json_lines = not sys.stderr.isatty() if json_lines is None else json_lines
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Our own logger tree, not the root: granian configures the root logger in each worker after import.
+    ours = logging.getLogger("handler")
+    ours.handlers[:] = [handler]
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
