@@ -25,23 +25,30 @@ class Lifecycle:
         self.in_flight = 0
         self.started = time.monotonic()
         self._first_claimed = False
+        self._drain_logged = False
         self._idle = asyncio.Event()
         self._idle.set()
 
     def install_signal_handlers(self) -> None:
-        """Chain before the current SIGTERM/SIGINT handlers (granian's), never replacing them."""
+        """Chain before the current SIGTERM/SIGINT handlers (granian's), never replacing them.
+
+        The handler only flips a flag and schedules the rest on the event loop: a signal can land while
+        this thread holds a lock (logging's, say), and taking it again inside the handler deadlocks."""
+        loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(number)
 
             def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-                self.start_draining()
+                self.draining = True
+                loop.call_soon_threadsafe(self.start_draining)
                 if callable(previous):
                     previous(signum, frame)
 
             signal.signal(number, handler)
 
     def start_draining(self) -> None:
-        if not self.draining:
+        if not self._drain_logged:
+            self._drain_logged = True
             log.info("draining: %d request(s) in flight; new generations get 503", self.in_flight)
         self.draining = True
 

@@ -75,6 +75,36 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path) -> I
     running.stop()
 
 
+@pytest.fixture
+def launch(tmp_path: Path, demo_model_path: Path) -> Iterator:
+    """Start servers with extra environment (`launch(env, workers=N)`); all stop at teardown."""
+    started: list[RunningServer] = []
+
+    def start(env: dict[str, str] | None = None, *, workers: int = 1) -> RunningServer:
+        started.append(start_server(tmp_path, env, workers=workers))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def s3_servers() -> Iterator:
+    """Start test S3 servers (`s3_servers(bytes_per_second=N, port=P)`); all die at teardown."""
+    from tests.support.s3 import S3Server
+
+    started: list[S3Server] = []
+
+    def start(*, bytes_per_second: int = 0, port: int | None = None) -> S3Server:
+        started.append(S3Server(port or free_port(), bytes_per_second).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill()
+
+
 @pytest.fixture(scope="session")
 def http(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=120) as client:

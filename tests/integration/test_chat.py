@@ -7,6 +7,8 @@ import json
 import openai
 import pytest
 
+from tests.support.demo import tokenize
+
 CHAT = "smollm2-135m"
 HELLO = [{"role": "user", "content": "Write one sentence about the sea."}]
 
@@ -109,17 +111,8 @@ def test_logit_bias_bans_a_token(openai_client):
     first = openai_client.chat.completions.create(model=CHAT, messages=HELLO, max_tokens=1, temperature=0)
     word = first.choices[0].message.content
     banned = openai_client.chat.completions.create(model=CHAT, messages=HELLO, max_tokens=1, temperature=0,
-                                                   logit_bias={str(t): -100 for t in _token_ids(word)})
+                                                   logit_bias={str(t): -100 for t in tokenize(word)})
     assert banned.choices[0].message.content != word
-
-
-def _token_ids(word):
-    from llama_cpp import Llama
-
-    from tests.conftest import DEMO_FILE, demo_model_dir
-
-    vocab = Llama(str(demo_model_dir() / DEMO_FILE), vocab_only=True, verbose=False)
-    return vocab.tokenize(word.encode(), add_bos=False)
 
 
 def test_context_overflow_is_a_400(openai_client):

@@ -9,6 +9,8 @@ import struct
 import openai
 import pytest
 
+from tests.support.demo import tokenize
+
 EMBED = "smollm2-135m-embed"
 DIM = 576  # SmolLM2-135M's hidden size
 
@@ -46,21 +48,12 @@ def test_base64_equals_float(http):
 
 def test_token_inputs_match_text(http, openai_client):
     text = http.post("/v1/embeddings", json={"model": EMBED, "input": "hello world"}).json()
-    tokens = _tokens("hello world")
+    tokens = tokenize("hello world", add_bos=True)
     as_ids = http.post("/v1/embeddings", json={"model": EMBED, "input": tokens}).json()
     as_lists = http.post("/v1/embeddings", json={"model": EMBED, "input": [tokens, tokens]}).json()
     assert as_ids["data"][0]["embedding"] == pytest.approx(text["data"][0]["embedding"], abs=1e-5)
     assert len(as_lists["data"]) == 2
     assert as_lists["usage"]["prompt_tokens"] == 2 * len(tokens)
-
-
-def _tokens(text):
-    from llama_cpp import Llama
-
-    from tests.conftest import DEMO_FILE, demo_model_dir
-
-    vocab = Llama(str(demo_model_dir() / DEMO_FILE), vocab_only=True, verbose=False)
-    return vocab.tokenize(text.encode(), add_bos=True)
 
 
 def test_dimensions_truncate_and_renormalise(openai_client):

@@ -10,15 +10,20 @@ import time
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port, start_server
-from tests.support.s3 import S3Server
-
 ASK = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
+KEY = "smol/demo.gguf"
 
 
 @pytest.fixture(scope="module")
 def demo_sha256(demo_model_path):
     return hashlib.sha256(demo_model_path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def volume(tmp_path):
+    path = tmp_path / "volume"
+    path.mkdir()
+    return path
 
 
 def _manifest(tmp_path, demo_model_path, *entries):
@@ -31,138 +36,98 @@ def _manifest(tmp_path, demo_model_path, *entries):
     return path
 
 
-def _serve(tmp_path, s3, manifest, workers=1, **env):
-    volume = tmp_path / "volume"
-    volume.mkdir(exist_ok=True)
-    return start_server(tmp_path, {**s3.app_env(), "MODEL_DIR": str(volume), "MODELS_MANIFEST": str(manifest),
-                                   "S3_PART_SIZE_MB": "8", **env}, workers=workers), volume
+def _env(s3, manifest, volume, **extra):
+    return {**s3.app_env(), "MODEL_DIR": str(volume), "MODELS_MANIFEST": str(manifest), "S3_PART_SIZE_MB": "8",
+            **extra}
 
 
-def _chat(base_url, model, timeout=120):
-    return httpx.post(f"{base_url}/v1/chat/completions", json={"model": model, **ASK}, timeout=timeout)
+def _chat(base_url, model):
+    return httpx.post(f"{base_url}/v1/chat/completions", json={"model": model, **ASK}, timeout=120)
 
 
-def test_cold_request_syncs_then_reuses(tmp_path, demo_model_path, demo_sha256):
-    s3 = S3Server(free_port()).start()
-    server = None
-    try:
-        s3.upload("models", "smol/demo.gguf", demo_model_path)
-        manifest = _manifest(tmp_path, demo_model_path, ("remote", "smol/demo.gguf", demo_sha256))
-        server, volume = _serve(tmp_path, s3, manifest)
-        listed = httpx.get(f"{server.base_url}/v1/models/remote").json()
-        assert listed["downloaded"] is False and listed["source"] == "s3://models/smol/demo.gguf"
-        assert _chat(server.base_url, "remote").status_code == 200
-        assert (volume / "demo.gguf").stat().st_size == demo_model_path.stat().st_size
-        seen = s3.stats("models", "smol/demo.gguf")
-        assert seen["downloads"] == 1
-        assert _chat(server.base_url, "remote").status_code == 200
-        assert s3.stats("models", "smol/demo.gguf") == seen
-        assert httpx.get(f"{server.base_url}/v1/models/remote").json()["downloaded"] is True
-    finally:
-        if server:
-            server.stop()
+def test_cold_request_syncs_then_reuses(tmp_path, volume, demo_model_path, demo_sha256, launch, s3_servers):
+    s3 = s3_servers()
+    s3.upload("models", KEY, demo_model_path)
+    server = launch(_env(s3, _manifest(tmp_path, demo_model_path, ("remote", KEY, demo_sha256)), volume))
+    listed = httpx.get(f"{server.base_url}/v1/models/remote").json()
+    assert listed["downloaded"] is False and listed["source"] == f"s3://models/{KEY}"
+    cold = _chat(server.base_url, "remote")
+    assert cold.status_code == 200 and cold.headers["x-cold-start"].startswith("sync=")
+    assert (volume / "demo.gguf").stat().st_size == demo_model_path.stat().st_size
+    seen = s3.stats("models", KEY)
+    assert seen["downloads"] == 1
+    warm = _chat(server.base_url, "remote")
+    assert warm.status_code == 200 and "x-cold-start" not in warm.headers
+    assert s3.stats("models", KEY) == seen
+    assert httpx.get(f"{server.base_url}/v1/models/remote").json()["downloaded"] is True
+
+
+def test_eight_cold_requests_on_two_workers_download_once(tmp_path, volume, demo_model_path, demo_sha256, launch,
+                                                          s3_servers):
+    s3 = s3_servers()
+    s3.upload("models", KEY, demo_model_path)
+    server = launch(_env(s3, _manifest(tmp_path, demo_model_path, ("remote", KEY, demo_sha256)), volume), workers=2)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: _chat(server.base_url, "remote").status_code, range(8)))
+    assert statuses == [200] * 8
+    assert s3.stats("models", KEY)["downloads"] == 1
+
+
+def test_s3_dying_mid_download_leaves_nothing_and_recovers(tmp_path, volume, demo_model_path, demo_sha256, launch,
+                                                           s3_servers):
+    s3 = s3_servers(bytes_per_second=20 * 1024 * 1024)
+    s3.upload("models", KEY, demo_model_path)
+    manifest = _manifest(tmp_path, demo_model_path, ("remote", KEY, demo_sha256))
+    server = launch(_env(s3, manifest, volume, S3_MAX_ATTEMPTS="2"))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(_chat, server.base_url, "remote")
+        deadline = time.monotonic() + 30
+        while not list(volume.glob(".*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(volume.glob(".*.part")), "the download never started"
         s3.kill()
+        failed = pending.result()
+    assert failed.status_code == 503 and failed.headers.get("retry-after")
+    assert failed.json()["error"]["code"] == "model_source_unavailable"
+    assert not (volume / "demo.gguf").exists() and not list(volume.glob(".*.part"))
+    assert _chat(server.base_url, "local-demo").status_code == 200  # other models keep serving
+    s3_servers(port=s3.port).upload("models", KEY, demo_model_path)
+    assert _chat(server.base_url, "remote").status_code == 200
 
 
-def test_eight_cold_requests_on_two_workers_download_once(tmp_path, demo_model_path, demo_sha256):
-    s3 = S3Server(free_port()).start()
-    server = None
-    try:
-        s3.upload("models", "smol/demo.gguf", demo_model_path)
-        manifest = _manifest(tmp_path, demo_model_path, ("remote", "smol/demo.gguf", demo_sha256))
-        server, _ = _serve(tmp_path, s3, manifest, workers=2)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda _: _chat(server.base_url, "remote").status_code, range(8)))
-        assert statuses == [200] * 8
-        assert s3.stats("models", "smol/demo.gguf")["downloads"] == 1
-    finally:
-        if server:
-            server.stop()
-        s3.kill()
+def test_errors_are_specific_and_other_models_keep_serving(tmp_path, volume, demo_model_path, launch, s3_servers):
+    s3 = s3_servers()
+    s3.upload("models", KEY, demo_model_path)
+    manifest = _manifest(tmp_path, demo_model_path, ("corrupt", KEY, "0" * 64), ("absent", "smol/absent.gguf", None))
+    server = launch(_env(s3, manifest, volume))
+    corrupt = _chat(server.base_url, "corrupt")
+    assert corrupt.status_code == 502 and corrupt.json()["error"]["code"] == "checksum_mismatch"
+    absent = _chat(server.base_url, "absent")
+    assert absent.status_code == 502 and "s3://models/smol/absent.gguf" in absent.json()["error"]["message"]
+    assert not list(volume.glob("*.gguf")) and not list(volume.glob(".*.part"))
+    assert _chat(server.base_url, "local-demo").status_code == 200
 
 
-def test_s3_dying_mid_download_leaves_nothing_and_recovers(tmp_path, demo_model_path, demo_sha256):
-    port = free_port()
-    s3 = S3Server(port, bytes_per_second=20 * 1024 * 1024).start()
-    server = None
-    try:
-        s3.upload("models", "smol/demo.gguf", demo_model_path)
-        manifest = _manifest(tmp_path, demo_model_path, ("remote", "smol/demo.gguf", demo_sha256))
-        server, volume = _serve(tmp_path, s3, manifest, S3_MAX_ATTEMPTS="2")
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(_chat, server.base_url, "remote")
-            deadline = time.monotonic() + 30
-            while not list(volume.glob(".*.part")) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert list(volume.glob(".*.part")), "the download never started"
-            s3.kill()
-            failed = pending.result()
-        assert failed.status_code == 503 and failed.headers.get("retry-after")
-        assert failed.json()["error"]["code"] == "model_source_unavailable"
-        assert not (volume / "demo.gguf").exists() and not list(volume.glob(".*.part"))
-        assert _chat(server.base_url, "local-demo").status_code == 200  # other models keep serving
-        s3 = S3Server(port).start()
-        s3.upload("models", "smol/demo.gguf", demo_model_path)
-        assert _chat(server.base_url, "remote").status_code == 200
-    finally:
-        if server:
-            server.stop()
-        s3.kill()
+def test_disk_space_refusal(tmp_path, volume, demo_model_path, launch, s3_servers):
+    s3 = s3_servers()
+    s3.upload("models", KEY, demo_model_path)
+    manifest = _manifest(tmp_path, demo_model_path, ("remote", KEY, None))
+    server = launch(_env(s3, manifest, volume, DISK_HEADROOM_MB=str(1 << 40)))
+    refused = _chat(server.base_url, "remote")
+    assert refused.status_code == 507 and "remote" in refused.json()["error"]["message"]
+    assert not list(volume.glob("*.gguf"))
 
 
-def test_errors_are_specific_and_other_models_keep_serving(tmp_path, demo_model_path):
-    s3 = S3Server(free_port()).start()
-    server = None
-    try:
-        s3.upload("models", "smol/demo.gguf", demo_model_path)
-        manifest = _manifest(tmp_path, demo_model_path, ("corrupt", "smol/demo.gguf", "0" * 64),
-                             ("absent", "smol/absent.gguf", None))
-        server, volume = _serve(tmp_path, s3, manifest)
-        corrupt = _chat(server.base_url, "corrupt")
-        assert corrupt.status_code == 502 and corrupt.json()["error"]["code"] == "checksum_mismatch"
-        absent = _chat(server.base_url, "absent")
-        assert absent.status_code == 502 and "s3://models/smol/absent.gguf" in absent.json()["error"]["message"]
-        assert not list(volume.glob("*.gguf")) and not list(volume.glob(".*.part"))
-        assert _chat(server.base_url, "local-demo").status_code == 200
-    finally:
-        if server:
-            server.stop()
-        s3.kill()
-
-
-def test_disk_space_refusal(tmp_path, demo_model_path):
-    s3 = S3Server(free_port()).start()
-    server = None
-    try:
-        s3.upload("models", "smol/demo.gguf", demo_model_path)
-        manifest = _manifest(tmp_path, demo_model_path, ("remote", "smol/demo.gguf", None))
-        server, volume = _serve(tmp_path, s3, manifest, DISK_HEADROOM_MB=str(1 << 40))
-        refused = _chat(server.base_url, "remote")
-        assert refused.status_code == 507 and "remote" in refused.json()["error"]["message"]
-        assert not list(volume.glob("*.gguf"))
-    finally:
-        if server:
-            server.stop()
-        s3.kill()
-
-
-def test_pull_streams_progress_events(tmp_path, demo_model_path):
-    s3 = S3Server(free_port(), bytes_per_second=200 * 1024 * 1024).start()
-    server = None
-    try:
-        s3.upload("models", "smol/demo.gguf", demo_model_path)
-        manifest = _manifest(tmp_path, demo_model_path, ("remote", "smol/demo.gguf", None))
-        server, volume = _serve(tmp_path, s3, manifest)
-        with httpx.stream("POST", f"{server.base_url}/models/remote/pull?stream=true", timeout=120) as response:
-            events = [line for line in response.iter_lines() if line.startswith("data: ")]
-        assert len(events) >= 2
-        assert '"state":"ready"' in events[-1] and str(demo_model_path.stat().st_size) in events[-1]
-        assert (volume / "demo.gguf").is_file()
-        card = httpx.get(f"{server.base_url}/v1/models/remote").json()
-        assert card["downloaded"] is True and card["loaded"] is False
-        assert httpx.delete(f"{server.base_url}/models/remote/file").json()["deleted"] is True
-        assert not (volume / "demo.gguf").exists()
-    finally:
-        if server:
-            server.stop()
-        s3.kill()
+def test_pull_streams_progress_then_delete(tmp_path, volume, demo_model_path, launch, s3_servers):
+    s3 = s3_servers(bytes_per_second=200 * 1024 * 1024)
+    s3.upload("models", KEY, demo_model_path)
+    server = launch(_env(s3, _manifest(tmp_path, demo_model_path, ("remote", KEY, None)), volume))
+    with httpx.stream("POST", f"{server.base_url}/models/remote/pull?stream=true", timeout=120) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert len(events) >= 2
+    assert '"state":"ready"' in events[-1] and str(demo_model_path.stat().st_size) in events[-1]
+    assert (volume / "demo.gguf").is_file()
+    card = httpx.get(f"{server.base_url}/v1/models/remote").json()
+    assert card["downloaded"] is True and card["loaded"] is False
+    assert httpx.delete(f"{server.base_url}/models/remote/file").json()["deleted"] is True
+    assert not (volume / "demo.gguf").exists()

@@ -1,0 +1,159 @@
+"""Cold-start-aware lifecycle against the real server: warm set and readiness, eviction, backpressure,
+disconnects, drain on SIGTERM, API keys and metrics."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import signal
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.demo import end_of_turn_bias
+
+CHAT, EMBED = "smollm2-135m", "smollm2-135m-embed"
+LONG = {"model": CHAT, "messages": [{"role": "user", "content": "Tell me a very long story about the sea."}],
+        "temperature": 0, "logit_bias": end_of_turn_bias()}  # replies run to max_tokens
+
+
+def _chat(base_url, max_tokens=4, **extra):
+    return httpx.post(f"{base_url}/v1/chat/completions", timeout=120,
+                      json={**LONG, "max_tokens": max_tokens, **extra})
+
+
+def _wait_for(predicate, timeout=30, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_warm_set_readiness_and_requests_during_warm_up(tmp_path, demo_model_path, launch, s3_servers):
+    s3 = s3_servers(bytes_per_second=25 * 1024 * 1024)
+    s3.upload("models", "smol/demo.gguf", demo_model_path)
+    sha = hashlib.sha256(demo_model_path.read_bytes()).hexdigest()
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'[[models]]\nname = "remote"\nsource = "s3://models/smol/demo.gguf"\n'
+                        f'sha256 = "{sha}"\nwarm = true\n')
+    (tmp_path / "volume").mkdir()
+    server = launch({**s3.app_env(), "MODEL_DIR": str(tmp_path / "volume"), "MODELS_MANIFEST": str(manifest)})
+    assert httpx.get(f"{server.base_url}/health").status_code == 200
+    early = httpx.get(f"{server.base_url}/health/ready")
+    assert early.status_code == 503
+    assert early.json()["models"]["remote"]["state"] in ("pending", "downloading", "loading")
+    during = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=120,
+                        json={"model": "remote", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert during.status_code == 200
+    assert _wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200)
+    ready = httpx.get(f"{server.base_url}/health/ready").json()
+    assert ready["ready"] is True and ready["models"]["remote"] == {"state": "ready"}
+    assert s3.stats("models", "smol/demo.gguf")["downloads"] == 1
+    assert server.log().count("loaded model remote") == 1
+
+
+def _loaded(base_url):
+    return {card["id"]: card["loaded"] for card in httpx.get(f"{base_url}/v1/models").json()["data"]}
+
+
+def test_idle_ttl_unloads(launch):
+    server = launch({"MODEL_TTL_S": "1"})
+    assert _chat(server.base_url).status_code == 200
+    assert _loaded(server.base_url)[CHAT] is True
+    assert _wait_for(lambda: _loaded(server.base_url)[CHAT] is False, timeout=15)
+    assert _chat(server.base_url).status_code == 200  # loads again on demand
+
+
+def test_lru_eviction_spares_models_in_use(launch):
+    server = launch({"MAX_LOADED_MODELS": "1"})
+    assert _chat(server.base_url).status_code == 200
+    embedded = httpx.post(f"{server.base_url}/v1/embeddings", json={"model": EMBED, "input": "x"}, timeout=60)
+    assert embedded.status_code == 200
+    assert _loaded(server.base_url) == {CHAT: False, EMBED: True}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=120,
+                      json={**LONG, "max_tokens": 400, "stream": True}) as stream:
+        lines = stream.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)  # the chat model is loaded and in use now
+        busy = httpx.post(f"{server.base_url}/v1/embeddings", json={"model": EMBED, "input": "x"}, timeout=60)
+        assert busy.status_code == 503 and busy.headers["retry-after"]
+        assert busy.json()["error"]["code"] == "model_capacity"
+        assert _loaded(server.base_url)[CHAT] is True
+
+
+def test_flood_beyond_the_queue_gets_429(launch):
+    server = launch({"MAX_QUEUE": "2"})
+    assert _chat(server.base_url).status_code == 200  # loaded before the flood
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: _chat(server.base_url, max_tokens=40), range(8)))
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {200, 429} and 429 in statuses and 200 in statuses
+    for response in responses:
+        if response.status_code == 429:
+            assert response.headers["retry-after"] and response.json()["error"]["type"] == "rate_limit_error"
+        else:
+            assert response.json()["usage"]["completion_tokens"] > 0
+    assert httpx.get(f"{server.base_url}/health").status_code == 200
+    assert _chat(server.base_url).status_code == 200
+
+
+def test_disconnect_mid_stream_frees_the_model(launch):
+    server = launch()
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=120,
+                      json={**LONG, "max_tokens": 1500, "stream": True}) as stream:
+        lines = stream.iter_lines()
+        for _ in range(5):
+            next(lines)
+    # The abandoned generation would need ~15 s more; the next request must not wait for it.
+    started = time.monotonic()
+    assert _chat(server.base_url, max_tokens=3).status_code == 200
+    assert time.monotonic() - started < 8
+
+
+def test_sigterm_drains_the_stream_then_exits_zero(launch):
+    server = launch({"DRAIN_TIMEOUT_S": "20"})
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=120,
+                      json={**LONG, "max_tokens": 120, "stream": True}) as stream:
+        lines = stream.iter_lines()
+        next(lines)
+        server.process.send_signal(signal.SIGTERM)
+        rest = list(lines)
+    events = [line for line in rest if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"
+    with pytest.raises(httpx.TransportError):  # the listener is closed: new connections are refused
+        _chat(server.base_url)
+    assert server.process.wait(30) == 0
+
+
+def test_api_key(launch):
+    server = launch({"API_KEY": "first-key,second-key"})
+    missing = httpx.get(f"{server.base_url}/v1/models")
+    assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
+    wrong = httpx.get(f"{server.base_url}/v1/models", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    for key in ("first-key", "second-key"):
+        assert httpx.get(f"{server.base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert httpx.get(f"{server.base_url}/health").status_code == 200
+    assert httpx.get(f"{server.base_url}/health/ready").status_code == 200
+    assert "first-key" not in server.log()
+
+
+def _samples(text):
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_parse_and_move(server, http):
+    before = _samples(http.get("/metrics").text)
+    assert http.post("/v1/chat/completions", json={**LONG, "max_tokens": 3}).status_code == 200
+    after = _samples(http.get("/metrics").text)
+    key = ("gguf_tokens_total", (("kind", "completion"), ("model", CHAT)))
+    assert after[key] == before.get(key, 0) + 3
+    assert after[("gguf_models_loaded", ())] >= 1
+    assert any(name == "gguf_time_to_first_token_seconds_count" for name, _ in after)
+    assert any(name.startswith("gguf_http_requests_total") for name, _ in after)
