@@ -100,3 +100,24 @@ pull *names: install
 # Model sync vs plain boto3 download_file from moto S3 (prints the ratio)
 bench-sync megabytes="100": install
     uv run --frozen python -m bench.s3_sync {{megabytes}}
+
+# Infrastructure checks: terraform fmt, checkov (zero failed checks), hadolint, and the HCL tests
+lint-infra: install
+    terraform fmt -check -recursive infra
+    BC_SKIP_MAPPING=TRUE uv run --frozen checkov -d infra --framework terraform --quiet --compact
+    uv run --frozen hadolint Containerfile
+    uv run --frozen pytest tests/infra -q
+
+# Build the GPU image (podman or docker, whichever exists)
+image tag="serverless-gguf:latest":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    engine=$(command -v podman || command -v docker || { echo "no podman or docker here" >&2; exit 1; })
+    "$engine" build -f Containerfile -t {{tag}} .
+
+# Build the CPU image (for AWS Lambda and other CPU platforms)
+image-cpu tag="serverless-gguf:cpu":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    engine=$(command -v podman || command -v docker || { echo "no podman or docker here" >&2; exit 1; })
+    "$engine" build -f Containerfile --build-arg VARIANT=cpu -t {{tag}} .

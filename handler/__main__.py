@@ -1,4 +1,5 @@
-"""`python -m handler pull NAME…`: prepare a model volume ahead of time, with a progress bar."""
+"""Command line: `python -m handler serve` (granian with settings from the environment) and
+`python -m handler pull NAME…` (prepare a model volume ahead of time, with a progress bar)."""
 
 from __future__ import annotations
 
@@ -40,14 +41,26 @@ async def pull(store: ModelStore, names: list[str]) -> int:
     return 0 if all(results) else 1
 
 
+def granian_command(settings: Settings, environ: dict[str, str]) -> list[str]:
+    """granian's command line for these settings. Workers and threads come from WORKERS and
+    GRANIAN_* variables; granian's kill timeout stays above our drain timeout so a drain can finish."""
+    return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", settings.host, "--port", str(settings.port),
+            "--workers", environ.get("WORKERS", "1"),
+            "--workers-kill-timeout", str(int(settings.drain_timeout_s) + 5), "handler.app:app"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m handler", description="serverless-gguf model tools")
+    parser = ArgumentParser(prog="python -m handler", description="serverless-gguf")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run granian on HOST:PORT (replaces this process, so signals reach it)")
     pull_parser = commands.add_parser("pull", help="download models of the manifest into MODEL_DIR")
     pull_parser.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        if args.command == "serve":
+            command = granian_command(settings, dict(os.environ))
+            os.execvp(command[0], command)
         store = build_store(settings, build_catalog(settings))
         return asyncio.run(pull(store, args.names))
     except (SettingsError, ManifestError, ServerError) as exc:

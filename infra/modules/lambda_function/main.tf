@@ -1,0 +1,142 @@
+# The function: the CPU image on AWS Lambda behind a streaming function URL. The image carries the
+# Lambda Web Adapter, which waits for /health/ready and streams responses. Models sync from the
+# bucket into /tmp (ephemeral storage) on first use; a warm execution environment keeps them.
+
+locals {
+  bucket_name = element(split(":::", var.model_bucket_arn), 1)
+}
+
+resource "aws_kms_key" "function" {
+  description         = "Encrypts the environment and logs of ${var.function_name}"
+  enable_key_rotation = true
+  policy              = data.aws_iam_policy_document.key.json
+  tags                = var.tags
+}
+
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+
+data "aws_iam_policy_document" "key" {
+  #checkov:skip=CKV_AWS_109:A KMS key policy; its "*" resource means this key only.
+  #checkov:skip=CKV_AWS_111:A KMS key policy; its "*" resource means this key only.
+  #checkov:skip=CKV_AWS_356:A KMS key policy; its "*" resource means this key only.
+  statement {
+    sid       = "AccountAdministersTheKey"
+    actions   = ["kms:*"]
+    resources = ["*"] # in a key policy, "*" means this key
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+  statement {
+    sid       = "CloudWatchLogsUsesTheKey"
+    actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logs.${data.aws_region.current.name}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_cloudwatch_log_group" "function" {
+  name              = "/aws/lambda/${var.function_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.function.arn
+  tags              = var.tags
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "function" {
+  name               = "${var.function_name}-role"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+# Least privilege: read the models under the prefix, decrypt them, write this function's logs.
+data "aws_iam_policy_document" "function" {
+  statement {
+    sid       = "ReadModels"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.model_bucket_arn}/${var.models_prefix}*"]
+  }
+  statement {
+    sid       = "ListModels"
+    actions   = ["s3:ListBucket"]
+    resources = [var.model_bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.models_prefix}*"]
+    }
+  }
+  statement {
+    sid       = "DecryptModels"
+    actions   = ["kms:Decrypt"]
+    resources = [var.model_kms_key_arn]
+  }
+  statement {
+    sid       = "WriteLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.function.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "function" {
+  name   = "${var.function_name}-least-privilege"
+  role   = aws_iam_role.function.id
+  policy = data.aws_iam_policy_document.function.json
+}
+
+resource "aws_lambda_function" "server" {
+  #checkov:skip=CKV_AWS_116:Invoked synchronously through its URL; a dead-letter queue only serves async invocations.
+  #checkov:skip=CKV_AWS_117:It reads S3 over TLS with IAM; a VPC would add NAT or endpoint costs without protecting more.
+  #checkov:skip=CKV_AWS_272:Code signing applies to zip packages; this is a container image from an immutable, scanned ECR repository.
+  function_name                  = var.function_name
+  role                           = aws_iam_role.function.arn
+  package_type                   = "Image"
+  image_uri                      = var.image_uri
+  architectures                  = ["x86_64"]
+  memory_size                    = var.memory_mb
+  timeout                        = var.timeout_s
+  reserved_concurrent_executions = var.reserved_concurrency
+  kms_key_arn                    = aws_kms_key.function.arn
+  ephemeral_storage {
+    size = var.ephemeral_storage_mb
+  }
+  tracing_config {
+    mode = "Active"
+  }
+  environment {
+    variables = merge({
+      MODEL_DIR                    = "/tmp/models"
+      PORT                         = "8000"
+      AWS_LWA_PORT                 = "8000"
+      AWS_LWA_READINESS_CHECK_PATH = "/health/ready"
+      AWS_LWA_INVOKE_MODE          = "response_stream"
+      DISK_HEADROOM_MB             = "64"
+    }, var.environment)
+  }
+  logging_config {
+    log_format = "Text"
+    log_group  = aws_cloudwatch_log_group.function.name
+  }
+  tags       = var.tags
+  depends_on = [aws_iam_role_policy.function]
+}
+
+resource "aws_lambda_function_url" "server" {
+  function_name      = aws_lambda_function.server.function_name
+  authorization_type = var.url_authorization
+  invoke_mode        = "RESPONSE_STREAM"
+}

@@ -1,0 +1,111 @@
+"""The security properties the deployment promises, read from the Terraform itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.infra.conftest import INFRA, Module, blocks, parse, value
+
+LAMBDA_ACTIONS = {"s3:GetObject", "s3:ListBucket", "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_every_module_has_variables_outputs_and_a_readme(modules):
+    assert set(modules) == {"model_bucket", "image_repository", "lambda_function", "gpu_service"}
+    for name, module in modules.items():
+        assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= set(module.files), name
+        assert (INFRA / "modules" / name / "README.md").is_file()
+        assert module.outputs()
+
+
+def test_model_bucket_is_encrypted_versioned_private_and_tls_only(modules):
+    bucket = modules["model_bucket"]
+    rule = blocks(bucket.resource("aws_s3_bucket_server_side_encryption_configuration", "models"), "rule")[0]
+    default = blocks(rule, "apply_server_side_encryption_by_default")[0]
+    assert value(default, "sse_algorithm") == "aws:kms"
+    assert "aws_kms_key.models" in value(default, "kms_master_key_id")
+    assert value(bucket.resource("aws_kms_key", "models"), "enable_key_rotation") is True
+    versioning = blocks(bucket.resource("aws_s3_bucket_versioning", "models"), "versioning_configuration")[0]
+    assert value(versioning, "status") == "Enabled"
+    block = bucket.resource("aws_s3_bucket_public_access_block", "models")
+    for setting in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+        assert value(block, setting) is True, setting
+    (deny,) = blocks(bucket.data("aws_iam_policy_document", "tls_only"), "statement")
+    condition = blocks(deny, "condition")[0]
+    assert value(deny, "effect") == "Deny"
+    assert (value(condition, "variable"), value(condition, "values")) == ("aws:SecureTransport", ["false"])
+    lifecycle = blocks(bucket.resource("aws_s3_bucket_lifecycle_configuration", "models"), "rule")[0]
+    assert blocks(lifecycle, "noncurrent_version_expiration")
+
+
+def test_image_repository_is_immutable_scanned_and_pruned(modules):
+    repository = modules["image_repository"].resource("aws_ecr_repository", "images")
+    assert value(repository, "image_tag_mutability") == "IMMUTABLE"
+    assert value(blocks(repository, "image_scanning_configuration")[0], "scan_on_push") is True
+    assert value(blocks(repository, "encryption_configuration")[0], "encryption_type") == "KMS"
+    assert modules["image_repository"].resource("aws_ecr_lifecycle_policy", "images")
+
+
+def test_lambda_is_an_image_behind_a_signed_streaming_url(modules):
+    function = modules["lambda_function"]
+    server = function.resource("aws_lambda_function", "server")
+    assert value(server, "package_type") == "Image"
+    assert "var.ephemeral_storage_mb" in value(blocks(server, "ephemeral_storage")[0], "size")
+    assert value(server, "reserved_concurrent_executions")
+    environment = value(blocks(server, "environment")[0], "variables")
+    assert '"/tmp/models"' in environment or "/tmp/models" in str(environment)
+    url = function.resource("aws_lambda_function_url", "server")
+    assert value(url, "invoke_mode") == "RESPONSE_STREAM"
+    assert value(url, "authorization_type") == "${var.url_authorization}"
+    assert value(function.variable("url_authorization"), "default") == "AWS_IAM"
+    log_group = function.resource("aws_cloudwatch_log_group", "function")
+    assert value(log_group, "retention_in_days") and value(log_group, "kms_key_id")
+
+
+def test_lambda_role_is_least_privilege(modules):
+    statements = blocks(modules["lambda_function"].data("aws_iam_policy_document", "function"), "statement")
+    actions = {action for statement in statements for action in value(statement, "actions")}
+    assert actions == LAMBDA_ACTIONS
+    for statement in statements:
+        for resource in value(statement, "resources"):
+            assert resource != "*"
+            if "s3:GetObject" in value(statement, "actions"):
+                assert resource.endswith("/${var.models_prefix}*")
+    (listing,) = [s for s in statements if value(s, "actions") == ["s3:ListBucket"]]
+    assert value(blocks(listing, "condition")[0], "variable") == "s3:prefix"
+
+
+def _allow_principals(module: Module):
+    for document in module.policy_documents():
+        for statement in blocks(document, "statement"):
+            if value(statement, "effect", "Allow") == "Allow":
+                for principal in blocks(statement, "principals"):
+                    yield value(principal, "type"), value(principal, "identifiers")
+
+
+@pytest.mark.parametrize("name", ["model_bucket", "image_repository", "lambda_function"])
+def test_no_wildcard_principal_is_ever_allowed(modules, name):
+    for kind, identifiers in _allow_principals(modules[name]):
+        assert kind != "*" and "*" not in identifiers
+
+
+def test_gpu_service_scales_to_zero_on_an_l4_and_probes_readiness(modules):
+    gpu = modules["gpu_service"]
+    template = blocks(gpu.resource("google_cloud_run_v2_service", "server"), "template")[0]
+    assert value(blocks(template, "scaling")[0], "min_instance_count") == 0
+    assert value(blocks(template, "node_selector")[0], "accelerator") == "${var.gpu_type}"
+    assert value(gpu.variable("gpu_type"), "default") == "nvidia-l4"
+    container = blocks(template, "containers")[0]
+    limits = value(blocks(container, "resources")[0], "limits")
+    assert limits["nvidia.com/gpu"] == "1"
+    startup = blocks(blocks(container, "startup_probe")[0], "http_get")[0]
+    assert value(startup, "path") == "/health/ready"
+    secrets = [value(env, "name") for env in blocks(container, "env") if blocks(env, "value_source")]
+    assert secrets == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    assert "AWS_ENDPOINT_URL_S3" in str(gpu.files["main.tf"])
+    assert value(gpu.variable("invoker_members"), "default") == []
+
+
+def test_examples_wire_the_modules_and_print_a_curl_command():
+    for example in ("aws_lambda", "cloud_run_gpu"):
+        parsed = parse(INFRA / "examples" / example / "main.tf")
+        assert parsed["module"] and any("curl_command" in output for output in parsed["output"])
