@@ -76,6 +76,7 @@ class Settings:
     n_gpu_layers: int = 0
     n_threads: int = 1
     n_batch: int = 512
+    n_parallel: int = 4
     temperature: float = 0.7
     max_tokens: int = 512
     verbose: bool = False
@@ -106,6 +107,7 @@ class Settings:
             n_gpu_layers=_read(environ, "N_GPU_LAYERS", int, 0, lambda v: v >= -1, ">= -1 (-1 = all)"),
             n_threads=_read(environ, "N_THREADS", int, default_threads or physical_cores(), **positive),
             n_batch=_read(environ, "N_BATCH", int, 512, **positive),
+            n_parallel=_read(environ, "N_PARALLEL", int, 4, lambda v: 1 <= v <= 64, "between 1 and 64"),
             temperature=_read(environ, "TEMPERATURE", float, 0.7, lambda v: 0 <= v <= 2, "between 0 and 2"),
             max_tokens=_read(environ, "MAX_TOKENS", int, 512, **positive),
             verbose=_read(environ, "VERBOSE", _parse_bool, False),

@@ -26,6 +26,7 @@ def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
 def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
     defaults = LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
                              n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose,
+                             n_parallel=settings.n_parallel,
                              queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s))
     limits = CacheLimits(max_loaded=settings.max_loaded_models, default_ttl_s=settings.model_ttl_s)
     return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits)

@@ -72,7 +72,7 @@ class StateCollector(Collector):
         queue = GaugeMetricFamily("gguf_queue_depth", "Requests waiting for a model's turn", labels=["model"])
         busy = GaugeMetricFamily("gguf_model_leases", "Requests using a model now", labels=["model"])
         for entry in entries:
-            queue.add_metric([entry.spec.name], entry.model.worker.waiting)
+            queue.add_metric([entry.spec.name], entry.model.waiting)
             busy.add_metric([entry.spec.name], entry.in_use)
         yield queue
         yield busy

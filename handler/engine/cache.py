@@ -19,14 +19,14 @@ from typing import Literal, Union
 
 import attrs
 
+from handler.engine.batching import BatchingChatModel
 from handler.engine.embedding import EmbeddingModel
-from handler.engine.llama_options import LlamaDefaults, llama_kwargs
-from handler.engine.serial_chat import SerialChatModel
+from handler.engine.llama_options import LlamaDefaults, chat_options, llama_kwargs
 from handler.errors import Conflict, InvalidRequest, ModelLoadFailed, ServiceUnavailable
 from handler.store.manifest import ModelKind, ModelSpec
 
 log = logging.getLogger(__name__)
-LoadedModel = Union[SerialChatModel, EmbeddingModel]
+LoadedModel = Union[BatchingChatModel, EmbeddingModel]
 Fetch = Callable[[ModelSpec], Awaitable[Path]]
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 _WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a chat model; use /v1/chat/completions"}
@@ -34,12 +34,12 @@ _WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a
 
 def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> LoadedModel:
     """Load `spec` from `path` (blocking: call it off the event loop)."""
-    embedding = spec.kind == "embedding"
-    kwargs = llama_kwargs(defaults, spec.options, embedding=embedding)
     try:
-        if embedding:
+        if spec.kind == "embedding":
+            kwargs = llama_kwargs(defaults, spec.options, embedding=True)
             return EmbeddingModel(spec.name, path, kwargs, spec.options.get("pooling"), defaults.queue)
-        return SerialChatModel(spec.name, path, kwargs, spec.chat_format, defaults.queue)
+        return BatchingChatModel(spec.name, path, chat_options(defaults, spec.options), spec.chat_format,
+                                 defaults.queue)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {exc}") from exc
 

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 
 import attrs
 
-from handler.engine.serial_chat import Generation, GrammarError, SerialChatModel
+from handler.engine.batching import BatchingChatModel, GrammarError
+from handler.engine.generation import Generation
 from handler.engine.types import ChatRequest, FinishReason, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
 from handler.formats.content import UnsupportedContent
@@ -58,7 +59,7 @@ class StartedChat:
             await chunks.aclose()
 
 
-async def start_chat(model: SerialChatModel, request: ChatRequest) -> StartedChat:
+async def start_chat(model: BatchingChatModel, request: ChatRequest) -> StartedChat:
     try:
         prompt = model.format.render(request.messages, request.tools, enable_thinking=request.enable_thinking)
     except UnsupportedContent as exc:

@@ -38,6 +38,10 @@ class EmbeddingModel:
         self.dimensions = self.llama.n_embd()
         self.worker = ModelWorker(name, queue)
 
+    @property
+    def waiting(self) -> int:
+        return self.worker.waiting
+
     def tokenize(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
 

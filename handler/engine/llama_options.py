@@ -20,7 +20,18 @@ class LlamaDefaults:
     n_threads: int = 1
     n_gpu_layers: int = 0
     verbose: bool = False
+    n_parallel: int = 4
     queue: QueueLimits = QueueLimits()
+
+
+def chat_options(defaults: LlamaDefaults, options: dict[str, Any]) -> dict[str, Any]:
+    """Options of a batching chat model: the environment's defaults overlaid with the manifest's."""
+    merged: dict[str, Any] = {
+        "n_ctx": defaults.n_ctx, "n_batch": defaults.n_batch, "n_threads": defaults.n_threads,
+        "n_gpu_layers": defaults.n_gpu_layers, "verbose": defaults.verbose, "n_parallel": defaults.n_parallel,
+    }
+    merged.update({key: value for key, value in options.items() if key not in ("chat_format", "pooling")})
+    return merged
 
 
 def llama_kwargs(defaults: LlamaDefaults, options: dict[str, Any], *, embedding: bool) -> dict[str, Any]:
@@ -29,7 +40,8 @@ def llama_kwargs(defaults: LlamaDefaults, options: dict[str, Any], *, embedding:
         "n_ctx": defaults.n_ctx, "n_batch": defaults.n_batch, "n_threads": defaults.n_threads,
         "n_gpu_layers": defaults.n_gpu_layers, "verbose": defaults.verbose,
     }
-    merged.update({key: value for key, value in options.items() if key not in ("chat_format", "pooling")})
+    ignored = ("chat_format", "pooling", "n_parallel")
+    merged.update({key: value for key, value in options.items() if key not in ignored})
     merged["n_threads_batch"] = merged["n_threads"]
     if embedding:
         # A pooled embedding needs the whole input in one micro-batch.

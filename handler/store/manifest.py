@@ -35,7 +35,7 @@ LLAMA_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "n_ctx": int, "n_batch": int, "n_ubatch": int, "n_threads": int, "n_gpu_layers": int,
     "main_gpu": int, "flash_attn": bool, "use_mmap": bool, "use_mlock": bool,
     "rope_freq_base": (int, float), "rope_freq_scale": (int, float), "seed": int,
-    "pooling": str, "chat_format": str,
+    "pooling": str, "chat_format": str, "n_parallel": int,
 }
 POOLING_NAMES = ("none", "mean", "cls", "last", "rank")
 CHAT_FORMATS = ("qwen3", "chatml", "gguf")

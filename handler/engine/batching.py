@@ -1,0 +1,242 @@
+"""The continuous-batching chat engine: one llama.cpp context per model with N_PARALLEL sequences,
+decoded together.
+
+A scheduler thread owns the context. Each step it builds one batch holding the next token of every
+decoding sequence plus as many prompt tokens of newcomers as still fit `n_batch` (long prompts are
+prefilled in chunks across steps, so running streams never stall behind them), calls `llama_decode`
+once, and samples each sequence with its own sampler (parameters, grammar, seed). Requests join
+between steps and leave as soon as they finish or are cancelled. A finished sequence keeps its KV
+cache: the next request whose prompt shares its prefix (a chat's next turn) takes that slot and
+skips re-reading the prefix. Requests beyond the slots wait in a bounded line (429 when full, 503
+after QUEUE_TIMEOUT_S).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
+
+from handler.engine.generation import Generation
+from handler.engine.sampling import build_sampler
+from handler.engine.slots import Job, Slot
+from handler.engine.types import SamplingParams
+from handler.engine.worker import QueueLimits
+from handler.errors import Overloaded, ServiceUnavailable
+from handler.formats.registry import ChatFormat, choose_format
+
+log = logging.getLogger(__name__)
+
+
+class GrammarError(ValueError):
+    """A generation constraint llama.cpp cannot use."""
+
+
+class BatchingChatModel:
+    def __init__(self, name: str, path: Path, options: dict[str, Any], chat_format: str | None,
+                 queue: QueueLimits = QueueLimits()) -> None:
+        self.name, self.queue_limits = name, queue
+        self.n_parallel = int(options["n_parallel"])
+        self.n_ctx = int(options["n_ctx"])  # per request
+        self.n_batch = int(options["n_batch"])
+        self.model = LlamaModel(path_model=str(path), params=_model_params(options), verbose=options["verbose"])
+        self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options["verbose"])
+        self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
+        self.n_vocab = self.model.n_vocab()
+        self.format: ChatFormat = choose_format(
+            chat_format, self.model.metadata().get("tokenizer.chat_template"),
+            bos_token=_token_text(self.model, self.model.token_bos()),
+            eos_token=_token_text(self.model, self.model.token_eos()))
+        self.slots = [Slot(seq_id=index) for index in range(self.n_parallel)]
+        self._queue: collections.deque[Job] = collections.deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def tokenize(self, prompt: str) -> list[int]:
+        """Prompt tokens; special tokens in the text are parsed, BOS added once if the model wants it."""
+        bos = getattr(self.format, "bos_token", "")
+        add_bos = self.model.add_bos_token() and not (bos and prompt.startswith(bos))
+        return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def compile_grammar(self, gbnf: str) -> llama_cpp.LlamaGrammar:
+        """Check that llama.cpp accepts `gbnf` before it reaches a sampler: a grammar that fails to
+        parse there yields a NULL sampler, and adding that to a chain crashes the process."""
+        probe = llama_cpp.llama_sampler_init_grammar(self.model.vocab, gbnf.encode(), b"root")
+        if not probe:
+            raise GrammarError("llama.cpp could not parse the grammar built for this request")
+        llama_cpp.llama_sampler_free(probe)
+        return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+
+    async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
+                               grammar: llama_cpp.LlamaGrammar | None = None) -> Generation:
+        """Queue the request and wait for its slot: 429 when the line is full, 503 after the queue
+        timeout; either way before any response byte is sent."""
+        if len(self._queue) >= self.queue_limits.max_waiting:
+            raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
+                             headers={"Retry-After": "2"})
+        generation = Generation()
+        job = Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=generation)
+        with self._wake:
+            self._queue.append(job)
+            self._wake.notify()
+        try:
+            await asyncio.wait_for(generation.started.wait(), self.queue_limits.timeout_s)
+        except TimeoutError:
+            job.abandoned = True
+            raise ServiceUnavailable(f"waited {self.queue_limits.timeout_s:g}s for model '{self.name}'",
+                                     code="queue_timeout", headers={"Retry-After": "5"}) from None
+        except BaseException:
+            job.abandoned = True
+            raise
+        return generation
+
+    def close(self) -> None:
+        """Stop after the current step; requests still running or waiting end as cancelled."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+
+    # ---- the scheduler thread
+    def _run(self) -> None:
+        try:
+            while self._next_step():
+                pass
+        finally:
+            self._release_everything()
+
+    def _next_step(self) -> bool:
+        with self._wake:
+            while not self._closing and not self._queue and not any(slot.busy for slot in self.slots):
+                self._wake.wait()
+            if self._closing:
+                return False
+        self._admit()
+        active = [slot for slot in self.slots if slot.busy]
+        if active:
+            try:
+                self._step(active)
+            except Exception as exc:  # a failed decode fails the requests in it, not the engine
+                log.exception("decode step failed for model %s", self.name)
+                for slot in active:
+                    self._free(slot)
+                    slot.fail(exc)
+        return True
+
+    def _admit(self) -> None:
+        while self._queue:
+            free = [slot for slot in self.slots if not slot.busy]
+            if not free:
+                return
+            job = self._queue.popleft()
+            if job.abandoned or job.generation.cancel.is_set():
+                continue
+            slot = max(free, key=lambda candidate: candidate.reusable_prefix(job.prompt))
+            prefix = slot.reusable_prefix(job.prompt)
+            self._forget(slot, keep=prefix)
+            slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
+            job.generation.mark_started()
+
+    def _step(self, active: list[Slot]) -> None:
+        for slot in active:
+            if slot.job is not None and slot.job.generation.cancel.is_set():
+                self._free(slot)
+                slot.finish("cancelled")
+        active = [slot for slot in active if slot.busy]
+        self.batch.reset()
+        outputs: dict[int, Slot] = {}  # batch row → the slot whose next token it samples
+        for slot in active:
+            if slot.next_token is not None:
+                outputs[self._add(slot.next_token, len(slot.cached), slot, logits=True)] = slot
+                slot.cached.append(slot.next_token)
+                slot.next_token = None
+        budget = self.n_batch - self.batch.n_tokens()
+        for slot in active:
+            if slot.pending and budget > 0:
+                chunk, slot.pending = slot.pending[:budget], slot.pending[budget:]
+                for offset, token in enumerate(chunk):
+                    last = offset == len(chunk) - 1 and not slot.pending
+                    row = self._add(token, len(slot.cached), slot, logits=last)
+                    slot.cached.append(token)
+                    if last:
+                        outputs[row] = slot
+                budget -= len(chunk)
+        if self.batch.n_tokens() == 0:
+            return
+        self.context.decode(self.batch)
+        for row, slot in outputs.items():
+            token = slot.sampler.sample(self.context, row)
+            eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
+            reason = slot.accept(token, b"" if eog else self.model.detokenize([token]), eog)
+            if reason is not None:
+                slot.finish(reason)
+
+    def _add(self, token: int, position: int, slot: Slot, *, logits: bool) -> int:
+        batch, row = self.batch.batch, self.batch.batch.n_tokens
+        batch.token[row], batch.pos[row] = token, position
+        batch.n_seq_id[row], batch.seq_id[row][0] = 1, slot.seq_id
+        batch.logits[row] = logits
+        batch.n_tokens = row + 1
+        return row
+
+    def _forget(self, slot: Slot, keep: int) -> None:
+        """Drop the slot's KV cells from position `keep` on."""
+        llama_cpp.llama_memory_seq_rm(self.context.memory, slot.seq_id, keep, -1)
+        del slot.cached[keep:]
+
+    def _free(self, slot: Slot) -> None:
+        self._forget(slot, keep=0)
+
+    def _release_everything(self) -> None:
+        for slot in self.slots:
+            if slot.busy:
+                slot.finish("cancelled")
+        for job in self._queue:
+            job.generation.emit(ServiceUnavailable(f"model '{self.name}' was unloaded", code="model_unloaded",
+                                                   headers={"Retry-After": "1"}))
+        self._queue.clear()
+        self.batch.close()
+        self.context.close()
+        self.model.close()
+
+
+def _token_text(model: LlamaModel, token: int) -> str:
+    return model.token_get_text(token) if token >= 0 else ""
+
+
+def _model_params(options: dict[str, Any]) -> Any:
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0x7FFFFFFF if options["n_gpu_layers"] == -1 else options["n_gpu_layers"]
+    params.main_gpu = options.get("main_gpu", 0)
+    params.use_mmap = options.get("use_mmap", True)
+    params.use_mlock = options.get("use_mlock", False)
+    return params
+
+
+def _context_params(options: dict[str, Any]) -> Any:
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = options["n_ctx"] * options["n_parallel"]
+    params.n_batch = options["n_batch"]
+    params.n_ubatch = options.get("n_ubatch", min(options["n_batch"], 512))
+    params.n_seq_max = options["n_parallel"]
+    params.n_threads = params.n_threads_batch = options["n_threads"]
+    params.kv_unified = True  # one pool of cells: any sequence may use what the others do not
+    params.no_perf = True
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.get("flash_attn")
+                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    if "rope_freq_base" in options:
+        params.rope_freq_base = options["rope_freq_base"]
+    if "rope_freq_scale" in options:
+        params.rope_freq_scale = options["rope_freq_scale"]
+    return params

@@ -1,0 +1,49 @@
+"""A generation running on a model's thread, read by the event loop as an async stream."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+from handler.engine.types import TextChunk
+
+
+class Generation:
+    """Chunks cross from the model's thread to the loop through an asyncio queue. Stopping early
+    (or dropping the object) sets `cancel`, which the model checks before its next decode step."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.started = asyncio.Event()  # set when the request gets its turn (a slot)
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
+
+    def emit(self, item: TextChunk | BaseException) -> None:
+        """Called on the model's thread."""
+        self._call(self._queue.put_nowait, item)
+
+    def mark_started(self) -> None:
+        """Called on the model's thread."""
+        self._call(self.started.set)
+
+    def _call(self, function: object, *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(function, *args)  # type: ignore[arg-type]
+        except RuntimeError:  # the loop is gone: nobody is listening any more
+            self.cancel.set()
+
+    async def chunks(self) -> AsyncIterator[TextChunk]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self.cancel.set()
+
+    def __del__(self) -> None:
+        self.cancel.set()

@@ -1,0 +1,97 @@
+"""One sequence slot of the batching engine: the request it serves, what its KV cache holds, and how
+its sampled tokens become text (UTF-8 split across tokens, stop strings, limits)."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Sequence
+
+import attrs
+import llama_cpp
+from llama_cpp._internals import LlamaSampler
+
+from handler.engine.generation import Generation
+from handler.engine.text import StopMatcher
+from handler.engine.types import FinishReason, SamplingParams, TextChunk
+
+
+@attrs.define(eq=False)
+class Job:
+    prompt: list[int]
+    params: SamplingParams
+    grammar: llama_cpp.LlamaGrammar | None
+    generation: Generation
+    abandoned: bool = False  # gave up waiting for a slot
+
+
+@attrs.define(eq=False)
+class Slot:
+    seq_id: int
+    cached: list[int] = attrs.field(factory=list)  # tokens whose KV this sequence holds, in order
+    job: Job | None = None
+    sampler: LlamaSampler | None = None
+    pending: list[int] = attrs.field(factory=list)  # prompt tokens still to prefill
+    next_token: int | None = None  # sampled, not yet decoded
+    produced: int = 0
+    max_tokens: int = 0
+    stop_string_hit: bool = False
+    stops: StopMatcher = attrs.field(factory=lambda: StopMatcher(()))
+    decoder: codecs.IncrementalDecoder = attrs.field(factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def reusable_prefix(self, prompt: Sequence[int]) -> int:
+        """How many leading prompt tokens this slot's KV cache already holds (at least one token is
+        always left to decode, since its logits are needed)."""
+        common = 0
+        for cached, wanted in zip(self.cached, prompt):
+            if cached != wanted:
+                break
+            common += 1
+        return min(common, len(prompt) - 1)
+
+    def assign(self, job: Job, prefix: int, sampler: LlamaSampler, n_ctx: int) -> None:
+        self.job, self.sampler = job, sampler
+        del self.cached[prefix:]
+        self.pending = job.prompt[prefix:]
+        self.next_token, self.produced, self.stop_string_hit = None, 0, False
+        self.max_tokens = min(job.params.max_tokens, n_ctx - len(job.prompt))
+        self.stops = StopMatcher(job.params.stop)
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def accept(self, token: int, piece: bytes, end_of_generation: bool) -> FinishReason | None:
+        """Take a sampled token; returns why the generation ends, if it does."""
+        job = self.job
+        assert job is not None
+        if end_of_generation:
+            return "stop"
+        self.produced += 1
+        text, hit = self.stops.push(self.decoder.decode(piece))
+        if text:
+            job.generation.emit(TextChunk(text=text))
+        if hit:
+            self.stop_string_hit = True
+            return "stop"
+        if self.produced >= self.max_tokens:
+            return "length"
+        self.next_token = token
+        return None
+
+    def finish(self, reason: FinishReason) -> None:
+        job = self.job
+        assert job is not None
+        if reason != "cancelled" and not self.stop_string_hit:  # text held back for a stop string that never came
+            tail, _ = self.stops.push(self.decoder.decode(b"", final=True))
+            if tail := tail + self.stops.flush():
+                job.generation.emit(TextChunk(text=tail))
+        job.generation.emit(TextChunk(finish_reason=reason, prompt_tokens=len(job.prompt),
+                                      completion_tokens=self.produced))
+        self.job, self.sampler, self.next_token, self.pending = None, None, None, []
+
+    def fail(self, error: BaseException) -> None:
+        if self.job is not None:
+            self.job.generation.emit(error)
+        self.job, self.sampler, self.next_token, self.pending = None, None, None, []
+        self.cached.clear()
