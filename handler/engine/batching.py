@@ -22,6 +22,7 @@ from typing import Any
 
 import llama_cpp
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
+from llama_cpp._logger import set_verbose as llama_log_level
 
 from handler.engine.generation import Generation
 from handler.engine.sampling import build_sampler
@@ -45,6 +46,7 @@ class BatchingChatModel:
         self.n_parallel = int(options["n_parallel"])
         self.n_ctx = int(options["n_ctx"])  # per request
         self.n_batch = int(options["n_batch"])
+        llama_log_level(options["verbose"])
         self.model = LlamaModel(path_model=str(path), params=_model_params(options), verbose=options["verbose"])
         self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options["verbose"])
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
@@ -231,7 +233,9 @@ def _context_params(options: dict[str, Any]) -> Any:
     params.n_ubatch = options.get("n_ubatch", min(options["n_batch"], 512))
     params.n_seq_max = options["n_parallel"]
     params.n_threads = params.n_threads_batch = options["n_threads"]
-    params.kv_unified = True  # one pool of cells: any sequence may use what the others do not
+    # One KV stream per sequence: attention then runs over a sequence's own cells only, so its
+    # arithmetic (and its greedy output) does not change with whatever else shares the batch.
+    params.kv_unified = False
     params.no_perf = True
     params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.get("flash_attn")
                               else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)

@@ -1,0 +1,147 @@
+"""The batching engine in-process with the real demo model: batched outputs equal solo outputs,
+cancellation frees slots, grammars and free text share a batch, long prompts prefill in chunks,
+and a follow-up turn reuses the cached prefix."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from handler.engine.batching import BatchingChatModel
+from handler.engine.chat import start_chat
+from handler.engine.grammar import tool_call_grammar
+from handler.engine.types import ChatRequest, SamplingParams
+from tests.support.demo import end_of_turn_bias
+
+PROMPTS = ["Name three fruits.", "What is the capital of France?", "Write a haiku about rain.",
+           "Explain gravity in one sentence.", "List two colours.", "Say hello in Spanish."]
+
+
+def _options(**overrides):
+    return {"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": 0, "verbose": False,
+            "n_parallel": 4, **overrides}
+
+
+@pytest.fixture(scope="module")
+def model(demo_model_path):
+    loaded = BatchingChatModel("demo", demo_model_path, _options(), None)
+    yield loaded
+    loaded.close()
+
+
+def _request(prompt, max_tokens=24, **params):
+    return ChatRequest(messages=[{"role": "user", "content": prompt}],
+                       params=SamplingParams(max_tokens=max_tokens, temperature=0, **params))
+
+
+async def _reply(model, request):
+    started = await start_chat(model, request)
+    text, final = "", None
+    async for event in started.events():
+        if event.delta is not None:
+            text += event.delta.content
+        if event.finish_reason is not None:
+            final = event
+    return text, final.finish_reason, final.usage.completion_tokens
+
+
+def test_batched_outputs_equal_solo_outputs(model):
+    async def scenario():
+        alone = [await _reply(model, _request(prompt)) for prompt in PROMPTS]
+        together = await asyncio.gather(*(_reply(model, _request(prompt)) for prompt in PROMPTS))
+        return alone, together
+
+    alone, together = asyncio.run(scenario())
+    assert together == alone
+    assert len({text for text, _, _ in alone}) == len(PROMPTS)
+
+
+def test_seeded_sampling_is_reproducible_in_a_batch(model):
+    request = ChatRequest(messages=[{"role": "user", "content": "Tell me a story."}],
+                          params=SamplingParams(max_tokens=20, temperature=1.0, seed=42))
+
+    async def scenario():
+        alone = await _reply(model, request)
+        together = await asyncio.gather(_reply(model, request), _reply(model, _request("Count to ten.")))
+        return alone, together[0]
+
+    alone, batched = asyncio.run(scenario())
+    assert alone == batched
+
+
+def test_cancellation_frees_the_slot(demo_model_path):
+    single = BatchingChatModel("single", demo_model_path, _options(n_parallel=1), None)
+    try:
+        async def scenario():
+            long = _request("Tell me a long story.", max_tokens=2000, logit_bias={int(k): v for k, v in
+                                                                                end_of_turn_bias().items()})
+            started = await start_chat(single, long)
+            events = started.events()
+            await events.__anext__()
+            await events.aclose()  # the client went away
+            return await asyncio.wait_for(_reply(single, _request("Say hi.", max_tokens=3)), timeout=30)
+
+        text, reason, tokens = asyncio.run(scenario())
+        assert tokens == 3 and reason == "length"
+    finally:
+        single.close()
+
+
+def test_grammar_and_free_requests_share_a_batch(model):
+    function = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                      "required": ["city"]}}
+    tools = [{"type": "function", "function": function}]
+    grammar = tool_call_grammar([function], parallel=False)
+    constrained = ChatRequest(messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
+                              params=SamplingParams(max_tokens=60, temperature=0, grammar=grammar))
+
+    async def call(request):
+        started = await start_chat(model, request)
+        calls, text = [], ""
+        async for event in started.events():
+            if event.delta is not None and event.delta.tool_call is not None:
+                calls.append(event.delta.tool_call)
+            elif event.delta is not None:
+                text += event.delta.content
+        return calls, text
+
+    async def scenario():
+        free_alone = await _reply(model, _request(PROMPTS[0]))
+        together = await asyncio.gather(call(constrained), _reply(model, _request(PROMPTS[0])))
+        return free_alone, together
+
+    free_alone, (constrained_result, free_batched) = asyncio.run(scenario())
+    calls, _ = constrained_result
+    assert len(calls) == 1 and calls[0].name == "get_weather" and '"city"' in calls[0].arguments
+    assert free_batched == free_alone
+
+
+def test_long_prompts_prefill_in_chunks(demo_model_path):
+    prompt = "Summarise this: " + " ".join(f"item {n} is blue;" for n in range(120))
+    small = BatchingChatModel("small-batch", demo_model_path, _options(n_batch=32), None)
+    try:
+        chunked = asyncio.run(_reply(small, _request(prompt, max_tokens=12)))
+    finally:
+        small.close()
+    whole = BatchingChatModel("whole", demo_model_path, _options(), None)
+    try:
+        assert len(whole.tokenize(prompt)) > 4 * 32
+        assert asyncio.run(_reply(whole, _request(prompt, max_tokens=12))) == chunked
+    finally:
+        whole.close()
+
+
+def test_a_follow_up_turn_reuses_the_cached_prefix(model):
+    first = [{"role": "user", "content": "Tell me about the moon."}]
+
+    async def scenario():
+        reply, _, _ = await _reply(model, ChatRequest(messages=first, params=SamplingParams(max_tokens=16, temperature=0)))
+        follow_up = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "And the sun?"}]
+        prompt = model.tokenize(model.format.render(follow_up, None, enable_thinking=None))
+        reuse = max(slot.reusable_prefix(prompt) for slot in model.slots)
+        await _reply(model, ChatRequest(messages=follow_up, params=SamplingParams(max_tokens=4, temperature=0)))
+        return reuse, len(prompt)
+
+    reuse, total = asyncio.run(scenario())
+    assert reuse > total // 2
