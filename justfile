@@ -121,3 +121,25 @@ image-cpu tag="serverless-gguf:cpu":
     set -euo pipefail
     engine=$(command -v podman || command -v docker || { echo "no podman or docker here" >&2; exit 1; })
     "$engine" build -f Containerfile --build-arg VARIANT=cpu -t {{tag}} .
+
+# Benchmarks: ours vs raw llama-cpp-python, llama_cpp.server and llama-server (ratios in one run)
+bench *args: fetch-demo
+    uv sync --frozen --group bench
+    uv run --frozen --group bench python -m bench.run {{args}}
+
+# Build llama.cpp's llama-server from the sources inside the llama-cpp-python sdist (for `just bench`)
+build-llama-server:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dest="{{cache_dir}}/llama-server"
+    mkdir -p "$dest"
+    version=$(grep -A1 '^name = "llama-cpp-python"' uv.lock | grep -o '[0-9][0-9.]*')
+    if [ ! -d "$dest/llama_cpp_python-$version" ]; then
+        python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$dest" "llama-cpp-python==$version"
+        tar -xzf "$dest/llama_cpp_python-$version.tar.gz" -C "$dest"
+    fi
+    cmake -S "$dest/llama_cpp_python-$version/vendor/llama.cpp" -B "$dest/build" -DCMAKE_BUILD_TYPE=Release \
+        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+        -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF
+    cmake --build "$dest/build" --target llama-server -j "$(nproc)"
+    echo "built $dest/build/bin/llama-server"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from handler.engine.cache import CacheLimits, ModelCache
 from handler.engine.llama_options import LlamaDefaults
-from handler.engine.worker import QueueLimits
+from handler.engine.types import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import ModelSpec, load_manifest

@@ -25,10 +25,11 @@ from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 
 from handler.engine.generation import Generation
+from handler.engine.llama_options import model_params
 from handler.engine.sampling import build_sampler
 from handler.engine.slots import Job, Slot
 from handler.engine.types import SamplingParams
-from handler.engine.worker import QueueLimits
+from handler.engine.types import QueueLimits
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.registry import ChatFormat, choose_format
 
@@ -47,7 +48,7 @@ class BatchingChatModel:
         self.n_ctx = int(options["n_ctx"])  # per request
         self.n_batch = int(options["n_batch"])
         llama_log_level(options["verbose"])
-        self.model = LlamaModel(path_model=str(path), params=_model_params(options), verbose=options["verbose"])
+        self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options["verbose"])
         self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options["verbose"])
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
@@ -215,15 +216,6 @@ class BatchingChatModel:
 
 def _token_text(model: LlamaModel, token: int) -> str:
     return model.token_get_text(token) if token >= 0 else ""
-
-
-def _model_params(options: dict[str, Any]) -> Any:
-    params = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = 0x7FFFFFFF if options["n_gpu_layers"] == -1 else options["n_gpu_layers"]
-    params.main_gpu = options.get("main_gpu", 0)
-    params.use_mmap = options.get("use_mmap", True)
-    params.use_mlock = options.get("use_mlock", False)
-    return params
 
 
 def _context_params(options: dict[str, Any]) -> Any:

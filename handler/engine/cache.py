@@ -21,7 +21,7 @@ import attrs
 
 from handler.engine.batching import BatchingChatModel
 from handler.engine.embedding import EmbeddingModel
-from handler.engine.llama_options import LlamaDefaults, chat_options, llama_kwargs
+from handler.engine.llama_options import LlamaDefaults, engine_options
 from handler.errors import Conflict, InvalidRequest, ModelLoadFailed, ServiceUnavailable
 from handler.store.manifest import ModelKind, ModelSpec
 
@@ -34,12 +34,11 @@ _WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a
 
 def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> LoadedModel:
     """Load `spec` from `path` (blocking: call it off the event loop)."""
+    options = engine_options(defaults, spec.options)
     try:
         if spec.kind == "embedding":
-            kwargs = llama_kwargs(defaults, spec.options, embedding=True)
-            return EmbeddingModel(spec.name, path, kwargs, spec.options.get("pooling"), defaults.queue)
-        return BatchingChatModel(spec.name, path, chat_options(defaults, spec.options), spec.chat_format,
-                                 defaults.queue)
+            return EmbeddingModel(spec.name, path, options, spec.options.get("pooling"), defaults.queue)
+        return BatchingChatModel(spec.name, path, options, spec.chat_format, defaults.queue)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {exc}") from exc
 

@@ -1,12 +1,13 @@
-"""llama.cpp constructor options for one model: environment defaults overlaid with the manifest's."""
+"""llama.cpp options for one model: environment defaults overlaid with the manifest's."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import attrs
+import llama_cpp
 
-from handler.engine.worker import QueueLimits
+from handler.engine.types import QueueLimits
 
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
@@ -24,8 +25,8 @@ class LlamaDefaults:
     queue: QueueLimits = QueueLimits()
 
 
-def chat_options(defaults: LlamaDefaults, options: dict[str, Any]) -> dict[str, Any]:
-    """Options of a batching chat model: the environment's defaults overlaid with the manifest's."""
+def engine_options(defaults: LlamaDefaults, options: dict[str, Any]) -> dict[str, Any]:
+    """A model's llama.cpp options: the environment's defaults overlaid with the manifest's."""
     merged: dict[str, Any] = {
         "n_ctx": defaults.n_ctx, "n_batch": defaults.n_batch, "n_threads": defaults.n_threads,
         "n_gpu_layers": defaults.n_gpu_layers, "verbose": defaults.verbose, "n_parallel": defaults.n_parallel,
@@ -34,19 +35,11 @@ def chat_options(defaults: LlamaDefaults, options: dict[str, Any]) -> dict[str, 
     return merged
 
 
-def llama_kwargs(defaults: LlamaDefaults, options: dict[str, Any], *, embedding: bool) -> dict[str, Any]:
-    """Keyword arguments for `llama_cpp.Llama` (without model_path and pooling)."""
-    merged: dict[str, Any] = {
-        "n_ctx": defaults.n_ctx, "n_batch": defaults.n_batch, "n_threads": defaults.n_threads,
-        "n_gpu_layers": defaults.n_gpu_layers, "verbose": defaults.verbose,
-    }
-    ignored = ("chat_format", "pooling", "n_parallel")
-    merged.update({key: value for key, value in options.items() if key not in ignored})
-    merged["n_threads_batch"] = merged["n_threads"]
-    if embedding:
-        # A pooled embedding needs the whole input in one micro-batch.
-        merged["n_ubatch"] = merged["n_batch"] = min(merged["n_batch"], merged["n_ctx"])
-    # Our own renderers build prompts; naming a format stops llama-cpp-python guessing one from the GGUF.
-    merged["chat_format"] = "chatml"
-    merged["embedding"] = embedding
-    return merged
+def model_params(options: dict[str, Any]) -> Any:
+    """llama.cpp model parameters (weights placement) from merged options."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0x7FFFFFFF if options["n_gpu_layers"] == -1 else options["n_gpu_layers"]
+    params.main_gpu = options.get("main_gpu", 0)
+    params.use_mmap = options.get("use_mmap", True)
+    params.use_mlock = options.get("use_mlock", False)
+    return params

@@ -10,6 +10,14 @@ FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 
 
 @attrs.frozen
+class QueueLimits:
+    """How many requests may wait for a model's turn, and for how long."""
+
+    max_waiting: int = 32
+    timeout_s: float = 120.0
+
+
+@attrs.frozen
 class SamplingParams:
     max_tokens: int
     temperature: float = 0.7

@@ -1,0 +1,184 @@
+"""`just bench`: serverless-gguf against raw llama-cpp-python and its peers, side by side in one run,
+on the demo model (SmolLM2-135M Q4_1) with the same prompt, settings, threads and token counts.
+Prints a table of medians, spreads and ratios, and writes it as JSON under bench/results/.
+No figure here is asserted by a test: compare numbers only within one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import llama_cpp
+
+from bench import servers, workloads
+from bench.common import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_DIR = REPO / "models"
+MODEL = MODEL_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONCURRENCY = (1, 2, 4, 8)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+        self.data: dict[str, object] = {}
+
+    def add(self, name: str, value: str, note: str = "") -> None:
+        self.rows.append((name, value, note))
+        print(f"  {name:<52} {value:>22}  {note}", flush=True)
+
+
+def measure_raw(report: Report, args: argparse.Namespace) -> dict[str, float]:
+    llama = llama_cpp.Llama(str(MODEL), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
+                            verbose=False)
+    workloads.raw_stream(llama, 8)  # warm-up
+    runs = [workloads.raw_stream(llama, args.tokens) for _ in range(args.repeats)]
+    del llama
+    embedder = llama_cpp.Llama(str(MODEL), n_ctx=2048, n_threads=args.threads, embedding=True,
+                               pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
+    texts = [f"short text number {n} about the sea" for n in range(64)]
+    embeds = [workloads.embed_raw(embedder, texts) for _ in range(args.repeats)]
+    del embedder
+    cold = [workloads.raw_cold_start(MODEL, args.threads) for _ in range(args.repeats)]
+    raw = {"decode": median([r.decode_rate for r in runs]), "ttft": median([r.ttft for r in runs]),
+           "embed": median(embeds), "cold": median([c[0] for c in cold]), "rss": median([c[1] for c in cold])}
+    report.add("raw llama-cpp-python decode tok/s", f"{raw['decode']:.1f} ±{spread([r.decode_rate for r in runs]):.1f}")
+    report.add("raw TTFT ms (in-process)", f"{raw['ttft'] * 1000:.1f}")
+    report.add("raw embeddings/s (64 texts)", f"{raw['embed']:.1f}")
+    report.add("raw cold start s (process → first token)", f"{raw['cold']:.2f}")
+    report.add("raw peak RSS MB", f"{raw['rss']:.0f}")
+    return raw
+
+
+def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]) -> dict[str, object]:
+    ours: dict[str, object] = {}
+    with servers.ours(MODEL_DIR, args.threads, parallel=8) as server:
+        workloads.stream_once(server.base_url, server.model, 8)
+        runs = [workloads.stream_once(server.base_url, server.model, args.tokens) for _ in range(args.repeats)]
+        decode, ttft = median([r.decode_rate for r in runs]), median([r.ttft for r in runs])
+        report.add("ours decode tok/s (HTTP stream)", f"{decode:.1f} ±{spread([r.decode_rate for r in runs]):.1f}",
+                   f"{decode / raw['decode']:.3f}× raw (target ≥ 0.97)")
+        report.add("ours TTFT ms (HTTP)", f"{ttft * 1000:.1f}", f"+{(ttft - raw['ttft']) * 1000:.1f} ms over raw (target ≤ 15)")
+        aggregate = {}
+        for streams in CONCURRENCY:
+            rates = [workloads.concurrent_streams(server.base_url, server.model, args.tokens, streams)
+                     for _ in range(args.repeats)]
+            aggregate[streams] = median([rate for rate, _ in rates])
+            done = min(count for _, count in rates)
+            report.add(f"ours aggregate tok/s, {streams} streams", f"{aggregate[streams]:.1f}",
+                       f"{aggregate[streams] / aggregate[1]:.2f}× 1 stream; {done}/{streams} completed")
+        ours.update(decode=decode, ttft=ttft, aggregate=aggregate)
+        texts = [f"short text number {n} about the sea" for n in range(64)]
+        workloads.embed_http(server.base_url, "smollm2-135m-embed", texts[:2])
+        embeds = median([workloads.embed_http(server.base_url, "smollm2-135m-embed", texts) for _ in range(args.repeats)])
+        report.add("ours embeddings/s (64 texts, HTTP)", f"{embeds:.1f}", f"{embeds / raw['embed']:.2f}× raw")
+        ours["embed"] = embeds
+        ours.update(prompt_reuse(report, server))
+        ours["rss"] = server.peak_rss_mb()
+        report.add("ours peak RSS MB (chat + embedding model loaded)", f"{ours['rss']:.0f}",
+                   f"{ours['rss'] / raw['rss']:.2f}× raw (one model)")
+    cold = [cold_start(args) for _ in range(args.repeats)]
+    report.add("ours cold start s (process → first token)", f"{median(cold):.2f}", f"{median(cold) / raw['cold']:.2f}× raw")
+    ours["cold"] = median(cold)
+    return ours
+
+
+def prompt_reuse(report: Report, server: servers.Server) -> dict[str, float]:
+    history = [{"role": "system", "content": "You are a careful assistant. " * 40},
+               {"role": "user", "content": "Describe the sea."}]
+    first = workloads.stream_once(server.base_url, server.model, 16, history)
+    follow = [*history, {"role": "assistant", "content": "The sea is wide."}, {"role": "user", "content": "And the sky?"}]
+    second = workloads.stream_once(server.base_url, server.model, 16, follow)
+    report.add("prompt reuse: TTFT turn 1 → turn 2 ms", f"{first.ttft * 1000:.0f} → {second.ttft * 1000:.0f}",
+               f"{first.ttft / second.ttft:.1f}× faster")
+    return {"reuse_turn1_ttft": first.ttft, "reuse_turn2_ttft": second.ttft}
+
+
+def cold_start(args: argparse.Namespace) -> float:
+    """Process start → first token, model already on the volume, nothing warm."""
+    port = free_port()
+    started = time.perf_counter()
+    env = {"MODEL_DIR": str(MODEL_DIR), "N_THREADS": str(args.threads)}
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+               "handler.app:app"]
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                result = workloads.stream_once(f"http://127.0.0.1:{port}", "smollm2-135m", 1)
+                if result.completed:
+                    return time.perf_counter() - started - result.decode_seconds
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("our server did not answer")
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def measure_peer(report: Report, name: str, server_context, args: argparse.Namespace,
+                 ours: dict[str, object]) -> dict[str, float]:
+    with ExitStack() as stack:
+        server = stack.enter_context(server_context)
+        workloads.stream_once(server.base_url, server.model, 8)
+        single = median([workloads.stream_once(server.base_url, server.model, args.tokens).decode_rate
+                         for _ in range(args.repeats)])
+        runs = [workloads.concurrent_streams(server.base_url, server.model, args.tokens, 4) for _ in range(args.repeats)]
+        four = median([rate for rate, _ in runs])
+        completed = min(count for _, count in runs)
+    ours_four = ours["aggregate"][4]  # type: ignore[index]
+    report.add(f"{name} decode tok/s, 1 stream", f"{single:.1f}")
+    report.add(f"{name} aggregate tok/s, 4 streams", f"{four:.1f}",
+               f"{completed}/4 completed; ours is {ours_four / four:.2f}× this")
+    return {"single": single, "four": four, "completed_of_4": completed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    report = Report()
+    print(f"bench: {MODEL.name}, {args.tokens} tokens per reply, {args.threads} threads, {args.repeats} repeats")
+    raw = measure_raw(report, args)
+    ours = measure_ours(report, args, raw)
+    peers: dict[str, object] = {}
+    peers["llama_cpp.server"] = measure_peer(report, "llama_cpp.server", servers.llama_cpp_python_server(MODEL, args.threads),
+                                             args, ours)
+    binary = servers.llama_server_binary()
+    if binary is None:
+        report.add("llama-server", "skipped", "not on PATH, LLAMA_SERVER unset (just build-llama-server)")
+    else:
+        peers["llama-server -np 4"] = measure_peer(report, "llama-server -np 4",
+                                                   servers.llama_server(binary, MODEL, args.threads, 4), args, ours)
+    results = REPO / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    out = results / time.strftime("bench-%Y%m%d-%H%M%S.json")
+    out.write_text(json.dumps({"args": vars(args), "raw": raw, "ours": ours, "peers": peers,
+                               "rows": report.rows}, indent=2, default=str))
+    print(f"results: {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Servers under test, each started on a loopback port and stopped after: ours (granian),
+llama-cpp-python's own server, and llama.cpp's llama-server when one is available."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.common import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "serverless-gguf"
+
+
+class Server:
+    def __init__(self, name: str, process: subprocess.Popen, base_url: str, model: str) -> None:
+        self.name, self.process, self.base_url, self.model = name, process, base_url, model
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of the process serving requests (granian's worker when there is one)."""
+        pids = [self.process.pid] + _children(self.process.pid)
+        return max(_vm_hwm_kb(pid) for pid in pids) / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up in {timeout}s")
+
+
+@contextmanager
+def _running(name: str, command: list[str], ready_path: str, model: str, port: int,
+             env: dict[str, str] | None = None) -> Iterator[Server]:
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_ready(base_url + ready_path, process)
+        yield Server(name, process, base_url, model)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def ours(model_dir: Path, threads: int, parallel: int, *, port: int | None = None) -> Iterator[Server]:
+    port = port or free_port()
+    env = {"MODEL_DIR": str(model_dir), "N_THREADS": str(threads), "N_PARALLEL": str(parallel), "N_CTX": "2048",
+           "MAX_QUEUE": "64", "WARM_MODELS": "smollm2-135m"}
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+               "handler.app:app"]
+    return _running("serverless-gguf", command, "/health/ready", "smollm2-135m", port, env)
+
+
+def llama_cpp_python_server(model_path: Path, threads: int) -> Iterator[Server]:
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--n_threads", str(threads),
+               "--n_ctx", "2048", "--host", "127.0.0.1", "--port", str(port), "--model_alias", "smollm2-135m"]
+    return _running("llama_cpp.server", command, "/v1/models", "smollm2-135m", port)
+
+
+def llama_server_binary() -> str | None:
+    candidates = [os.environ.get("LLAMA_SERVER"), shutil.which("llama-server"),
+                  str(CACHE / "llama-server" / "build" / "bin" / "llama-server")]
+    return next((path for path in candidates if path and Path(path).is_file()), None)
+
+
+def llama_server(binary: str, model_path: Path, threads: int, parallel: int) -> Iterator[Server]:
+    port = free_port()
+    command = [binary, "-m", str(model_path), "-t", str(threads), "-tb", str(threads), "-np", str(parallel),
+               "-c", str(2048 * parallel), "--host", "127.0.0.1", "--port", str(port), "--alias", "smollm2-135m"]
+    return _running("llama-server", command, "/health", "smollm2-135m", port)

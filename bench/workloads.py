@@ -1,0 +1,126 @@
+"""What the benchmark measures: streaming decode through HTTP, the same decode in-process with raw
+llama-cpp-python, embeddings, cold starts. Every reply is forced to exactly `tokens` tokens (the
+end-of-turn token is banned) so all sides decode the same amount."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import attrs
+import httpx
+
+PROMPT = "Write a long story about a lighthouse keeper and the sea."
+END_OF_TURN = 2  # <|im_end|> in SmolLM2's vocabulary
+
+
+@attrs.frozen
+class Stream:
+    ttft: float  # seconds from request to first text
+    decode_seconds: float  # first text to last
+    tokens: int
+    completed: bool
+
+    @property
+    def decode_rate(self) -> float:
+        return (self.tokens - 1) / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+
+def stream_once(base_url: str, model: str, tokens: int, messages: list | None = None) -> Stream:
+    body = {"model": model, "messages": messages or [{"role": "user", "content": PROMPT}], "max_tokens": tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "logit_bias": {str(END_OF_TURN): -100}}
+    started, first, count, completed = time.perf_counter(), None, 0, False
+    try:
+        with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=300) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    completed = True
+                    break
+                chunk = json.loads(line.removeprefix("data: "))
+                if chunk.get("usage"):
+                    count = chunk["usage"]["completion_tokens"]
+                choices = chunk.get("choices") or [{}]
+                if first is None and (choices[0].get("delta") or {}).get("content"):
+                    first = time.perf_counter()
+    except httpx.HTTPError:
+        completed = False
+    end = time.perf_counter()
+    first = first or end
+    return Stream(ttft=first - started, decode_seconds=end - first, tokens=count or tokens, completed=completed)
+
+
+def concurrent_streams(base_url: str, model: str, tokens: int, streams: int) -> tuple[float, int]:
+    """(aggregate decode tok/s over the wall time, how many streams completed)."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        results = list(pool.map(lambda _: stream_once(base_url, model, tokens), range(streams)))
+    wall = time.perf_counter() - started
+    done = [result for result in results if result.completed]
+    return sum(result.tokens for result in done) / wall, len(done)
+
+
+def raw_stream(llama, tokens: int) -> Stream:
+    """The same generation in-process with `llama_cpp.Llama`: render, tokenize, decode `tokens`."""
+    prompt = f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n"
+    started = time.perf_counter()
+    prompt_tokens = llama.tokenize(prompt.encode(), special=True)
+    first, produced = None, 0
+    ban = {END_OF_TURN: -100.0}
+
+    def no_end(_ids, scores):
+        for token, bias in ban.items():
+            scores[token] += bias
+        return scores
+
+    import llama_cpp
+
+    for _token in llama.generate(prompt_tokens, temp=0, logits_processor=llama_cpp.LogitsProcessorList([no_end])):
+        produced += 1
+        if first is None:
+            first = time.perf_counter()
+        if produced >= tokens:
+            break
+    end = time.perf_counter()
+    llama.reset()
+    return Stream(ttft=first - started, decode_seconds=end - first, tokens=produced, completed=True)
+
+
+def embed_http(base_url: str, model: str, texts: list[str]) -> float:
+    started = time.perf_counter()
+    response = httpx.post(f"{base_url}/v1/embeddings", json={"model": model, "input": texts}, timeout=300)
+    response.raise_for_status()
+    return len(texts) / (time.perf_counter() - started)
+
+
+def embed_raw(llama, texts: list[str]) -> float:
+    started = time.perf_counter()
+    llama.embed(texts, normalize=True)
+    return len(texts) / (time.perf_counter() - started)
+
+
+RAW_COLD_START = """
+import sys, time
+started = float(sys.argv[2])
+import llama_cpp
+llama = llama_cpp.Llama(sys.argv[1], n_ctx=2048, n_threads=int(sys.argv[3]), verbose=False)
+tokens = llama.tokenize(b"<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n", special=True)
+next(llama.generate(tokens, temp=0))
+print(time.time() - started)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]) / 1024)
+"""
+
+
+def raw_cold_start(model_path: Path, threads: int) -> tuple[float, float]:
+    """(seconds from process start to first token, peak RSS MB) for raw llama-cpp-python."""
+    output = subprocess.run([sys.executable, "-c", RAW_COLD_START, str(model_path), str(time.time()), str(threads)],
+                            capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    return float(output[0]), float(output[1])
