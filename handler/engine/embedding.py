@@ -64,6 +64,7 @@ class EmbeddingModel:
         self.n_vocab, self.dimensions = self.model.n_vocab(), self.model.n_embd()
         self.pooled = self.context.pooling_type() != llama_cpp.LLAMA_POOLING_TYPE_NONE
         self.waiting = 0
+        self.decodes = 0  # llama_decode calls so far (batching shows as fewer decodes than inputs)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"embed-{name}", daemon=True)
         self._thread.start()
@@ -162,6 +163,7 @@ class EmbeddingModel:
                 batch.seq_id[row][0], batch.logits[row] = seq_id, True
                 batch.n_tokens = row + 1
         self.context.decode(self.batch)
+        self.decodes += 1
         if self.pooled:
             return [normalise(llama_cpp.llama_get_embeddings_seq(self.context.ctx, seq)[: self.dimensions])
                     for seq in range(len(group))]
