@@ -92,8 +92,13 @@ def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]
         ours["embed"] = embeds
         ours.update(prompt_reuse(report, server))
         ours["rss"] = server.peak_rss_mb()
-        report.add("ours peak RSS MB (chat + embedding model loaded)", f"{ours['rss']:.0f}",
-                   f"{ours['rss'] / raw['rss']:.2f}× raw (one model)")
+        report.add("ours peak RSS MB (chat + embedding model)", f"{ours['rss']:.0f}",
+                   "8 chat slots × 2048 ctx + 16 embedding sequences")
+    with servers.ours(MODEL_DIR, args.threads, parallel=1) as server:
+        workloads.stream_once(server.base_url, server.model, args.tokens)
+        ours["rss_one_slot"] = server.peak_rss_mb()
+        report.add("ours peak RSS MB (chat model, 1 slot)", f"{ours['rss_one_slot']:.0f}",
+                   f"{ours['rss_one_slot'] / raw['rss']:.2f}× raw (same context size)")
     cold = [cold_start(args) for _ in range(args.repeats)]
     report.add("ours cold start s (process → first token)", f"{median(cold):.2f}", f"{median(cold) / raw['cold']:.2f}× raw")
     ours["cold"] = median(cold)

@@ -30,11 +30,19 @@ class Stream:
         return (self.tokens - 1) / self.decode_seconds if self.decode_seconds > 0 else 0.0
 
 
+_runs = iter(range(1_000_000))
+
+
+def fresh_prompt() -> str:
+    """The prompt, made unique at its start so no server can reuse a cached prefix between runs."""
+    return f"[run {next(_runs)}] {PROMPT}"
+
+
 def stream_once(base_url: str, model: str, tokens: int, messages: list | None = None) -> Stream:
-    body = {"model": model, "messages": messages or [{"role": "user", "content": PROMPT}], "max_tokens": tokens,
+    body = {"model": model, "messages": messages or [{"role": "user", "content": fresh_prompt()}], "max_tokens": tokens,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
             "logit_bias": {str(END_OF_TURN): -100}}
-    started, first, count, completed = time.perf_counter(), None, 0, False
+    started, first, usage, chunks, completed = time.perf_counter(), None, 0, 0, False
     try:
         with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=300) as response:
             for line in response.iter_lines():
@@ -45,30 +53,33 @@ def stream_once(base_url: str, model: str, tokens: int, messages: list | None = 
                     break
                 chunk = json.loads(line.removeprefix("data: "))
                 if chunk.get("usage"):
-                    count = chunk["usage"]["completion_tokens"]
+                    usage = chunk["usage"]["completion_tokens"]
                 choices = chunk.get("choices") or [{}]
-                if first is None and (choices[0].get("delta") or {}).get("content"):
-                    first = time.perf_counter()
+                if (choices[0].get("delta") or {}).get("content"):
+                    chunks += 1  # one token per chunk, for servers that send no usage
+                    first = first or time.perf_counter()
     except httpx.HTTPError:
         completed = False
     end = time.perf_counter()
     first = first or end
-    return Stream(ttft=first - started, decode_seconds=end - first, tokens=count or tokens, completed=completed)
+    count = usage or chunks
+    return Stream(ttft=first - started, decode_seconds=end - first, tokens=count,
+                  completed=completed and count >= tokens)
 
 
 def concurrent_streams(base_url: str, model: str, tokens: int, streams: int) -> tuple[float, int]:
-    """(aggregate decode tok/s over the wall time, how many streams completed)."""
+    """(aggregate tok/s over the wall time, counting only tokens received, and how many streams
+    completed in full)."""
     started = time.perf_counter()
     with ThreadPoolExecutor(streams) as pool:
         results = list(pool.map(lambda _: stream_once(base_url, model, tokens), range(streams)))
     wall = time.perf_counter() - started
-    done = [result for result in results if result.completed]
-    return sum(result.tokens for result in done) / wall, len(done)
+    return sum(result.tokens for result in results) / wall, sum(result.completed for result in results)
 
 
 def raw_stream(llama, tokens: int) -> Stream:
     """The same generation in-process with `llama_cpp.Llama`: render, tokenize, decode `tokens`."""
-    prompt = f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n"
+    prompt = f"<|im_start|>user\n{fresh_prompt()}<|im_end|>\n<|im_start|>assistant\n"
     started = time.perf_counter()
     prompt_tokens = llama.tokenize(prompt.encode(), special=True)
     first, produced = None, 0

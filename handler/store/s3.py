@@ -5,6 +5,8 @@ as a non-seekable stream, so the manager writes parts in order: the sha256 is co
 arrive, with no second read of a multi-GB file, and memory stays bounded by the in-flight parts.
 Endpoints, credentials, region and profiles come from the standard AWS chain (AWS_ENDPOINT_URL,
 AWS_ENDPOINT_URL_S3, AWS_PROFILE, …), so MinIO, R2 and others work unchanged.
+boto3 is imported on first use: a server whose models are all local (or verified by sha256) never
+pays its import time at a cold start.
 """
 
 from __future__ import annotations
@@ -15,10 +17,6 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import attrs
-import boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from handler.errors import ModelSourceError, ServiceUnavailable
 
@@ -57,6 +55,9 @@ class S3Tuning:
 
 
 def make_client(tuning: S3Tuning) -> Any:
+    import boto3
+    from botocore.config import Config
+
     config = Config(retries={"max_attempts": tuning.max_attempts, "mode": "standard"},
                     max_pool_connections=max(10, tuning.concurrency * 2), connect_timeout=5, read_timeout=60)
     return boto3.session.Session().client("s3", config=config)
@@ -64,6 +65,8 @@ def make_client(tuning: S3Tuning) -> Any:
 
 def _translate(exc: Exception, where: S3Location) -> Exception:
     """boto errors → our typed errors, naming the object."""
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -119,6 +122,8 @@ class HashingWriter(io.RawIOBase):
 def download(client: Any, where: S3Location, sink: IO[bytes], tuning: S3Tuning, *,
              version_id: str | None = None, on_bytes: Callable[[int], None] = lambda _: None) -> tuple[int, str]:
     """Stream the object into `sink`; returns (bytes written, sha256 hex)."""
+    from boto3.s3.transfer import TransferConfig
+
     config = TransferConfig(multipart_threshold=tuning.part_size_mb * MIB, multipart_chunksize=tuning.part_size_mb * MIB,
                             max_concurrency=tuning.concurrency, use_threads=True,
                             preferred_transfer_client="classic")
