@@ -22,11 +22,13 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Schema
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp
@@ -34,8 +36,9 @@ from litestar.types import ASGIApp
 from handler.api.admin import ModelAdminController
 from handler.api.auth import api_key_guard
 from handler.api.chat import ChatController
+from handler.api.chat_protocol import ChatCompletionRequest
 from handler.api.dependencies import DEPENDENCIES
-from handler.api.embeddings import EmbeddingsController
+from handler.api.embeddings import EmbeddingRequest, EmbeddingsController
 from handler.api.errors import openai_error_handler
 from handler.api.health import health, ready
 from handler.api.metrics import StateCollector, register_state_collector, unregister_state_collector
@@ -95,6 +98,27 @@ def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context 
 
 class MetricsController(PrometheusController):
     path = "/metrics"
+    include_in_schema = False  # Prometheus text, not part of the JSON API
+
+
+def _use_msgspec_schemas(app: Litestar) -> None:
+    """Describe our request bodies with msgspec's own JSON Schema: it states every bound the decoder
+    enforces (Litestar's rendering drops some, such as a minimum of 0), so documented = enforced."""
+    requests = [ChatCompletionRequest, EmbeddingRequest]
+    _, components = msgspec.json.schema_components(requests, ref_template="#/components/schemas/{name}")
+    schemas = app.openapi_schema.components.schemas
+    for name, schema in components.items():
+        schemas[name] = schema  # a plain dict: serialised as it is
+
+
+def _document_event_streams(app: Litestar) -> None:
+    """Routes that answer either JSON or Server-Sent Events: say so in the OpenAPI document (one
+    response spec per status code cannot carry two media types)."""
+    for path in ("/v1/chat/completions", "/models/{name}/pull"):
+        operation = app.openapi_schema.paths[path].post
+        ok = operation.responses["200"]
+        ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))}
+        ok.description = f"{ok.description}; with streaming, Server-Sent Events of JSON chunks ending in `data: [DONE]`"
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -102,7 +126,7 @@ def create_app(settings: Settings) -> Litestar:
     load_manifest(settings.manifest_path)
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
-    return Litestar(
+    app = Litestar(
         route_handlers=[ChatController, EmbeddingsController, ModelsController, ModelAdminController, health, ready,
                         MetricsController],
         middleware=[prometheus.middleware],
@@ -115,6 +139,9 @@ def create_app(settings: Settings) -> Litestar:
                                      render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin()]),
         request_max_body_size=settings.max_body_bytes,
     )
+    _use_msgspec_schemas(app)
+    _document_event_streams(app)
+    return app
 
 
 def with_request_log(asgi_app: Litestar) -> ASGIApp:

@@ -10,6 +10,7 @@ from litestar.response import Stream
 
 from handler.api.chat_mapping import chat_request, complete, sampling_params, stream_chunks
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
+from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep, SettingsDep
 from handler.api.metrics import metered_chat
 from handler.api.serving import close_after, describe_request, open_scope, unless_disconnected
@@ -23,7 +24,7 @@ class ChatController(Controller):
     path = "/v1/chat/completions"
     tags = ["chat"]
 
-    @post(summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)", status_code=200)
+    @post(summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)", status_code=200, responses=ERROR_RESPONSES)
     async def create(self, data: ChatCompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
         spec = catalog.get(data.model)

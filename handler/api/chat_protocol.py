@@ -15,6 +15,7 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Meta(ge=1)]
+TokenId = Annotated[str, Meta(pattern=r"^[0-9]{1,9}$")]  # logit_bias keys: token ids as strings
 
 
 class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -51,13 +52,13 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     min_p: Probability | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    repeat_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0.0, le=10.0)] | None = None  # 0 or 1: off
     seed: int | None = None
     stop: Annotated[str, Meta(min_length=1)] | Annotated[list[str], Meta(max_length=16)] | None = None
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
     n: Annotated[int, Meta(ge=1, le=1)] = 1
-    logit_bias: dict[str, Annotated[float, Meta(ge=-100, le=100)]] | None = None
+    logit_bias: dict[TokenId, Annotated[float, Meta(ge=-100, le=100)]] | None = None
     logprobs: bool | None = None
     user: str | None = None
     stream: bool = False

@@ -12,6 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, post
 from msgspec import Meta
 
+from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
 from handler.api.metrics import MODEL_REQUESTS, TOKENS
 from handler.api.serving import describe_request, open_scope, unless_disconnected
@@ -20,7 +21,9 @@ from handler.errors import InvalidRequest
 
 MAX_INPUTS = 2048
 # msgspec allows one array type per union: the list's item shapes are checked in `_as_token_lists`.
-EmbeddingInput = str | list[str | int | list[int]]
+Text = Annotated[str, Meta(min_length=1)]
+TokenIds = Annotated[list[int], Meta(min_length=1)]
+EmbeddingInput = Text | Annotated[list[Text | int | TokenIds], Meta(min_length=1, max_length=2048)]
 
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True):
@@ -77,7 +80,7 @@ class EmbeddingsController(Controller):
     path = "/v1/embeddings"
     tags = ["embeddings"]
 
-    @post(summary="Create embeddings (OpenAI-compatible)", status_code=200)
+    @post(summary="Create embeddings (OpenAI-compatible)", status_code=200, responses=ERROR_RESPONSES)
     async def create(self, data: EmbeddingRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, lifecycle: LifecycleDep) -> Response[EmbeddingResponse]:
         spec = catalog.get(data.model)

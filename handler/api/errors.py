@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from handler.errors import ServerError
 
@@ -34,6 +35,25 @@ class ErrorDetail(msgspec.Struct, kw_only=True):
 
 class ErrorResponse(msgspec.Struct, kw_only=True):
     error: ErrorDetail
+
+
+def _documented(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorResponse, description=description, generate_examples=False)
+
+
+# Every error any route can answer with, documented with OpenAI's body (instead of Litestar's own).
+ERROR_RESPONSES = {
+    400: _documented("Invalid request (malformed JSON, a field of the wrong type or value, prompt too long)"),
+    401: _documented("Missing or wrong API key (when API_KEY is set)"),
+    404: _documented("Unknown model"),
+    409: _documented("Conflicting state (a model in use)"),
+    413: _documented("Request body too large"),
+    429: _documented("Too many requests waiting for the model (see Retry-After)"),
+    500: _documented("Server error (a model failed to load)"),
+    502: _documented("The model's object store failed (missing object, access denied, checksum mismatch)"),
+    503: _documented("Busy, draining or object store unreachable (see Retry-After)"),
+    507: _documented("Not enough disk space for the model"),
+}
 
 
 def error_body(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:
@@ -66,6 +86,8 @@ def _http_detail(exc: HTTPException) -> ErrorDetail:
 def _validation_message(problem: dict[str, Any], fallback: str) -> tuple[str, str | None]:
     """Litestar names the failing field by path; "data" is the body itself, so name the missing field."""
     message, key = str(problem.get("message", fallback)), problem.get("key") or None
+    if message == "'data'":  # Litestar's words for a request without a body
+        return "The request needs a JSON object as its body.", None
     missing = _MISSING_FIELD.search(message)
     if key == "data":
         key = missing.group(1) if missing else None

@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 from litestar import Controller, get
 
+from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep
 from handler.engine.cache import ModelCache
 from handler.store.catalog import ModelCatalog
@@ -46,18 +47,18 @@ class ModelsController(Controller):
     path = "/v1/models"
     tags = ["models"]
 
-    @get(summary="List all models")
+    @get(summary="List all models", responses=ERROR_RESPONSES)
     async def list_all(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
         return _list(catalog, cache)
 
-    @get("/chat", summary="List chat models")
+    @get("/chat", summary="List chat models", responses=ERROR_RESPONSES)
     async def list_chat(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
         return _list(catalog, cache, "chat")
 
-    @get("/embeddings", summary="List embedding models")
+    @get("/embeddings", summary="List embedding models", responses=ERROR_RESPONSES)
     async def list_embeddings(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
         return _list(catalog, cache, "embedding")
 
-    @get("/{model_id:str}", summary="Retrieve a model")
+    @get("/{model_id:str}", summary="Retrieve a model", responses=ERROR_RESPONSES)
     async def retrieve(self, model_id: str, catalog: CatalogDep, cache: CacheDep) -> ModelCard:
         return _card(catalog.get(model_id), catalog, cache)
