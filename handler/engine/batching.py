@@ -229,7 +229,9 @@ def _context_params(options: dict[str, Any]) -> Any:
     # arithmetic (and its greedy output) does not change with whatever else shares the batch.
     params.kv_unified = False
     params.no_perf = True
-    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.get("flash_attn")
+    # Flash attention is on unless the manifest says otherwise: on CPU it decodes ~10% faster here, and
+    # outputs still do not depend on batching (tests/integration/engine).
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.get("flash_attn", True)
                               else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
     if "rope_freq_base" in options:
         params.rope_freq_base = options["rope_freq_base"]
