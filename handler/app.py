@@ -28,7 +28,7 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Schema
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIType, Schema
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp
@@ -101,21 +101,20 @@ class MetricsController(PrometheusController):
     include_in_schema = False  # Prometheus text, not part of the JSON API
 
 
-def _use_msgspec_schemas(app: Litestar) -> None:
+def _use_msgspec_schemas(openapi: OpenAPI) -> None:
     """Describe our request bodies with msgspec's own JSON Schema: it states every bound the decoder
     enforces (Litestar's rendering drops some, such as a minimum of 0), so documented = enforced."""
     requests = [ChatCompletionRequest, EmbeddingRequest]
     _, components = msgspec.json.schema_components(requests, ref_template="#/components/schemas/{name}")
-    schemas = app.openapi_schema.components.schemas
     for name, schema in components.items():
-        schemas[name] = schema  # a plain dict: serialised as it is
+        openapi.components.schemas[name] = schema  # a plain dict: serialised as it is
 
 
-def _document_event_streams(app: Litestar) -> None:
+def _document_event_streams(openapi: OpenAPI) -> None:
     """Routes that answer either JSON or Server-Sent Events: say so in the OpenAPI document (one
     response spec per status code cannot carry two media types)."""
     for path in ("/v1/chat/completions", "/models/{name}/pull"):
-        operation = app.openapi_schema.paths[path].post
+        operation = openapi.paths[path].post
         ok = operation.responses["200"]
         ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))}
         ok.description = f"{ok.description}; with streaming, Server-Sent Events of JSON chunks ending in `data: [DONE]`"
@@ -139,9 +138,26 @@ def create_app(settings: Settings) -> Litestar:
                                      render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin()]),
         request_max_body_size=settings.max_body_bytes,
     )
-    _use_msgspec_schemas(app)
-    _document_event_streams(app)
+    _complete_openapi_when_built(app)
     return app
+
+
+def _complete_openapi_when_built(app: Litestar) -> None:
+    """Apply our additions when Litestar first builds the OpenAPI document (the first /schema request),
+    not at start: building it costs about a quarter of a second of a cold start. Litestar creates its
+    OpenAPI plugin itself, with __slots__, so the instance is given a subclass that adds one step."""
+    plugin = next(plugin for plugin in app.plugins.init if hasattr(plugin, "provide_openapi"))
+
+    class CompletingOpenAPIPlugin(type(plugin)):  # type: ignore[misc]
+        __slots__ = ()
+
+        def _build_openapi(self) -> OpenAPI:
+            openapi = super()._build_openapi()
+            _use_msgspec_schemas(openapi)
+            _document_event_streams(openapi)
+            return openapi
+
+    plugin.__class__ = CompletingOpenAPIPlugin
 
 
 def with_request_log(asgi_app: Litestar) -> ASGIApp:
