@@ -46,8 +46,9 @@ class Report:
 
 
 def measure_raw(report: Report, args: argparse.Namespace) -> dict[str, float]:
+    # The same settings as our engine's: flash attention on.
     llama = llama_cpp.Llama(str(MODEL), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
-                            verbose=False)
+                            flash_attn=True, verbose=False)
     workloads.raw_stream(llama, 8)  # warm-up
     runs = [workloads.raw_stream(llama, args.tokens) for _ in range(args.repeats)]
     del llama

@@ -123,17 +123,21 @@ async def stream_chunks(events: AsyncIterator[ChatEvent], model_name: str, *,
         return sse_event(ChatCompletionChunk(id=completion_id, created=created, model=model_name,
                                              choices=choices, usage=usage))
 
-    yield chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
+    # The role chunk leaves with the first text, and each event's chunks in one write: a lone small
+    # write followed by another waits on the client's delayed ACK (Nagle), adding tens of ms to TTFT.
+    pending = chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
     tool_index = 0
     try:
         async for event in events:
-            for delta in _deltas_of(event, tool_index):
-                yield chunk([ChunkChoice(index=0, delta=delta)])
+            parts = [chunk([ChunkChoice(index=0, delta=delta)]) for delta in _deltas_of(event, tool_index)]
             tool_index += 1 if event.delta is not None and event.delta.tool_call is not None else 0
             if event.finish_reason is not None and event.finish_reason != "cancelled":
-                yield chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.finish_reason)])
+                parts.append(chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.finish_reason)]))
                 if include_usage and event.usage is not None:
-                    yield chunk([], usage=_usage(event.usage))
+                    parts.append(chunk([], usage=_usage(event.usage)))
+            if parts:
+                yield pending + b"".join(parts)
+                pending = b""
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
-        yield sse_event(error_body(exc)[1])
-    yield DONE
+        pending += sse_event(error_body(exc)[1])
+    yield pending + DONE
