@@ -147,3 +147,13 @@ build-llama-server:
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF
     cmake --build "$dest/build" --target llama-server -j "$(nproc)"
     echo "built $dest/build/bin/llama-server"
+
+# Bounded load and soak test on loopback (stops by itself): no 5xx but 429/503, p99, RSS, threads, fds
+soak minutes="3": fetch-demo
+    uv sync --frozen
+    uv run --frozen python -m bench.soak --minutes {{minutes}}
+
+# Dependency audit and infrastructure checks
+lint: lint-infra
+    uv export --frozen --all-groups --no-hashes --no-emit-project > "{{cache_dir}}/requirements-audit.txt"
+    uv run --frozen pip-audit --disable-pip --no-deps -r "{{cache_dir}}/requirements-audit.txt"

@@ -45,23 +45,42 @@ class Report:
         print(f"  {name:<52} {value:>22}  {note}", flush=True)
 
 
-def measure_raw(report: Report, args: argparse.Namespace) -> dict[str, float]:
+def raw_llama(args: argparse.Namespace) -> llama_cpp.Llama:
     # The same settings as our engine's: flash attention on.
-    llama = llama_cpp.Llama(str(MODEL), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
-                            flash_attn=True, verbose=False)
-    workloads.raw_stream(llama, 8)  # warm-up
-    runs = [workloads.raw_stream(llama, args.tokens) for _ in range(args.repeats)]
+    return llama_cpp.Llama(str(MODEL), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
+                           flash_attn=True, verbose=False)
+
+
+def measure_single_stream(report: Report, args: argparse.Namespace, server: servers.Server) -> dict[str, float]:
+    """Raw in-process and ours over HTTP, alternating run by run so drift hits both alike."""
+    llama = raw_llama(args)
+    workloads.raw_stream(llama, 8)
+    workloads.stream_once(server.base_url, server.model, 8)
+    raw_runs, our_runs = [], []
+    for _ in range(args.repeats):
+        raw_runs.append(workloads.raw_stream(llama, args.tokens))
+        our_runs.append(workloads.stream_once(server.base_url, server.model, args.tokens))
     del llama
+    raw = {"decode": median([r.decode_rate for r in raw_runs]), "ttft": median([r.ttft for r in raw_runs])}
+    ours = {"decode": median([r.decode_rate for r in our_runs]), "ttft": median([r.ttft for r in our_runs])}
+    report.add("raw llama-cpp-python decode tok/s (in-process)",
+               f"{raw['decode']:.1f} ±{spread([r.decode_rate for r in raw_runs]):.1f}")
+    report.add("ours decode tok/s (HTTP stream)", f"{ours['decode']:.1f} ±{spread([r.decode_rate for r in our_runs]):.1f}",
+               f"{ours['decode'] / raw['decode']:.3f}× raw (target ≥ 0.97)")
+    report.add("raw TTFT ms (in-process: tokenize + prefill)", f"{raw['ttft'] * 1000:.1f}")
+    report.add("ours TTFT ms (HTTP: request → first text)", f"{ours['ttft'] * 1000:.1f}",
+               f"{(ours['ttft'] - raw['ttft']) * 1000:+.1f} ms vs raw (target ≤ +15)")
+    return {"raw_decode": raw["decode"], "raw_ttft": raw["ttft"], "decode": ours["decode"], "ttft": ours["ttft"]}
+
+
+def measure_raw_rest(report: Report, args: argparse.Namespace) -> dict[str, float]:
     embedder = llama_cpp.Llama(str(MODEL), n_ctx=2048, n_threads=args.threads, embedding=True,
                                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
     texts = [f"short text number {n} about the sea" for n in range(64)]
     embeds = [workloads.embed_raw(embedder, texts) for _ in range(args.repeats)]
     del embedder
     cold = [workloads.raw_cold_start(MODEL, args.threads) for _ in range(args.repeats)]
-    raw = {"decode": median([r.decode_rate for r in runs]), "ttft": median([r.ttft for r in runs]),
-           "embed": median(embeds), "cold": median([c[0] for c in cold]), "rss": median([c[1] for c in cold])}
-    report.add("raw llama-cpp-python decode tok/s", f"{raw['decode']:.1f} ±{spread([r.decode_rate for r in runs]):.1f}")
-    report.add("raw TTFT ms (in-process)", f"{raw['ttft'] * 1000:.1f}")
+    raw = {"embed": median(embeds), "cold": median([c[0] for c in cold]), "rss": median([c[1] for c in cold])}
     report.add("raw embeddings/s (64 texts)", f"{raw['embed']:.1f}")
     report.add("raw cold start s (process → first token)", f"{raw['cold']:.2f}")
     report.add("raw peak RSS MB", f"{raw['rss']:.0f}")
@@ -71,12 +90,7 @@ def measure_raw(report: Report, args: argparse.Namespace) -> dict[str, float]:
 def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]) -> dict[str, object]:
     ours: dict[str, object] = {}
     with servers.ours(MODEL_DIR, args.threads, parallel=8) as server:
-        workloads.stream_once(server.base_url, server.model, 8)
-        runs = [workloads.stream_once(server.base_url, server.model, args.tokens) for _ in range(args.repeats)]
-        decode, ttft = median([r.decode_rate for r in runs]), median([r.ttft for r in runs])
-        report.add("ours decode tok/s (HTTP stream)", f"{decode:.1f} ±{spread([r.decode_rate for r in runs]):.1f}",
-                   f"{decode / raw['decode']:.3f}× raw (target ≥ 0.97)")
-        report.add("ours TTFT ms (HTTP)", f"{ttft * 1000:.1f}", f"+{(ttft - raw['ttft']) * 1000:.1f} ms over raw (target ≤ 15)")
+        ours.update(measure_single_stream(report, args, server))
         aggregate = {}
         for streams in CONCURRENCY:
             rates = [workloads.concurrent_streams(server.base_url, server.model, args.tokens, streams)
@@ -85,7 +99,7 @@ def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]
             done = min(count for _, count in rates)
             report.add(f"ours aggregate tok/s, {streams} streams", f"{aggregate[streams]:.1f}",
                        f"{aggregate[streams] / aggregate[1]:.2f}× 1 stream; {done}/{streams} completed")
-        ours.update(decode=decode, ttft=ttft, aggregate=aggregate)
+        ours["aggregate"] = aggregate
         texts = [f"short text number {n} about the sea" for n in range(64)]
         workloads.embed_http(server.base_url, "smollm2-135m-embed", texts[:2])
         embeds = median([workloads.embed_http(server.base_url, "smollm2-135m-embed", texts) for _ in range(args.repeats)])
@@ -167,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     report = Report()
     print(f"bench: {MODEL.name}, {args.tokens} tokens per reply, {args.threads} threads, {args.repeats} repeats")
-    raw = measure_raw(report, args)
+    raw = measure_raw_rest(report, args)
     ours = measure_ours(report, args, raw)
     peers: dict[str, object] = {}
     peers["llama_cpp.server"] = measure_peer(report, "llama_cpp.server", servers.llama_cpp_python_server(MODEL, args.threads),

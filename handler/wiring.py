@@ -29,7 +29,7 @@ def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
                              n_parallel=settings.n_parallel,
                              queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s))
     limits = CacheLimits(max_loaded=settings.max_loaded_models, default_ttl_s=settings.model_ttl_s)
-    return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits)
+    return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_unloadable)
 
 
 def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:

@@ -14,7 +14,7 @@ from msgspec import Meta
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
-PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveInt = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 TokenId = Annotated[str, Meta(pattern=r"^[0-9]{1,9}$")]  # logit_bias keys: token ids as strings
 
 

@@ -63,6 +63,10 @@ def error_body(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:
         return exc.status_code, ErrorResponse(error=detail), exc.headers
     if isinstance(exc, HTTPException):
         return exc.status_code, ErrorResponse(error=_http_detail(exc)), dict(exc.headers or {})
+    if isinstance(exc, (RecursionError, UnicodeDecodeError)):  # the JSON decoder's, on hostile bodies
+        problem = "is nested too deeply" if isinstance(exc, RecursionError) else "is not valid UTF-8"
+        detail = ErrorDetail(message=f"The JSON body {problem}.", type="invalid_request_error", code="invalid_json")
+        return 400, ErrorResponse(error=detail), {}
     log.exception("unhandled error", exc_info=exc)
     detail = ErrorDetail(message="The server had an error while processing your request.", type="server_error",
                          code="internal_error")

@@ -1,9 +1,11 @@
-"""Request ids and the one log line per request.
+"""Request ids, baseline response headers, and the one log line per request.
 
 Each request gets an id (the client's `x-request-id` if it sent a sane one, else a new one), echoed in
 the response's `x-request-id` and attached to every log record made while serving it. When the
 response is complete (for a stream: after its last byte) one line is logged with method, path,
 status, duration and what the handler added (model, tokens, time to first token, cold start).
+Every response, the framework's 404s included, also carries `X-Content-Type-Options: nosniff` and
+`Cache-Control: no-store` (model output is never cacheable by intermediaries).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from handler.logs import REQUEST_ID
 log = logging.getLogger("handler.requests")
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SUMMARY_KEY = "request_summary"
+BASELINE_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
 
 
 def request_summary(scope_state: Any) -> dict[str, Any]:
@@ -43,7 +46,10 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in BASELINE_HEADERS if name not in present]
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:

@@ -28,6 +28,7 @@ from handler.store.manifest import ModelKind, ModelSpec
 log = logging.getLogger(__name__)
 LoadedModel = Union[BatchingChatModel, EmbeddingModel]
 Fetch = Callable[[ModelSpec], Awaitable[Path]]
+Discard = Callable[[ModelSpec], None]
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 _WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a chat model; use /v1/chat/completions"}
 
@@ -84,8 +85,9 @@ class CacheLimits:
 
 
 class ModelCache:
-    def __init__(self, fetch: Fetch, defaults: LlamaDefaults, limits: CacheLimits = CacheLimits()) -> None:
-        self.fetch, self.defaults, self.limits = fetch, defaults, limits
+    def __init__(self, fetch: Fetch, defaults: LlamaDefaults, limits: CacheLimits = CacheLimits(),
+                 discard: Discard = lambda _: None) -> None:
+        self.fetch, self.defaults, self.limits, self.discard = fetch, defaults, limits, discard
         self._entries: dict[str, CacheEntry] = {}
         self._loading: dict[str, asyncio.Future[CacheEntry]] = {}
         self.failures: dict[str, str] = {}
@@ -160,7 +162,11 @@ class ModelCache:
             path = await self.fetch(spec)
             fetched = time.perf_counter()
             self._make_room()
-            model = await asyncio.to_thread(load_model, spec, path, self.defaults)
+            try:
+                model = await asyncio.to_thread(load_model, spec, path, self.defaults)
+            except ModelLoadFailed:
+                await asyncio.to_thread(self.discard, spec)
+                raise
             cold_start = ColdStart(sync_seconds=fetched - started, load_seconds=time.perf_counter() - fetched)
         except Exception as exc:
             self.failures[spec.name] = getattr(exc, "message", None) or str(exc)

@@ -20,8 +20,8 @@ import attrs
 from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
 from handler.store import s3
 from handler.store.catalog import ModelCatalog
-from handler.store.files import (exclusive_lock, publish, read_record, remove_leftovers, sha256_of,
-                                 temporary_beside, write_record)
+from handler.store.files import (exclusive_lock, publish, read_record, record_path, remove_leftovers,
+                                 sha256_of, temporary_beside, write_record)
 from handler.store.manifest import ModelSpec
 from handler.store.progress import SyncProgress
 
@@ -75,6 +75,15 @@ class ModelStore:
             raise
         progress.finish("ready")
         return path
+
+    def discard_unloadable(self, spec: ModelSpec) -> None:
+        """A synced file llama.cpp could not load is removed, so the next request syncs it afresh
+        (local files are the operator's: they stay, and the error names them)."""
+        if spec.is_remote:
+            path = self.catalog.path_of(spec)
+            path.unlink(missing_ok=True)
+            record_path(path).unlink(missing_ok=True)
+            log.warning("removed %s: it failed to load; the next request syncs it again", path.name)
 
     def _check_local(self, spec: ModelSpec, path: Path) -> None:
         if not path.is_file():

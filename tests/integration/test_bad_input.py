@@ -31,7 +31,7 @@ def _raw(http, path, payload: bytes):
     b"{", b"[]", b"null", b'"text"', b"{\"model\": " + b"[" * 5000 + b"]" * 5000 + b"}",
     b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
     b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-])
+], ids=["truncated", "array", "null", "string", "nested-5000-deep", "invalid-utf8", "nan"])
 def test_malformed_bodies(http, payload):
     _error(_raw(http, "/v1/chat/completions", payload), 400)
 

@@ -78,3 +78,9 @@ def test_openapi_schema_and_docs(http):
     assert "ChatCompletionRequest" in str(schema["components"]["schemas"])
     assert http.get("/schema/swagger").status_code == 200
     assert http.get("/schema/redoc").status_code == 200
+
+
+def test_response_headers_are_sane(http):
+    for response in (http.get("/v1/models"), http.get("/v1/nothing-here"), http.get("/health")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-request-id"]

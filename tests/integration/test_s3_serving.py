@@ -131,3 +131,15 @@ def test_pull_streams_progress_then_delete(tmp_path, volume, demo_model_path, la
     assert card["downloaded"] is True and card["loaded"] is False
     assert httpx.delete(f"{server.base_url}/models/remote/file").json()["deleted"] is True
     assert not (volume / "demo.gguf").exists()
+
+
+def test_an_unloadable_synced_file_is_discarded_and_synced_again(tmp_path, volume, demo_model_path, launch,
+                                                                  s3_servers):
+    s3 = s3_servers()
+    s3.upload("models", KEY, b"GGUF but not really a model" * 1000)
+    server = launch(_env(s3, _manifest(tmp_path, demo_model_path, ("remote", KEY, None)), volume))
+    broken = _chat(server.base_url, "remote")
+    assert broken.status_code == 500 and "demo.gguf" in broken.json()["error"]["message"]
+    assert not (volume / "demo.gguf").exists()  # quarantined: the next request syncs again
+    s3.upload("models", KEY, demo_model_path)
+    assert _chat(server.base_url, "remote").status_code == 200

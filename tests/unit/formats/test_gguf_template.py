@@ -47,3 +47,35 @@ def test_format_choice():
     assert isinstance(choose_format("qwen3", LLAMA3_LIKE), Qwen3Format)
     assert isinstance(choose_format(None, LLAMA3_LIKE), GgufTemplateFormat)
     assert isinstance(choose_format("gguf", "<|im_start|>"), GgufTemplateFormat)
+
+
+def _gguf_with_template(path, template):
+    """A GGUF file (metadata only) carrying `template` as its chat template, written with `gguf`."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_chat_template(template)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _template_of(path):
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields["tokenizer.chat_template"]
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def test_a_gguf_whose_template_tries_to_run_code_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = ("{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}"
+               "{% for m in messages %}{{ m.content }}{% endfor %}")
+    model = tmp_path / "evil.gguf"
+    _gguf_with_template(model, payload)
+    template = _template_of(model)
+    assert "os.system" in template
+    with pytest.raises(TemplateRenderError):
+        render_gguf_template(template, [{"role": "user", "content": "hi"}])
+    assert not marker.exists()
