@@ -26,8 +26,8 @@ class ModelAdminController(Controller):
     path = "/models/{name:str}"
     tags = ["model management"]
 
-    @post("/pull", status_code=200, summary="Download a model's file without loading it "
-                                             "(progress as Server-Sent Events with `?stream=true`)", responses=ERROR_RESPONSES)
+    @post("/pull", status_code=200, responses=ERROR_RESPONSES,
+          summary="Download a model's file without loading it (progress as Server-Sent Events with `?stream=true`)")
     async def pull(self, name: str, request: Request[Any, Any, Any], catalog: CatalogDep, store: StoreDep,
                    stream: bool = False) -> Any:
         spec = catalog.get(name)
@@ -37,7 +37,7 @@ class ModelAdminController(Controller):
             return {"model": spec.name, "file": path.name, **store.progress_of(spec).as_dict()}
         return Stream(_progress_events(task, lambda: store.progress_of(spec)), media_type="text/event-stream")
 
-    @post("/load", status_code=200, summary="Sync if needed and load a model into memory", responses=ERROR_RESPONSES)
+    @post("/load", status_code=200, responses=ERROR_RESPONSES, summary="Sync if needed and load a model into memory")
     async def load(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
         spec = catalog.get(name)
         lease = await cache.lease(spec)
@@ -45,12 +45,14 @@ class ModelAdminController(Controller):
         cold = lease.entry.cold_start
         return {"model": spec.name, "loaded": True, "sync_seconds": cold.sync_seconds, "load_seconds": cold.load_seconds}
 
-    @post("/unload", status_code=200, summary="Free a loaded model (its file stays on the volume)", responses=ERROR_RESPONSES)
+    @post("/unload", status_code=200, responses=ERROR_RESPONSES,
+          summary="Free a loaded model (its file stays on the volume)")
     async def unload(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
         spec = catalog.get(name)
         return {"model": spec.name, "unloaded": await cache.unload(spec.name)}
 
-    @delete("/file", status_code=200, summary="Delete a model's file from the volume (refused while loaded)", responses=ERROR_RESPONSES)
+    @delete("/file", status_code=200, responses=ERROR_RESPONSES,
+            summary="Delete a model's file from the volume (refused while loaded)")
     async def delete_file(self, name: str, catalog: CatalogDep, cache: CacheDep, store: StoreDep) -> dict[str, Any]:
         spec = catalog.get(name)
         path = catalog.path_of(spec)

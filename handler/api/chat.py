@@ -24,7 +24,8 @@ class ChatController(Controller):
     path = "/v1/chat/completions"
     tags = ["chat"]
 
-    @post(summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)", status_code=200, responses=ERROR_RESPONSES)
+    @post(status_code=200, responses=ERROR_RESPONSES,
+          summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)")
     async def create(self, data: ChatCompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
         spec = catalog.get(data.model)

@@ -10,7 +10,7 @@ LAMBDA_ACTIONS = {"s3:GetObject", "s3:ListBucket", "kms:Decrypt", "logs:CreateLo
 
 
 def test_every_module_has_variables_outputs_and_a_readme(modules):
-    assert set(modules) == {"model_bucket", "image_repository", "lambda_function", "gpu_service"}
+    assert set(modules) == {"model_bucket", "image_repository", "lambda_function", "gpu_service", "kms_key"}
     for name, module in modules.items():
         assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= set(module.files), name
         assert (INFRA / "modules" / name / "README.md").is_file()
@@ -22,8 +22,7 @@ def test_model_bucket_is_encrypted_versioned_private_and_tls_only(modules):
     rule = blocks(bucket.resource("aws_s3_bucket_server_side_encryption_configuration", "models"), "rule")[0]
     default = blocks(rule, "apply_server_side_encryption_by_default")[0]
     assert value(default, "sse_algorithm") == "aws:kms"
-    assert "aws_kms_key.models" in value(default, "kms_master_key_id")
-    assert value(bucket.resource("aws_kms_key", "models"), "enable_key_rotation") is True
+    assert value(default, "kms_master_key_id") == "${module.key.arn}"
     versioning = blocks(bucket.resource("aws_s3_bucket_versioning", "models"), "versioning_configuration")[0]
     assert value(versioning, "status") == "Enabled"
     block = bucket.resource("aws_s3_bucket_public_access_block", "models")
@@ -35,6 +34,12 @@ def test_model_bucket_is_encrypted_versioned_private_and_tls_only(modules):
     assert (value(condition, "variable"), value(condition, "values")) == ("aws:SecureTransport", ["false"])
     lifecycle = blocks(bucket.resource("aws_s3_bucket_lifecycle_configuration", "models"), "rule")[0]
     assert blocks(lifecycle, "noncurrent_version_expiration")
+
+
+def test_keys_rotate_and_every_encrypting_module_uses_one(modules):
+    assert value(modules["kms_key"].resource("aws_kms_key", "this"), "enable_key_rotation") is True
+    for name in ("model_bucket", "image_repository", "lambda_function"):
+        assert "../kms_key" in str(modules[name].files["main.tf"].get("module")), name
 
 
 def test_image_repository_is_immutable_scanned_and_pruned(modules):
@@ -82,7 +87,7 @@ def _allow_principals(module: Module):
                     yield value(principal, "type"), value(principal, "identifiers")
 
 
-@pytest.mark.parametrize("name", ["model_bucket", "image_repository", "lambda_function"])
+@pytest.mark.parametrize("name", ["model_bucket", "image_repository", "lambda_function", "kms_key"])
 def test_no_wildcard_principal_is_ever_allowed(modules, name):
     for kind, identifiers in _allow_principals(modules[name]):
         assert kind != "*" and "*" not in identifiers

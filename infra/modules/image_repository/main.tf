@@ -1,27 +1,9 @@
 # The container image repository: immutable tags, scanned on push, encrypted with KMS, pruned.
 
-resource "aws_kms_key" "images" {
-  description         = "Encrypts the ${var.name} images"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
-  tags                = var.tags
-}
-
-data "aws_caller_identity" "current" {}
-
-data "aws_iam_policy_document" "key" {
-  #checkov:skip=CKV_AWS_109:A KMS key policy; its "*" resource means this key only.
-  #checkov:skip=CKV_AWS_111:A KMS key policy; its "*" resource means this key only.
-  #checkov:skip=CKV_AWS_356:A KMS key policy; its "*" resource means this key only.
-  statement {
-    sid       = "AccountAdministersTheKey"
-    actions   = ["kms:*"]
-    resources = ["*"] # in a key policy, "*" means this key
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "key" {
+  source      = "../kms_key"
+  description = "Encrypts the ${var.name} images"
+  tags        = var.tags
 }
 
 resource "aws_ecr_repository" "images" {
@@ -32,7 +14,7 @@ resource "aws_ecr_repository" "images" {
   }
   encryption_configuration {
     encryption_type = "KMS"
-    kms_key         = aws_kms_key.images.arn
+    kms_key         = module.key.arn
   }
   tags = var.tags
 }

@@ -6,44 +6,19 @@ locals {
   bucket_name = element(split(":::", var.model_bucket_arn), 1)
 }
 
-resource "aws_kms_key" "function" {
-  description         = "Encrypts the environment and logs of ${var.function_name}"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
-  tags                = var.tags
-}
-
-data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
 
-data "aws_iam_policy_document" "key" {
-  #checkov:skip=CKV_AWS_109:A KMS key policy; its "*" resource means this key only.
-  #checkov:skip=CKV_AWS_111:A KMS key policy; its "*" resource means this key only.
-  #checkov:skip=CKV_AWS_356:A KMS key policy; its "*" resource means this key only.
-  statement {
-    sid       = "AccountAdministersTheKey"
-    actions   = ["kms:*"]
-    resources = ["*"] # in a key policy, "*" means this key
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-  statement {
-    sid       = "CloudWatchLogsUsesTheKey"
-    actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-    resources = ["*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logs.${data.aws_region.current.name}.amazonaws.com"]
-    }
-  }
+module "key" {
+  source             = "../kms_key"
+  description        = "Encrypts the environment and logs of ${var.function_name}"
+  service_principals = ["logs.${data.aws_region.current.name}.amazonaws.com"]
+  tags               = var.tags
 }
 
 resource "aws_cloudwatch_log_group" "function" {
   name              = "/aws/lambda/${var.function_name}"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.function.arn
+  kms_key_id        = module.key.arn
   tags              = var.tags
 }
 
@@ -110,7 +85,7 @@ resource "aws_lambda_function" "server" {
   memory_size                    = var.memory_mb
   timeout                        = var.timeout_s
   reserved_concurrent_executions = var.reserved_concurrency
-  kms_key_arn                    = aws_kms_key.function.arn
+  kms_key_arn                    = module.key.arn
   ephemeral_storage {
     size = var.ephemeral_storage_mb
   }

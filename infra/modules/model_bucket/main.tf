@@ -1,34 +1,12 @@
 # The model store: an S3 bucket holding GGUF files, encrypted with its own KMS key, versioned,
 # closed to the public, reachable over TLS only, with old versions expiring.
 
-data "aws_caller_identity" "current" {}
-
-data "aws_iam_policy_document" "key" {
-  #checkov:skip=CKV_AWS_109:A KMS key policy; its "*" resource means this key only.
-  #checkov:skip=CKV_AWS_111:A KMS key policy; its "*" resource means this key only.
-  #checkov:skip=CKV_AWS_356:A KMS key policy; its "*" resource means this key only.
-  statement {
-    sid       = "AccountAdministersTheKey"
-    actions   = ["kms:*"]
-    resources = ["*"] # in a key policy, "*" means this key
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-}
-
-resource "aws_kms_key" "models" {
-  description             = "Encrypts the GGUF models in ${var.bucket_name}"
-  enable_key_rotation     = true
-  deletion_window_in_days = var.kms_deletion_window_days
-  policy                  = data.aws_iam_policy_document.key.json
-  tags                    = var.tags
-}
-
-resource "aws_kms_alias" "models" {
-  name          = "alias/${var.bucket_name}"
-  target_key_id = aws_kms_key.models.key_id
+module "key" {
+  source               = "../kms_key"
+  description          = "Encrypts the GGUF models in ${var.bucket_name}"
+  alias                = var.bucket_name
+  deletion_window_days = var.kms_deletion_window_days
+  tags                 = var.tags
 }
 
 resource "aws_s3_bucket" "models" {
@@ -66,7 +44,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "models" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.models.arn
+      kms_master_key_id = module.key.arn
     }
     bucket_key_enabled = true
   }

@@ -15,5 +15,5 @@ output "models_prefix" {
 
 output "kms_key_arn" {
   description = "ARN of the KMS key that encrypts the models (readers need kms:Decrypt on it)."
-  value       = aws_kms_key.models.arn
+  value       = module.key.arn
 }
