@@ -59,12 +59,6 @@ class Conflict(ServerError):
     code = "conflict"
 
 
-class PayloadTooLarge(ServerError):
-    status_code = 413
-    error_type = "invalid_request_error"
-    code = "request_too_large"
-
-
 class Overloaded(ServerError):
     """Too many requests are already waiting for this model."""
 

@@ -6,7 +6,8 @@ must not try to validate them field by field as it does request data.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from litestar.datastructures import State
 from litestar.params import Dependency
@@ -18,34 +19,19 @@ from handler.store.catalog import ModelCatalog
 from handler.store.sync import ModelStore
 from handler.warmup import WarmUp
 
-
-def provide_settings(state: State) -> Settings:
-    return state.settings
-
-
-def provide_catalog(state: State) -> ModelCatalog:
-    return state.catalog
+# Dependency name → the app state key the lifespan stores the object under.
+STATE_KEYS = {"settings": "settings", "catalog": "catalog", "cache": "model_cache", "store": "model_store",
+              "lifecycle": "lifecycle", "warmup": "warmup"}
 
 
-def provide_cache(state: State) -> ModelCache:
-    return state.model_cache
+def _from_state(key: str) -> Callable[[State], Any]:
+    def provide(state: State) -> Any:
+        return state[key]
+
+    return provide
 
 
-def provide_store(state: State) -> ModelStore:
-    return state.model_store
-
-
-def provide_lifecycle(state: State) -> Lifecycle:
-    return state.lifecycle
-
-
-def provide_warmup(state: State) -> WarmUp:
-    return state.warmup
-
-
-DEPENDENCIES = {"settings": provide_settings, "catalog": provide_catalog, "cache": provide_cache,
-                "store": provide_store, "lifecycle": provide_lifecycle, "warmup": provide_warmup}
-
+DEPENDENCIES = {name: _from_state(key) for name, key in STATE_KEYS.items()}
 
 SettingsDep = Annotated[Settings, Dependency(skip_validation=True)]
 CatalogDep = Annotated[ModelCatalog, Dependency(skip_validation=True)]

@@ -19,7 +19,6 @@ class SyncProgress:
     started: float = attrs.field(factory=time.monotonic)
     finished: float | None = None
     error: str | None = None
-    downloaded: bool = False  # True when this sync fetched bytes (a cold start), not just checked
 
     def add_bytes(self, count: int) -> None:  # called from the transfer manager's threads
         self.bytes_done += count

@@ -115,7 +115,7 @@ class ModelStore:
         if spec.size is not None and head.size != spec.size:
             raise ModelSourceError(f"{where} is {head.size} bytes, the manifest says {spec.size}", code="size_mismatch")
         self._check_space(spec, path, head.size)
-        progress.state, progress.total, progress.downloaded = "downloading", head.size, True
+        progress.state, progress.total = "downloading", head.size
         log.info("syncing %s (%d bytes) from %s", path.name, head.size, where)
         with temporary_beside(path) as (temporary, handle):
             written, sha256 = s3.download(self._s3(), where, handle, self.config.tuning,
