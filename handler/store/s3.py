@@ -11,6 +11,7 @@ pays its import time at a cold start.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import IO, Any
 
 import attrs
 
-from handler.errors import ModelSourceError, ServiceUnavailable
+from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
 
 MIB = 1024 * 1024
 RETRY_AFTER_S = "30"
@@ -67,6 +68,8 @@ def _translate(exc: Exception, where: S3Location) -> Exception:
     """boto errors → our typed errors, naming the object."""
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return InsufficientStorage(f"the disk filled up while syncing {where}; the partial file was removed")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import os
+import subprocess
 import time
 
 import httpx
@@ -142,4 +144,38 @@ def test_an_unloadable_synced_file_is_discarded_and_synced_again(tmp_path, volum
     assert broken.status_code == 500 and "demo.gguf" in broken.json()["error"]["message"]
     assert not (volume / "demo.gguf").exists()  # quarantined: the next request syncs again
     s3.upload("models", KEY, demo_model_path)
+    assert _chat(server.base_url, "remote").status_code == 200
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 120 MB tmpfs as the model volume (needs root, as CI and this machine have)."""
+    mount_point = tmp_path / "small-volume"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mount_point)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_filling_up_mid_download(tmp_path, small_disk, demo_model_path, launch, s3_servers):
+    s3 = s3_servers(bytes_per_second=20 * 1024 * 1024)
+    s3.upload("models", KEY, demo_model_path)
+    manifest = _manifest(tmp_path, demo_model_path, ("remote", KEY, None))
+    server = launch(_env(s3, manifest, small_disk, DISK_HEADROOM_MB="0", S3_MAX_ATTEMPTS="1"))
+    filler = small_disk / "filler.bin"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(_chat, server.base_url, "remote")
+        deadline = time.monotonic() + 30
+        while not list(small_disk.glob(".*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with filler.open("wb") as handle:  # someone else takes the space the download counted on
+            handle.write(b"\0" * 60 * 1024 * 1024)
+        failed = pending.result()
+    assert failed.status_code == 507, failed.text
+    assert failed.json()["error"]["code"] == "insufficient_storage"
+    assert not (small_disk / "demo.gguf").exists() and not list(small_disk.glob(".*.part"))
+    assert _chat(server.base_url, "local-demo").status_code == 200
+    filler.unlink()
     assert _chat(server.base_url, "remote").status_code == 200
