@@ -86,7 +86,7 @@ def test_lru_eviction_spares_models_in_use(launch):
 
 
 def test_flood_beyond_the_queue_gets_429(launch):
-    server = launch({"MAX_QUEUE": "2"})
+    server = launch({"MAX_QUEUE": "2", "N_PARALLEL": "1"})  # one running, two waiting, the rest refused
     assert _chat(server.base_url).status_code == 200  # loaded before the flood
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: _chat(server.base_url, max_tokens=40), range(8)))
@@ -102,7 +102,7 @@ def test_flood_beyond_the_queue_gets_429(launch):
 
 
 def test_disconnect_mid_stream_frees_the_model(launch):
-    server = launch()
+    server = launch({"N_PARALLEL": "1"})  # one slot: the next request needs the abandoned one's
     with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=120,
                       json={**LONG, "max_tokens": 1500, "stream": True}) as stream:
         lines = stream.iter_lines()
@@ -112,6 +112,16 @@ def test_disconnect_mid_stream_frees_the_model(launch):
     started = time.monotonic()
     assert _chat(server.base_url, max_tokens=3).status_code == 200
     assert time.monotonic() - started < 8
+
+
+def test_disconnect_during_a_plain_request_frees_the_model(launch):
+    server = launch({"N_PARALLEL": "1"})
+    assert _chat(server.base_url).status_code == 200  # loaded
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(f"{server.base_url}/v1/chat/completions", json={**LONG, "max_tokens": 1500}, timeout=1.5)
+    started = time.monotonic()
+    assert _chat(server.base_url, max_tokens=3).status_code == 200
+    assert time.monotonic() - started < 8  # the abandoned reply (~15 s of decoding) was stopped
 
 
 def test_sigterm_drains_the_stream_then_exits_zero(launch):
