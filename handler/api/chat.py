@@ -34,6 +34,7 @@ class ChatController(Controller):
                                  default_max_tokens=settings.max_tokens, grammar=grammar)
         began = time.perf_counter()
         scope = await open_scope(lifecycle, cache, spec, "chat")
+        streaming = False  # once the stream holds the scope, it releases it when it ends
         try:
             summary = describe_request(request, scope, spec.name)
             started = await start_chat(scope.lease.model, chat_request(data, params, tools))
@@ -41,12 +42,10 @@ class ChatController(Controller):
             if data.stream:
                 include_usage = bool(data.stream_options and data.stream_options.include_usage)
                 body = close_after(scope, stream_chunks(events, spec.name, include_usage=include_usage))
+                streaming = True
                 return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **scope.headers()})
             completion = await unless_disconnected(request, complete(events, spec.name))
             return Response(completion, headers=scope.headers())
-        except BaseException:
-            scope.close()
-            raise
         finally:
-            if not data.stream:
+            if not streaming:
                 scope.close()

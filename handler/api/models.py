@@ -14,6 +14,7 @@ from handler.engine.cache import ModelCache
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import ModelKind, ModelSpec
 
+
 class ModelCard(msgspec.Struct, kw_only=True):
     id: str
     created: int
@@ -25,11 +26,13 @@ class ModelCard(msgspec.Struct, kw_only=True):
     size: int | None = None
     object: Literal["model"] = "model"
 
+
 class ModelList(msgspec.Struct, kw_only=True):
     data: list[ModelCard]
     object: Literal["list"] = "list"
 
-def _card(spec: ModelSpec, catalog: CatalogDep, cache: CacheDep) -> ModelCard:
+
+def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache) -> ModelCard:
     path = catalog.path_of(spec)
     try:
         stat = path.stat()
@@ -40,8 +43,10 @@ def _card(spec: ModelSpec, catalog: CatalogDep, cache: CacheDep) -> ModelCard:
                      source=spec.source if spec.declared else "local", downloaded=downloaded,
                      loaded=cache.is_loaded(spec.name), size=size)
 
-def _list(catalog: CatalogDep, cache: CacheDep, kind: ModelKind | None = None) -> ModelList:
+
+def _list(catalog: ModelCatalog, cache: ModelCache, kind: ModelKind | None = None) -> ModelList:
     return ModelList(data=[_card(spec, catalog, cache) for spec in catalog.all() if kind in (None, spec.kind)])
+
 
 class ModelsController(Controller):
     path = "/v1/models"

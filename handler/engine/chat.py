@@ -33,7 +33,6 @@ class ChatEvent:
 @attrs.define
 class StartedChat:
     request: ChatRequest
-    prompt_tokens: list[int]
     parser: OutputParser
     generation: Generation
 
@@ -80,4 +79,4 @@ async def start_chat(model: BatchingChatModel, request: ChatRequest) -> StartedC
                                  param="tools" if request.tools else "response_format") from None
     parser = model.format.new_parser(request.tool_names, prompt)
     generation = await model.start_generation(tokens, request.params, grammar)
-    return StartedChat(request=request, prompt_tokens=tokens, parser=parser, generation=generation)
+    return StartedChat(request=request, parser=parser, generation=generation)
