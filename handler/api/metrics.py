@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ColdStart, ModelCache
 from handler.engine.chat import ChatEvent
 from handler.lifecycle import Lifecycle
@@ -71,11 +72,18 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("gguf_models_loaded", "Models loaded in this process", value=len(entries))
         queue = GaugeMetricFamily("gguf_queue_depth", "Requests waiting for a model's turn", labels=["model"])
         busy = GaugeMetricFamily("gguf_model_leases", "Requests using a model now", labels=["model"])
+        slots = GaugeMetricFamily("gguf_slots_busy", "Sequences generating now", labels=["model"])
+        finished = CounterMetricFamily("gguf_generations", "Generations of the loaded models, by finish reason "
+                                       "(cancelled: the client left or the server stopped it)",
+                                       labels=["model", "finish_reason"])
         for entry in entries:
             queue.add_metric([entry.spec.name], entry.model.waiting)
             busy.add_metric([entry.spec.name], entry.in_use)
-        yield queue
-        yield busy
+            if isinstance(entry.model, BatchingChatModel):
+                slots.add_metric([entry.spec.name], entry.model.busy_slots)
+                for reason, count in entry.model.finished.items():
+                    finished.add_metric([entry.spec.name, reason], count)
+        yield from (queue, busy, slots, finished)
         yield GaugeMetricFamily("gguf_requests_in_flight", "Model requests in flight", value=self.lifecycle.in_flight)
         yield GaugeMetricFamily("gguf_ready", "1 when the warm set is loaded", value=int(self.warmup.ready))
         synced = GaugeMetricFamily("gguf_sync_bytes", "Bytes fetched by the latest sync of each file", labels=["file"])

@@ -28,8 +28,7 @@ from handler.engine.generation import Generation
 from handler.engine.llama_options import model_params
 from handler.engine.sampling import build_sampler
 from handler.engine.slots import Job, Slot
-from handler.engine.types import SamplingParams
-from handler.engine.types import QueueLimits
+from handler.engine.types import FinishReason, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.registry import ChatFormat, choose_format
 
@@ -58,6 +57,7 @@ class BatchingChatModel:
             eos_token=_token_text(self.model, self.model.token_eos()))
         self.slots = [Slot(seq_id=index) for index in range(self.n_parallel)]
         self._queue: collections.deque[Job] = collections.deque()
+        self.finished: collections.Counter[str] = collections.Counter()  # generations by finish reason
         self._wake = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
@@ -66,6 +66,10 @@ class BatchingChatModel:
     @property
     def waiting(self) -> int:
         return len(self._queue)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(slot.busy for slot in self.slots)
 
     def tokenize(self, prompt: str) -> list[int]:
         """Prompt tokens; special tokens in the text are parsed, BOS added once if the model wants it."""
@@ -144,6 +148,7 @@ class BatchingChatModel:
                 return
             job = self._queue.popleft()
             if job.abandoned or job.generation.cancel.is_set():
+                self.finished["cancelled"] += 1
                 continue
             slot = max(free, key=lambda candidate: candidate.reusable_prefix(job.prompt))
             prefix = slot.reusable_prefix(job.prompt)
@@ -155,7 +160,7 @@ class BatchingChatModel:
         for slot in active:
             if slot.job is not None and slot.job.generation.cancel.is_set():
                 self._free(slot)
-                slot.finish("cancelled")
+                self._finish(slot, "cancelled")
         active = [slot for slot in active if slot.busy]
         self.batch.reset()
         outputs: dict[int, Slot] = {}  # batch row → the slot whose next token it samples
@@ -183,7 +188,11 @@ class BatchingChatModel:
             eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
             reason = slot.accept(token, b"" if eog else self.model.detokenize([token]), eog)
             if reason is not None:
-                slot.finish(reason)
+                self._finish(slot, reason)
+
+    def _finish(self, slot: Slot, reason: FinishReason) -> None:
+        self.finished[reason] += 1
+        slot.finish(reason)
 
     def _add(self, token: int, position: int, slot: Slot, *, logits: bool) -> int:
         batch, row = self.batch.batch, self.batch.batch.n_tokens
@@ -204,7 +213,7 @@ class BatchingChatModel:
     def _release_everything(self) -> None:
         for slot in self.slots:
             if slot.busy:
-                slot.finish("cancelled")
+                self._finish(slot, "cancelled")
         for job in self._queue:
             job.generation.emit(ServiceUnavailable(f"model '{self.name}' was unloaded", code="model_unloaded",
                                                    headers={"Retry-After": "1"}))

@@ -46,14 +46,18 @@ class RunningServer:
 
 def start_server(tmp_path: Path, env: dict[str, str] | None = None, *, workers: int = 1) -> RunningServer:
     port = free_port()
-    log_path = tmp_path / f"server-{port}.log"
     environment = {**os.environ, "MODEL_DIR": str(REPO / "models"), "N_THREADS": "2",
                    "MODELS_MANIFEST": str(REPO / "models_manifest" / "default.toml"), **(env or {})}
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "handler.app:app"]
+    return run_until_healthy(command, port, environment, cwd=REPO, log_path=tmp_path / f"server-{port}.log")
+
+
+def run_until_healthy(command: list[str], port: int, environment: dict[str, str], *, cwd: Path,
+                      log_path: Path) -> RunningServer:
+    """Start `command` (a server on loopback `port`) and return once /health answers."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "handler.app:app"],
-            cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT)
     server = RunningServer(process, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

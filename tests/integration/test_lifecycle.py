@@ -25,7 +25,7 @@ def _chat(base_url, max_tokens=4, **extra):
                       json={**LONG, "max_tokens": max_tokens, **extra})
 
 
-def _wait_for(predicate, timeout=30, interval=0.1):
+def _wait_for(predicate, timeout=120, interval=0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -65,7 +65,7 @@ def test_idle_ttl_unloads(launch):
     server = launch({"MODEL_TTL_S": "1"})
     assert _chat(server.base_url).status_code == 200
     assert _loaded(server.base_url)[CHAT] is True
-    assert _wait_for(lambda: _loaded(server.base_url)[CHAT] is False, timeout=15)
+    assert _wait_for(lambda: _loaded(server.base_url)[CHAT] is False, timeout=120)
     assert _chat(server.base_url).status_code == 200  # loads again on demand
 
 
@@ -101,17 +101,30 @@ def test_flood_beyond_the_queue_gets_429(launch):
     assert _chat(server.base_url).status_code == 200
 
 
+def _generations(base_url, reason):
+    samples = _samples(httpx.get(f"{base_url}/metrics").text)
+    return samples.get(("gguf_generations_total", (("finish_reason", reason), ("model", CHAT))), 0)
+
+
+def _slot_freed_by_cancellation(base_url, completed_before):
+    """Wait (bounded, generously: the machine may be busy) until the abandoned generation's slot is
+    free, then check it was cancelled rather than run to its end."""
+    assert _wait_for(lambda: _samples(httpx.get(f"{base_url}/metrics").text).get(
+        ("gguf_slots_busy", (("model", CHAT),))) == 0, timeout=120)
+    assert _generations(base_url, "cancelled") == 1
+    assert _generations(base_url, "length") == completed_before
+
+
 def test_disconnect_mid_stream_frees_the_model(launch):
     server = launch({"N_PARALLEL": "1"})  # one slot: the next request needs the abandoned one's
+    assert _chat(server.base_url).status_code == 200  # loaded
     with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=120,
                       json={**LONG, "max_tokens": 1500, "stream": True}) as stream:
         lines = stream.iter_lines()
         for _ in range(5):
             next(lines)
-    # The abandoned generation would need ~15 s more; the next request must not wait for it.
-    started = time.monotonic()
+    _slot_freed_by_cancellation(server.base_url, completed_before=1)
     assert _chat(server.base_url, max_tokens=3).status_code == 200
-    assert time.monotonic() - started < 8
 
 
 def test_disconnect_during_a_plain_request_frees_the_model(launch):
@@ -119,14 +132,14 @@ def test_disconnect_during_a_plain_request_frees_the_model(launch):
     assert _chat(server.base_url).status_code == 200  # loaded
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
         httpx.post(f"{server.base_url}/v1/chat/completions", json={**LONG, "max_tokens": 1500}, timeout=1.5)
-    started = time.monotonic()
+    _slot_freed_by_cancellation(server.base_url, completed_before=1)
     assert _chat(server.base_url, max_tokens=3).status_code == 200
-    assert time.monotonic() - started < 8  # the abandoned reply (~15 s of decoding) was stopped
 
 
 def test_sigterm_drains_the_stream_then_exits_zero(launch):
-    server = launch({"DRAIN_TIMEOUT_S": "20"})
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=120,
+    # A drain timeout far beyond what 120 tokens take even on a busy machine: the stream must end whole.
+    server = launch({"DRAIN_TIMEOUT_S": "300"})
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=600,
                       json={**LONG, "max_tokens": 120, "stream": True}) as stream:
         lines = stream.iter_lines()
         next(lines)
@@ -137,7 +150,7 @@ def test_sigterm_drains_the_stream_then_exits_zero(launch):
     assert json.loads(events[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"
     with pytest.raises(httpx.TransportError):  # the listener is closed: new connections are refused
         _chat(server.base_url)
-    assert server.process.wait(30) == 0
+    assert server.process.wait(300) == 0
 
 
 def test_api_key(launch):
