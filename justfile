@@ -61,7 +61,7 @@ fetch-demo:
 
 # Serve the models of models_manifest/ on http://{{host}}:{{port}}
 serve: install fetch-demo
-    uv run --no-sync granian --interface asgi --host {{host}} --port {{port}} handler.app:app
+    HOST={{host}} PORT={{port}} uv run --no-sync python -m handler serve
 
 # Run the whole test suite (unit and integration, with the real demo model)
 test *args: install-dev fetch-demo
@@ -101,7 +101,7 @@ dev-s3: install-dev fetch-demo
     PY
     echo "serving on http://{{host}}:{{port}}; the first request syncs the model from S3 into $work/volume"
     MODEL_DIR="$work/volume" MODELS_MANIFEST="$work/manifest.toml" \
-        uv run --frozen granian --interface asgi --host {{host}} --port {{port}} handler.app:app
+        HOST={{host}} PORT={{port}} uv run --frozen python -m handler serve
 
 # Pull models of the manifest into MODEL_DIR ahead of time, with a progress bar
 pull *names: install

@@ -14,7 +14,8 @@ from handler.errors import ServerError
 from handler.settings import Settings, SettingsError
 from handler.store.manifest import ManifestError
 from handler.store.sync import ModelStore
-from handler.wiring import build_catalog, build_store
+from handler.engine.llama_options import OptionsError
+from handler.wiring import build_catalog, build_store, check_manifest
 
 
 async def _pull_one(store: ModelStore, name: str, bar: Progress) -> bool:
@@ -43,9 +44,11 @@ async def pull(store: ModelStore, names: list[str]) -> int:
 
 def granian_command(settings: Settings, environ: dict[str, str]) -> list[str]:
     """granian's command line for these settings. Workers and threads come from WORKERS and
-    GRANIAN_* variables; granian's kill timeout stays above our drain timeout so a drain can finish."""
+    GRANIAN_* variables; granian's kill timeout stays above our drain timeout so a drain can finish.
+    A worker that dies (a crash inside llama.cpp) is started again instead of taking the server down;
+    configuration errors never reach that loop, since `main` checks them before granian starts."""
     return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", settings.host, "--port", str(settings.port),
-            "--workers", environ.get("WORKERS", "1"),
+            "--workers", environ.get("WORKERS", "1"), "--respawn-failed-workers",
             "--workers-kill-timeout", str(int(settings.drain_timeout_s) + 5), "handler.app:app"]
 
 
@@ -58,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        check_manifest(settings)
         if args.command == "serve":
             command = granian_command(settings, dict(os.environ))
             os.execvp(command[0], command)
         store = build_store(settings, build_catalog(settings))
         return asyncio.run(pull(store, args.names))
-    except (SettingsError, ManifestError, ServerError) as exc:
+    except (SettingsError, ManifestError, OptionsError, ServerError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
 

@@ -48,12 +48,12 @@ from handler.engine.cache import ModelCache
 from handler.lifecycle import Lifecycle
 from handler.logs import configure_logging
 from handler.settings import Settings
-from handler.store.manifest import load_manifest
 from handler.warmup import WarmUp
-from handler.wiring import build_cache, build_catalog, build_store, warm_set
+from handler.wiring import build_cache, build_catalog, build_store, check_manifest, warm_set
 
 log = logging.getLogger("handler")
 IDLE_CHECK_INTERVAL_S = 1.0
+CUT_STREAMS_FLUSH_S = 5.0
 
 
 async def _unload_idle_models(cache: ModelCache) -> None:
@@ -62,15 +62,25 @@ async def _unload_idle_models(cache: ModelCache) -> None:
         cache.unload_idle()
 
 
+async def _cut_overdue_requests(lifecycle: Lifecycle, cache: ModelCache, timeout_s: float) -> None:
+    """Once draining, requests get DRAIN_TIMEOUT_S to finish; then the models are unloaded, which cuts
+    the generations still running: their streams end with an error event, never a bare [DONE].
+    (granian waits for every open response before the lifespan's shutdown runs.)"""
+    if not await lifecycle.wait_idle(timeout_s):
+        log.warning("drain timeout: cutting %d request(s) still in flight", lifecycle.in_flight)
+        await cache.close()
+
+
 def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context manager factory
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         catalog = build_catalog(settings)
         store = build_store(settings, catalog)
-        for leftover in await asyncio.to_thread(store.clean_leftovers):
+        for leftover in await store.run_blocking(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
         cache = build_cache(settings, store)
-        lifecycle, warmup = Lifecycle(), WarmUp(warm_set(settings, catalog), store, cache)
+        lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, settings.drain_timeout_s))
+        warmup = WarmUp(warm_set(settings, catalog), store, cache)
         lifecycle.install_signal_handlers()
         app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache,
                          lifecycle=lifecycle, warmup=warmup)
@@ -83,14 +93,16 @@ def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context 
         try:
             yield
         finally:
-            lifecycle.start_draining()
-            if not await lifecycle.wait_idle(settings.drain_timeout_s):
-                log.warning("drain timeout: %d request(s) still in flight", lifecycle.in_flight)
+            lifecycle.start_draining()  # SIGTERM started it already, unless the server stops another way
+            await lifecycle.drained()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
             await warmup.stop()
             await cache.close()
+            store.close()
+            # Streams cut by the unload still send their error event and [DONE] before the loop ends.
+            await lifecycle.wait_idle(CUT_STREAMS_FLUSH_S)
             unregister_state_collector(collector)
 
     return lifespan
@@ -121,8 +133,7 @@ def _document_event_streams(openapi: OpenAPI) -> None:
 
 
 def create_app(settings: Settings) -> Litestar:
-    # Fail at start, not at first request, when the manifest is wrong.
-    load_manifest(settings.manifest_path)
+    check_manifest(settings)
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(

@@ -1,8 +1,9 @@
 """The typed error tree every layer raises.
 
 Errors are raised where they happen with what the client needs to know (status, OpenAI `type`,
-`code`, `param`); `handler.api.error_mapping` turns any of them into an OpenAI error body. Nothing
-here imports the web framework, so the engine and the store can raise these freely.
+`code`, `param`, and facts such as `retry_after_s`); `handler.api.errors` alone turns any of them into
+an OpenAI error body, a status code and headers. Nothing here imports the web framework or knows
+HTTP headers, so the engine and the store can raise these freely.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ class ServerError(Exception):
     code: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
-        self.headers = headers or {}
+        self.retry_after_s = retry_after_s  # when trying again may succeed
 
 
 class InvalidRequest(ServerError):

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from handler.errors import ServiceUnavailable
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class Lifecycle:
-    def __init__(self) -> None:
+    def __init__(self, on_drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._on_drain = on_drain  # started once, when draining begins
+        self._drain_task: asyncio.Task[None] | None = None
         self.draining = False
         self.in_flight = 0
         self.started = time.monotonic()
@@ -50,13 +53,20 @@ class Lifecycle:
         if not self._drain_logged:
             self._drain_logged = True
             log.info("draining: %d request(s) in flight; new generations get 503", self.in_flight)
+            if self._on_drain is not None:
+                self._drain_task = asyncio.ensure_future(self._on_drain())
         self.draining = True
+
+    async def drained(self) -> None:
+        """Wait for the drain started by `start_draining` (its `on_drain`) to finish."""
+        if self._drain_task is not None:
+            await self._drain_task
 
     def begin(self) -> bool:
         """Admit one request; returns True for the first request since the process started."""
         if self.draining:
             raise ServiceUnavailable("the server is shutting down; retry on another instance",
-                                     code="draining", headers={"Retry-After": "1"})
+                                     code="draining", retry_after_s=1)
         self.in_flight += 1
         self._idle.clear()
         first, self._first_claimed = not self._first_claimed, True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -28,11 +29,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def escape_controls(text: str) -> str:
+    """One record, one line: a request path with %0A must not forge a second log line."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = {key: value for key, value in vars(record).items() if key not in _STANDARD}
-        return line + ("".join(f" {key}={value}" for key, value in extra.items()) if extra else "")
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        line = super().formatMessage(record)
+        extra = "".join(f" {key}={value}" for key, value in vars(record).items() if key not in _STANDARD)
+        return escape_controls(line + extra)
 
 
 def configure_logging(*, json_lines: bool | None = None) -> None:

@@ -97,6 +97,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, default_threads: int | None = None) -> Settings:
+        settings = cls._read_each(environ, default_threads)
+        if settings.n_batch < settings.n_parallel:
+            # Each decode step holds one token of every sequence: fewer rows than sequences overruns
+            # llama.cpp's batch buffer (it aborts the process).
+            raise SettingsError(f"N_BATCH={settings.n_batch} must be at least N_PARALLEL={settings.n_parallel}: "
+                                "every decode step holds one token of each parallel sequence")
+        return settings
+
+    @classmethod
+    def _read_each(cls, environ: Mapping[str, str], default_threads: int | None) -> Settings:
         positive: dict[str, Any] = {"check": lambda v: v > 0, "rule": "> 0"}
         return cls(
             model_dir=_read(environ, "MODEL_DIR", Path, Path("models")),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handler.engine.cache import CacheLimits, ModelCache
-from handler.engine.llama_options import LlamaDefaults
+from handler.engine.llama_options import LlamaDefaults, check_options, engine_options
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
@@ -23,11 +23,23 @@ def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
                                            headroom_bytes=settings.disk_headroom_mb * 1024 * 1024))
 
 
+def llama_defaults(settings: Settings) -> LlamaDefaults:
+    return LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
+                         n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose, n_parallel=settings.n_parallel,
+                         queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s))
+
+
+def check_manifest(settings: Settings) -> None:
+    """Fail at start, not at a model's first request: the manifest parses, and every chat model's
+    options (the manifest's over the environment's) are ones llama.cpp can run with."""
+    defaults = llama_defaults(settings)
+    for spec in load_manifest(settings.manifest_path):
+        if spec.kind == "chat":
+            check_options(spec.name, engine_options(defaults, spec.options))
+
+
 def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
-    defaults = LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
-                             n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose,
-                             n_parallel=settings.n_parallel,
-                             queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s))
+    defaults = llama_defaults(settings)
     limits = CacheLimits(max_loaded=settings.max_loaded_models, default_ttl_s=settings.model_ttl_s)
     return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_unloadable)
 

@@ -27,7 +27,6 @@ def api_key_guard(keys: tuple[str, ...]):  # noqa: ANN201 - a Litestar guard
         for key in encoded:
             matched |= hmac.compare_digest(candidate, key)
         if scheme.lower() != "bearer" or not matched:
-            raise Unauthorized("Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
-                               headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
 
     return guard

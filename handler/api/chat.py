@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
 from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep, SettingsDep
 from handler.api.metrics import metered_chat
-from handler.api.serving import close_after, describe_request, open_scope, unless_disconnected
+from handler.api.serving import close_after, describe_request, open_scope
 from handler.api.tool_choice import resolve_tools
 from handler.engine.chat import start_chat
 
@@ -29,22 +30,24 @@ class ChatController(Controller):
     async def create(self, data: ChatCompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
         spec = catalog.get(data.model)
-        tools, grammar = resolve_tools(data)
+        tools, grammar = await asyncio.to_thread(resolve_tools, data)  # grammar conversion takes a while
         params = sampling_params(data, default_temperature=settings.temperature,
                                  default_max_tokens=settings.max_tokens, grammar=grammar)
         began = time.perf_counter()
-        scope = await open_scope(lifecycle, cache, spec, "chat")
+        scope = await open_scope(request, lifecycle, cache, spec, "chat")
         streaming = False  # once the stream holds the scope, it releases it when it ends
         try:
             summary = describe_request(request, scope, spec.name)
-            started = await start_chat(scope.lease.model, chat_request(data, params, tools))
+            # A client that leaves while waiting for a slot gives its place up (and its generation).
+            chat = chat_request(data, params, tools)
+            started = await scope.client.unless_gone(start_chat(scope.lease.model, chat))
             events = metered_chat(started.events(), spec.name, summary, began)
             if data.stream:
                 include_usage = bool(data.stream_options and data.stream_options.include_usage)
                 body = close_after(scope, stream_chunks(events, spec.name, include_usage=include_usage))
                 streaming = True
                 return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **scope.headers()})
-            completion = await unless_disconnected(request, complete(events, spec.name))
+            completion = await scope.client.unless_gone(complete(events, spec.name))
             return Response(completion, headers=scope.headers())
         finally:
             if not streaming:

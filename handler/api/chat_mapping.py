@@ -86,7 +86,7 @@ async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCom
         if event.finish_reason is not None:
             final = event
     if final.finish_reason in (None, "cancelled") or final.usage is None:
-        raise ServiceUnavailable("the model was unloaded before the reply was complete", code="model_unloaded")
+        raise _cut_short()
     parsed = merge_deltas(deltas)
     message = AssistantMessage(
         content=parsed.content if parsed.content or not parsed.tool_calls else None,
@@ -97,6 +97,12 @@ async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCom
     return ChatCompletion(id=new_completion_id(), created=int(time.time()), model=model_name,
                           choices=[Choice(index=0, message=message, finish_reason=final.finish_reason)],
                           usage=_usage(final.usage))
+
+
+def _cut_short() -> ServiceUnavailable:
+    """A generation the server stopped (shutdown past DRAIN_TIMEOUT_S, or the model unloaded)."""
+    return ServiceUnavailable("the reply was cut short: the server stopped this generation (shutting down or "
+                              "unloading the model); retry the request", code="model_unloaded", retry_after_s=1)
 
 
 def _deltas_of(event: ChatEvent, tool_index: int) -> list[Delta]:
@@ -126,18 +132,23 @@ async def stream_chunks(events: AsyncIterator[ChatEvent], model_name: str, *,
     # The role chunk leaves with the first text, and each event's chunks in one write: a lone small
     # write followed by another waits on the client's delayed ACK (Nagle), adding tens of ms to TTFT.
     pending = chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
-    tool_index = 0
+    tool_index, finished = 0, False
     try:
         async for event in events:
             parts = [chunk([ChunkChoice(index=0, delta=delta)]) for delta in _deltas_of(event, tool_index)]
             tool_index += 1 if event.delta is not None and event.delta.tool_call is not None else 0
-            if event.finish_reason is not None and event.finish_reason != "cancelled":
+            if event.finish_reason == "cancelled":
+                raise _cut_short()  # never a bare [DONE]: the client must see the reply is incomplete
+            if event.finish_reason is not None:
+                finished = True
                 parts.append(chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.finish_reason)]))
                 if include_usage and event.usage is not None:
                     parts.append(chunk([], usage=_usage(event.usage)))
             if parts:
                 yield pending + b"".join(parts)
                 pending = b""
+        if not finished:
+            raise _cut_short()
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         pending += sse_event(error_body(exc)[1])
     yield pending + DONE

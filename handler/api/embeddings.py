@@ -15,7 +15,7 @@ from msgspec import Meta
 from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
 from handler.api.metrics import MODEL_REQUESTS, TOKENS
-from handler.api.serving import describe_request, open_scope, unless_disconnected
+from handler.api.serving import describe_request, open_scope
 from handler.engine.embedding import EmbeddingModel, normalise
 from handler.errors import InvalidRequest
 
@@ -84,10 +84,10 @@ class EmbeddingsController(Controller):
     async def create(self, data: EmbeddingRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, lifecycle: LifecycleDep) -> Response[EmbeddingResponse]:
         spec = catalog.get(data.model)
-        scope = await open_scope(lifecycle, cache, spec, "embedding")
+        scope = await open_scope(request, lifecycle, cache, spec, "embedding")
         try:
             summary = describe_request(request, scope, spec.name)
-            body = await unless_disconnected(request, _embed(data, scope.lease.model, spec.name))
+            body = await scope.client.unless_gone(_embed(data, scope.lease.model, spec.name))
             summary["prompt_tokens"] = body.usage.prompt_tokens
             TOKENS.labels(spec.name, "prompt").inc(body.usage.prompt_tokens)
             MODEL_REQUESTS.labels(spec.name, "embeddings", "stop").inc()

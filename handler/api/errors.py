@@ -8,6 +8,7 @@ anything else is a 500 whose details go to the log, not to the client.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
@@ -16,7 +17,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from handler.errors import ServerError
+from handler.errors import ServerError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def error_body(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:
     """(status, body, headers) for `exc`; usable inside a stream, where no response can be sent."""
     if isinstance(exc, ServerError):
         detail = ErrorDetail(message=exc.message, type=exc.error_type, param=exc.param, code=exc.code)
-        return exc.status_code, ErrorResponse(error=detail), exc.headers
+        return exc.status_code, ErrorResponse(error=detail), _headers(exc)
     if isinstance(exc, HTTPException):
         return exc.status_code, ErrorResponse(error=_http_detail(exc)), dict(exc.headers or {})
     if isinstance(exc, (RecursionError, UnicodeDecodeError)):  # the JSON decoder's, on hostile bodies
@@ -71,6 +72,13 @@ def error_body(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:
     detail = ErrorDetail(message="The server had an error while processing your request.", type="server_error",
                          code="internal_error")
     return 500, ErrorResponse(error=detail), {}
+
+
+def _headers(exc: ServerError) -> dict[str, str]:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    return headers
 
 
 def _http_detail(exc: HTTPException) -> ErrorDetail:

@@ -20,11 +20,37 @@ from handler.store.manifest import ModelKind, ModelSpec
 T = TypeVar("T")
 
 
+class ClientWatch:
+    """Notices the client leaving, with one `receive()` for the whole request: granian answers the
+    next `receive()` with a disconnect once a pending one is cancelled, so the watch is never
+    cancelled midway (between the wait for a slot and the reply, or before a stream)."""
+
+    def __init__(self, request: Request[Any, Any, Any]) -> None:
+        self._left = asyncio.ensure_future(self._wait(request))
+
+    @staticmethod
+    async def _wait(request: Request[Any, Any, Any]) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def unless_gone(self, work: Awaitable[T]) -> T:
+        """Run `work`, cancelling it if the client leaves first (its generation stops with it)."""
+        task = asyncio.ensure_future(work)
+        await asyncio.wait({task, self._left}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+        return await task
+
+    def stop(self) -> None:
+        self._left.cancel()
+
+
 @attrs.define
 class RequestScope:
     lifecycle: Lifecycle
     lease: Lease
     first_request: bool
+    client: ClientWatch
     _closed: bool = False
 
     def headers(self) -> dict[str, str]:
@@ -40,6 +66,7 @@ class RequestScope:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self.client.stop()
             self.lease.release()
             self.lifecycle.end()
 
@@ -54,14 +81,15 @@ def describe_request(request: Request[Any, Any, Any], scope: RequestScope, model
     return summary
 
 
-async def open_scope(lifecycle: Lifecycle, cache: ModelCache, spec: ModelSpec, kind: ModelKind) -> RequestScope:
+async def open_scope(request: Request[Any, Any, Any], lifecycle: Lifecycle, cache: ModelCache, spec: ModelSpec,
+                     kind: ModelKind) -> RequestScope:
     first = lifecycle.begin()
     try:
         lease = await cache.lease(spec, kind)
     except BaseException:
         lifecycle.end()
         raise
-    return RequestScope(lifecycle, lease, first)
+    return RequestScope(lifecycle, lease, first, ClientWatch(request))
 
 
 async def close_after(scope: RequestScope, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -72,21 +100,3 @@ async def close_after(scope: RequestScope, body: AsyncIterator[bytes]) -> AsyncI
     finally:
         scope.close()
         await body.aclose()
-
-
-async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it if the client disconnects first (its generation stops with it)."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    return await task

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from handler.api.chat_protocol import ChatCompletionRequest
 from handler.engine.grammar import SchemaError, json_grammar, tool_call_grammar
+from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar, check_schema
 from handler.errors import InvalidRequest
 
 
@@ -40,13 +42,22 @@ def _response_format_grammar(response_format: dict[str, Any] | None) -> str | No
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object",
                                  param="response_format")
-        return _checked(lambda: json_grammar(schema), "response_format")
+        return _checked(lambda: json_grammar(schema), "response_format",
+                        {"response_format.json_schema.schema": schema})
     raise InvalidRequest(f"response_format type {kind!r} is not supported", param="response_format")
 
 
-def _checked(build: Any, param: str) -> str:
+def _checked(build: Callable[[], str], param: str, schemas: dict[str, Any]) -> str:
+    """Build a grammar from `schemas` (request path → schema) within the limits of `schema_limits`.
+    Called off the event loop: even bounded schemas take a while to convert."""
     try:
-        return build()
+        for path, schema in schemas.items():
+            check_schema(schema, path)
+        grammar = build()
+        check_grammar(grammar, param)
+        return grammar
+    except SchemaLimitExceeded as exc:
+        raise InvalidRequest(str(exc), param=exc.path, code="schema_too_complex") from None
     except SchemaError as exc:
         raise InvalidRequest(str(exc), param=param) from None
 
@@ -71,4 +82,6 @@ def resolve_tools(data: ChatCompletionRequest) -> tuple[list[dict[str, Any]] | N
         name = _named_function(choice, names)
         functions = [function for function in functions if function["name"] == name]
     parallel = data.parallel_tool_calls is not False and not isinstance(choice, dict)
-    return tools, _checked(lambda: tool_call_grammar(functions, parallel=parallel), "tools")
+    schemas = {f"tools[{names.index(function['name'])}].function.parameters": function.get("parameters") or {}
+               for function in functions}
+    return tools, _checked(lambda: tool_call_grammar(functions, parallel=parallel), "tools", schemas)

@@ -26,7 +26,9 @@ from llama_cpp._logger import set_verbose as llama_log_level
 
 from handler.engine.generation import Generation
 from handler.engine.llama_options import model_params
+from handler.engine.pieces import PieceReader
 from handler.engine.sampling import build_sampler
+from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot
 from handler.engine.types import FinishReason, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
@@ -51,6 +53,7 @@ class BatchingChatModel:
         self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options["verbose"])
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
+        self.pieces = PieceReader(self.model.vocab)  # used on the scheduler thread only
         self.format: ChatFormat = choose_format(
             chat_format, self.model.metadata().get("tokenizer.chat_template"),
             bos_token=_token_text(self.model, self.model.token_bos()),
@@ -79,7 +82,12 @@ class BatchingChatModel:
 
     def compile_grammar(self, gbnf: str) -> llama_cpp.LlamaGrammar:
         """Check that llama.cpp accepts `gbnf` before it reaches a sampler: a grammar that fails to
-        parse there yields a NULL sampler, and adding that to a chain crashes the process."""
+        parse there yields a NULL sampler, and adding that to a chain crashes the process; one nested
+        too deeply overflows the stack of llama.cpp's recursive parser, so it is measured first."""
+        try:
+            check_grammar(gbnf, "grammar")
+        except SchemaLimitExceeded as exc:
+            raise GrammarError(str(exc)) from None
         probe = llama_cpp.llama_sampler_init_grammar(self.model.vocab, gbnf.encode(), b"root")
         if not probe:
             raise GrammarError("llama.cpp could not parse the grammar built for this request")
@@ -88,11 +96,12 @@ class BatchingChatModel:
 
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
                                grammar: llama_cpp.LlamaGrammar | None = None) -> Generation:
-        """Queue the request and wait for its slot: 429 when the line is full, 503 after the queue
-        timeout; either way before any response byte is sent."""
-        if len(self._queue) >= self.queue_limits.max_waiting:
+        """Queue the request and wait for its slot: `Overloaded` when too many already wait beyond
+        the free slots, `ServiceUnavailable` after the queue timeout; either way before any response
+        byte is sent. A request that stops waiting (timeout, client gone) leaves the line at once."""
+        if self._would_wait() > self.queue_limits.max_waiting:
             raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
-                             headers={"Retry-After": "2"})
+                             retry_after_s=2)
         generation = Generation()
         job = Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=generation)
         with self._wake:
@@ -101,19 +110,38 @@ class BatchingChatModel:
         try:
             await asyncio.wait_for(generation.started.wait(), self.queue_limits.timeout_s)
         except TimeoutError:
-            job.abandoned = True
+            self._withdraw(job)
             raise ServiceUnavailable(f"waited {self.queue_limits.timeout_s:g}s for model '{self.name}'",
-                                     code="queue_timeout", headers={"Retry-After": "5"}) from None
+                                     code="queue_timeout", retry_after_s=5) from None
         except BaseException:
-            job.abandoned = True
+            self._withdraw(job)
             raise
         return generation
+
+    def _would_wait(self) -> int:
+        """How many requests, this one included, would wait for a slot if this one joined now."""
+        free = sum(not slot.busy for slot in self.slots)
+        return max(0, len(self._queue) + 1 - free)
+
+    def _withdraw(self, job: Job) -> None:
+        """Take a job that stopped waiting out of the line; one already admitted is cancelled."""
+        job.generation.cancel.set()
+        with self._wake:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return  # admitted meanwhile: the scheduler sees `cancel` before its next step
+            self.finished["cancelled"] += 1
 
     def close(self) -> None:
         """Stop after the current step; requests still running or waiting end as cancelled."""
         with self._wake:
             self._closing = True
             self._wake.notify()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait (blocking) for the scheduler thread to finish after `close`."""
+        self._thread.join(timeout_s)
 
     # ---- the scheduler thread
     def _run(self) -> None:
@@ -142,12 +170,13 @@ class BatchingChatModel:
         return True
 
     def _admit(self) -> None:
-        while self._queue:
+        while True:
             free = [slot for slot in self.slots if not slot.busy]
-            if not free:
-                return
-            job = self._queue.popleft()
-            if job.abandoned or job.generation.cancel.is_set():
+            with self._wake:  # the loop appends and withdraws jobs; only this thread admits them
+                if not free or not self._queue:
+                    return
+                job = self._queue.popleft()
+            if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
             slot = max(free, key=lambda candidate: candidate.reusable_prefix(job.prompt))
@@ -186,7 +215,7 @@ class BatchingChatModel:
         for row, slot in outputs.items():
             token = slot.sampler.sample(self.context, row)
             eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
-            reason = slot.accept(token, b"" if eog else self.model.detokenize([token]), eog)
+            reason = slot.accept(token, b"" if eog else self.pieces.piece(token), eog)
             if reason is not None:
                 self._finish(slot, reason)
 
@@ -216,7 +245,7 @@ class BatchingChatModel:
                 self._finish(slot, "cancelled")
         for job in self._queue:
             job.generation.emit(ServiceUnavailable(f"model '{self.name}' was unloaded", code="model_unloaded",
-                                                   headers={"Retry-After": "1"}))
+                                                   retry_after_s=1))
         self._queue.clear()
         self.batch.close()
         self.context.close()

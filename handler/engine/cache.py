@@ -28,7 +28,7 @@ from handler.store.manifest import ModelKind, ModelSpec
 log = logging.getLogger(__name__)
 LoadedModel = Union[BatchingChatModel, EmbeddingModel]
 Fetch = Callable[[ModelSpec], Awaitable[Path]]
-Discard = Callable[[ModelSpec], None]
+Discard = Callable[[ModelSpec], Awaitable[None]]
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 _WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a chat model; use /v1/chat/completions"}
 
@@ -42,6 +42,10 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> LoadedMo
         return BatchingChatModel(spec.name, path, options, spec.chat_format, defaults.queue)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {exc}") from exc
+
+
+async def _keep(_spec: ModelSpec) -> None:
+    """No store to discard files in (tests of the cache alone)."""
 
 
 @attrs.frozen
@@ -86,8 +90,9 @@ class CacheLimits:
 
 class ModelCache:
     def __init__(self, fetch: Fetch, defaults: LlamaDefaults, limits: CacheLimits = CacheLimits(),
-                 discard: Discard = lambda _: None) -> None:
-        self.fetch, self.defaults, self.limits, self.discard = fetch, defaults, limits, discard
+                 discard: Discard | None = None) -> None:
+        self.fetch, self.defaults, self.limits = fetch, defaults, limits
+        self.discard = discard or _keep
         self._entries: dict[str, CacheEntry] = {}
         self._loading: dict[str, asyncio.Future[CacheEntry]] = {}
         self.failures: dict[str, str] = {}
@@ -138,9 +143,13 @@ class ModelCache:
                 gone.append(entry.spec.name)
         return gone
 
-    async def close(self) -> None:
-        for entry in list(self._entries.values()):
+    async def close(self, timeout_s: float = 10) -> None:
+        """Unload everything; waits for the models' threads, so every cut generation has said so."""
+        entries = list(self._entries.values())
+        for entry in entries:
             self._evict(entry)
+        for entry in entries:
+            await asyncio.to_thread(entry.model.join, timeout_s)
 
     def _evict(self, entry: CacheEntry) -> None:
         self._entries.pop(entry.spec.name, None)
@@ -153,7 +162,7 @@ class ModelCache:
             idle = [entry for entry in self._entries.values() if entry.in_use == 0]
             if not idle:
                 raise ServiceUnavailable(f"all {limit} loaded models are busy; try again shortly",
-                                         code="model_capacity", headers={"Retry-After": "5"})
+                                         code="model_capacity", retry_after_s=5)
             self._evict(min(idle, key=lambda entry: entry.last_used))
 
     async def _load(self, spec: ModelSpec) -> CacheEntry:
@@ -165,7 +174,7 @@ class ModelCache:
             try:
                 model = await asyncio.to_thread(load_model, spec, path, self.defaults)
             except ModelLoadFailed:
-                await asyncio.to_thread(self.discard, spec)
+                await self.discard(spec)
                 raise
             cold_start = ColdStart(sync_seconds=fetched - started, load_seconds=time.perf_counter() - fetched)
         except Exception as exc:

@@ -95,9 +95,9 @@ class EmbeddingModel:
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         for index, tokens in enumerate(inputs):
             self.check_tokens(index, tokens)
-        if self.waiting >= self.queue_limits.max_waiting:
+        if self.waiting > self.queue_limits.max_waiting:  # one runs, at most max_waiting wait behind it
             raise Overloaded(f"{self.waiting} requests are already waiting for model '{self.name}'",
-                             headers={"Retry-After": "2"})
+                             retry_after_s=2)
         loop = asyncio.get_running_loop()
         job = _Job(inputs, loop.create_future(), loop)
         self.waiting += 1
@@ -109,6 +109,10 @@ class EmbeddingModel:
 
     def close(self) -> None:
         self._jobs.put(None)
+
+    def join(self, timeout_s: float) -> None:
+        """Wait (blocking) for the model's thread to finish after `close`."""
+        self._thread.join(timeout_s)
 
     # ---- the model's thread
     def _run(self) -> None:

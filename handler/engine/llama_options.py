@@ -35,6 +35,18 @@ def engine_options(defaults: LlamaDefaults, options: dict[str, Any]) -> dict[str
     return merged
 
 
+class OptionsError(ValueError):
+    """A model's merged options that llama.cpp cannot run with."""
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse, at start, combinations that crash llama.cpp instead of failing politely."""
+    if options["n_batch"] < options["n_parallel"]:
+        raise OptionsError(f"model '{name}': n_batch={options['n_batch']} must be at least "
+                           f"n_parallel={options['n_parallel']} (set in the manifest's options or by N_BATCH / "
+                           "N_PARALLEL): every decode step holds one token of each parallel sequence")
+
+
 def model_params(options: dict[str, Any]) -> Any:
     """llama.cpp model parameters (weights placement) from merged options."""
     params = llama_cpp.llama_model_default_params()

@@ -21,7 +21,6 @@ class Job:
     params: SamplingParams
     grammar: llama_cpp.LlamaGrammar | None
     generation: Generation
-    abandoned: bool = False  # gave up waiting for a slot
 
 
 @attrs.define(eq=False)

@@ -4,8 +4,10 @@ The model writes `<think>…</think>` (reasoning) and `<tool_call>{"name": …, 
 blocks among its text. `Qwen3OutputParser.feed` takes text as it is generated and returns deltas;
 tags split across tokens are held back until they can be told apart from text, so markup never leaks
 into content. `parse_output` is the same machine fed the whole text at once, so both modes agree.
-A tool call whose JSON is malformed, or that names a function that was not offered, stays as text.
-Sections are trimmed of surrounding whitespace (the template puts newlines around every tag).
+A tool call whose JSON is malformed, or that names a function that was not offered, stays as text;
+a `</tool_call>` inside one of its JSON strings is part of the arguments, not the end of the call.
+Content and reasoning are each trimmed at their start and end (the template puts newlines around every
+tag); whitespace between two pieces of content separated by a think block or a call is kept.
 """
 
 from __future__ import annotations
@@ -92,8 +94,11 @@ class Qwen3OutputParser:
         self._new_id = new_id
         self._mode = _Mode.THINK if in_think else _Mode.CONTENT
         self._buffer = ""
-        self._held_space = ""  # trailing whitespace, emitted only if more text follows in the section
-        self._section_started = False
+        # Per field: trailing whitespace, emitted only if more text of that field follows, and
+        # whether the field has had text yet (its leading whitespace is dropped until then).
+        self._held_space = {"content": "", "reasoning": ""}
+        self._started = {"content": False, "reasoning": False}
+        self._call_scan = _JsonStringScan()
 
     def feed(self, text: str) -> list[OutputDelta]:
         self._buffer += text
@@ -110,7 +115,6 @@ class Qwen3OutputParser:
             self._close_tool_call(rest, deltas, closed=False)
         else:
             self._emit_text(rest, deltas)
-        self._end_section()
         return deltas
 
     def _open_tags(self) -> tuple[str, ...]:
@@ -122,7 +126,7 @@ class Qwen3OutputParser:
     def _step(self, deltas: list[OutputDelta]) -> bool:
         """Consume the buffer up to the next tag; True when a tag was consumed and more may follow."""
         if self._mode is _Mode.TOOL_CALL:
-            end = self._buffer.find(CALL_CLOSE)
+            end = self._call_scan.find_outside_strings(self._buffer, CALL_CLOSE)
             if end < 0:
                 return False
             body, self._buffer = self._buffer[:end], self._buffer[end + len(CALL_CLOSE):]
@@ -138,9 +142,13 @@ class Qwen3OutputParser:
         at, tag = min(found)
         self._emit_text(self._buffer[:at], deltas)
         self._buffer = self._buffer[at + len(tag):]
-        if tag != CALL_OPEN:  # a tool call sits inside the content section around it
-            self._end_section()
+        if self._mode is _Mode.THINK:
+            self._held_space["reasoning"], self._started["reasoning"] = "", False  # one think block ended
+        else:
+            self._held_space["content"] = ""  # whitespace before a tag; the text after it keeps its own
         self._mode = {THINK_OPEN: _Mode.THINK, THINK_CLOSE: _Mode.CONTENT, CALL_OPEN: _Mode.TOOL_CALL}[tag]
+        if self._mode is _Mode.TOOL_CALL:
+            self._call_scan = _JsonStringScan()
         return True
 
     def _close_tool_call(self, body: str, deltas: list[OutputDelta], *, closed: bool = True) -> None:
@@ -149,23 +157,46 @@ class Qwen3OutputParser:
         if decoded is None:
             self._emit_text(CALL_OPEN + body + (CALL_CLOSE if closed else ""), deltas)
             return
-        self._held_space = ""
         deltas.append(OutputDelta(tool_call=ToolCall(id=self._new_id(), name=decoded[0], arguments=decoded[1])))
 
     def _emit_text(self, text: str, deltas: list[OutputDelta]) -> None:
-        if not self._section_started:
+        field = "reasoning" if self._mode is _Mode.THINK else "content"
+        if not self._started[field]:
             text = text.lstrip()
         body = text.rstrip()
         if not body:
-            self._held_space += text
+            self._held_space[field] += text
             return
-        out = self._held_space + body
-        self._held_space, self._section_started = text[len(body):], True
-        field = "reasoning" if self._mode is _Mode.THINK else "content"
+        out = self._held_space[field] + body
+        self._held_space[field], self._started[field] = text[len(body):], True
         deltas.append(OutputDelta(**{field: out}))
 
-    def _end_section(self) -> None:
-        self._held_space, self._section_started = "", False
+
+class _JsonStringScan:
+    """Finds a closing tag in a tool call's JSON body, skipping JSON strings (whose text may contain
+    the tag). Incremental: text already scanned is not scanned again as the body grows."""
+
+    def __init__(self) -> None:
+        self._position, self._in_string, self._escaped = 0, False, False
+
+    def find_outside_strings(self, text: str, tag: str) -> int:
+        while self._position < len(text):
+            char = text[self._position]
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif text.startswith(tag, self._position):
+                return self._position
+            elif tag.startswith(text[self._position:]):
+                return -1  # maybe the start of the tag: wait for more text
+            self._position += 1
+        return -1
 
 
 def merge_deltas(deltas: Collection[OutputDelta]) -> ParsedOutput:

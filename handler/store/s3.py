@@ -22,7 +22,7 @@ import attrs
 from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
 
 MIB = 1024 * 1024
-RETRY_AFTER_S = "30"
+RETRY_AFTER_S = 30
 
 
 @attrs.frozen
@@ -80,11 +80,11 @@ def _translate(exc: Exception, where: S3Location) -> Exception:
                                     code="model_source_access_denied")
         if status is not None and status >= 500:
             return ServiceUnavailable(f"the object store failed for {where} ({code})", code="model_source_unavailable",
-                                      headers={"Retry-After": RETRY_AFTER_S})
+                                      retry_after_s=RETRY_AFTER_S)
         return ModelSourceError(f"the object store refused {where}: {code}")
     if isinstance(exc, (EndpointConnectionError, BotoCoreError, OSError)):
         return ServiceUnavailable(f"the object store is unreachable for {where}: {exc}",
-                                  code="model_source_unavailable", headers={"Retry-After": RETRY_AFTER_S})
+                                  code="model_source_unavailable", retry_after_s=RETRY_AFTER_S)
     return exc
 
 

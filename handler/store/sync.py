@@ -13,7 +13,9 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import attrs
 
@@ -26,6 +28,7 @@ from handler.store.manifest import ModelSpec
 from handler.store.progress import SyncProgress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -35,12 +38,25 @@ class StoreConfig:
     headroom_bytes: int = 64 * 1024 * 1024  # kept free beyond the model itself
 
 
+STORE_THREADS = 4  # blocking store work at once (S3 syncs, lock waits, hashing); the rest queue behind
+
+
 class ModelStore:
     def __init__(self, catalog: ModelCatalog, config: StoreConfig = StoreConfig()) -> None:
         self.catalog, self.config = catalog, config
         self.progress: dict[str, SyncProgress] = {}  # by file name
         self._inflight: dict[Path, asyncio.Future[Path]] = {}
         self._client: Any = None
+        # Its own threads: a burst of cold syncs (each blocked for minutes on S3 or a lock) must not
+        # take the default pool that tokenising, grammar building and loading for ready models use.
+        self._executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="model-store")
+
+    async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work on the store's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def clean_leftovers(self) -> list[Path]:
         return remove_leftovers(self.catalog.model_dir) if self.catalog.model_dir.is_dir() else []
@@ -55,7 +71,7 @@ class ModelStore:
         path = self.catalog.path_of(spec)
         pending = self._inflight.get(path)
         if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(self._ensure_blocking, spec, path))
+            pending = asyncio.ensure_future(self.run_blocking(self._ensure_blocking, spec, path))
             self._inflight[path] = pending
             pending.add_done_callback(lambda _: self._inflight.pop(path, None))
         return await asyncio.shield(pending)
@@ -76,9 +92,12 @@ class ModelStore:
         progress.finish("ready")
         return path
 
-    def discard_unloadable(self, spec: ModelSpec) -> None:
+    async def discard_unloadable(self, spec: ModelSpec) -> None:
         """A synced file llama.cpp could not load is removed, so the next request syncs it afresh
         (local files are the operator's: they stay, and the error names them)."""
+        await self.run_blocking(self._discard, spec)
+
+    def _discard(self, spec: ModelSpec) -> None:
         if spec.is_remote:
             path = self.catalog.path_of(spec)
             path.unlink(missing_ok=True)
@@ -124,7 +143,7 @@ class ModelStore:
             progress.state = "verifying"
             if written != head.size:
                 raise ServiceUnavailable(f"{where}: got {written} of {head.size} bytes", code="model_source_unavailable",
-                                         headers={"Retry-After": s3.RETRY_AFTER_S})
+                                         retry_after_s=s3.RETRY_AFTER_S)
             if spec.sha256 and sha256 != spec.sha256:
                 raise ModelSourceError(f"{where} does not match the manifest's sha256 (got {sha256}); "
                                        "the download was discarded", code="checksum_mismatch")

@@ -179,3 +179,28 @@ def test_disk_filling_up_mid_download(tmp_path, small_disk, demo_model_path, lau
     assert _chat(server.base_url, "local-demo").status_code == 200
     filler.unlink()
     assert _chat(server.base_url, "remote").status_code == 200
+
+
+def test_cold_syncs_do_not_stall_models_already_loaded(tmp_path, volume, demo_model_path, launch, s3_servers):
+    """Eight slow syncs at once (more than the default thread pool's six threads here) while a loaded
+    model is asked: it answers while every sync is still running, since store work has threads of its own."""
+    s3 = s3_servers(bytes_per_second=64 * 1024)  # per connection: an 8 MB object takes two minutes
+    keys = [f"slow/model-{index}.gguf" for index in range(8)]
+    for key in keys:
+        s3.upload("models", key, os.urandom(8 * 1024 * 1024))
+    manifest = _manifest(tmp_path, demo_model_path, *((f"cold-{index}", key, None) for index, key in enumerate(keys)))
+    server = launch(_env(s3, manifest, volume, S3_MAX_ATTEMPTS="1"))
+    assert _chat(server.base_url, "local-demo").status_code == 200  # loaded before the burst
+    pool = concurrent.futures.ThreadPoolExecutor(len(keys))
+    try:
+        cold = [pool.submit(_chat, server.base_url, f"cold-{index}") for index in range(len(keys))]
+        started = lambda: sum(s3.stats("models", key)["gets"] > 0 for key in keys)  # noqa: E731
+        deadline = time.monotonic() + 120
+        while started() < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started() >= 4
+        assert _chat(server.base_url, "local-demo").status_code == 200
+        assert not any(request.done() for request in cold)  # every sync is still under way
+    finally:
+        s3.kill()  # the syncs fail at once now (one attempt each)
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -41,3 +41,9 @@ def test_physical_cores_counts_unique_cores(tmp_path):
     cpuinfo.write_text("".join(f"processor\t: {i}\nphysical id\t: 0\ncore id\t\t: {i // 2}\n\n" for i in range(4)))
     assert physical_cores(cpuinfo) == 2
     assert physical_cores(tmp_path / "missing") >= 1
+
+
+def test_a_batch_smaller_than_the_parallel_sequences_is_refused():
+    with pytest.raises(SettingsError, match=r"N_BATCH=2 must be at least N_PARALLEL=4"):
+        Settings.from_env({"N_BATCH": "2", "N_PARALLEL": "4"})
+    assert Settings.from_env({"N_BATCH": "4", "N_PARALLEL": "4"}).n_batch == 4

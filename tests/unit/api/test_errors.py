@@ -3,7 +3,7 @@
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
 from handler.api.errors import error_body
-from handler.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
+from handler.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable, Unauthorized
 
 
 def _as_dict(exc):
@@ -24,9 +24,17 @@ def test_context_length():
     assert (status, error["code"], error["param"]) == (400, "context_length_exceeded", "messages")
 
 
-def test_headers_are_kept():
-    _, _, headers = _as_dict(ServiceUnavailable("busy", headers={"Retry-After": "3"}))
+def test_retry_after_becomes_the_header():
+    _, _, headers = _as_dict(ServiceUnavailable("busy", retry_after_s=3))
     assert headers == {"Retry-After": "3"}
+    _, _, headers = _as_dict(ServiceUnavailable("busy", retry_after_s=0.2))
+    assert headers == {"Retry-After": "1"}  # whole seconds, never 0
+    assert _as_dict(ServiceUnavailable("busy"))[2] == {}
+
+
+def test_unauthorized_asks_for_a_bearer_token():
+    _, _, headers = _as_dict(Unauthorized("no key"))
+    assert headers == {"WWW-Authenticate": "Bearer"}
 
 
 def test_validation_error_names_the_field():

@@ -18,6 +18,14 @@ TIME_CALL = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
 # (name, text, in_think, expected content, expected reasoning, expected calls as (name, arguments))
 CASES = [
     ("plain", "Hello there!", False, "Hello there!", None, []),
+    ("close tag inside a JSON string",
+     '<tool_call>\n{"name": "get_weather", "arguments": {"city": "a</tool_call>b"}}\n</tool_call>', False, "", None,
+     [("get_weather", '{"city": "a</tool_call>b"}')]),
+    ("escaped quote before a close tag in a string",
+     '<tool_call>\n{"name": "get_weather", "arguments": {"city": "\\"</tool_call>"}}\n</tool_call> ok', False, "ok",
+     None, [("get_weather", '{"city": "\\"</tool_call>"}')]),
+    ("space around a think block", "a <think>b</think> c", False, "a c", "b", []),
+    ("newlines around a think block", "a\n<think>\nb\n</think>\n\nc", False, "a\n\nc", "b", []),
     ("empty", "", False, "", None, []),
     ("think then answer", "<think>\nLet me see.\n</think>\n\nSunny.", False, "Sunny.", "Let me see.", []),
     ("empty think", "<think>\n\n</think>\n\nHi", False, "Hi", None, []),
