@@ -75,6 +75,12 @@ class ModelLoadFailed(ServerError):
     code = "model_load_failed"
 
 
+class ModelTooLarge(ModelLoadFailed):
+    """The model cannot fit in the memory budget even alone."""
+
+    code = "model_too_large"
+
+
 class ServiceUnavailable(ServerError):
     status_code = 503
     error_type = "server_error"

@@ -90,6 +90,7 @@ class Settings:
     warm_models: tuple[str, ...] = ()
     model_ttl_s: float = 0.0
     max_loaded_models: int = 0
+    max_model_memory_mb: int = 0
     max_queue: int = 32
     queue_timeout_s: float = 120.0
     drain_timeout_s: float = 30.0
@@ -131,6 +132,7 @@ class Settings:
             warm_models=_read(environ, "WARM_MODELS", _parse_list, ()),
             model_ttl_s=_read(environ, "MODEL_TTL_S", float, 0.0, lambda v: v >= 0, ">= 0 (0 = never)"),
             max_loaded_models=_read(environ, "MAX_LOADED_MODELS", int, 0, lambda v: v >= 0, ">= 0 (0 = no limit)"),
+            max_model_memory_mb=_read(environ, "MAX_MODEL_MEMORY_MB", int, 0, lambda v: v >= 0, ">= 0 (0 = no budget)"),
             max_queue=_read(environ, "MAX_QUEUE", int, 32, lambda v: v >= 0, ">= 0"),
             queue_timeout_s=_read(environ, "QUEUE_TIMEOUT_S", float, 120.0, **positive),
             drain_timeout_s=_read(environ, "DRAIN_TIMEOUT_S", float, 30.0, lambda v: v >= 0, ">= 0"),

@@ -40,8 +40,9 @@ def check_manifest(settings: Settings) -> None:
 
 def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
     defaults = llama_defaults(settings)
-    limits = CacheLimits(max_loaded=settings.max_loaded_models, default_ttl_s=settings.model_ttl_s)
-    return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_unloadable)
+    limits = CacheLimits(max_loaded=settings.max_loaded_models, max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
+                         default_ttl_s=settings.model_ttl_s)
+    return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_if_corrupt)
 
 
 def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:

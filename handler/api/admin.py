@@ -13,7 +13,6 @@ from handler.api.dependencies import CacheDep, CatalogDep, StoreDep
 from handler.api.errors import ERROR_RESPONSES, error_body
 from handler.api.sse import sse_event
 from handler.errors import Conflict
-from handler.store.files import record_path
 
 PROGRESS_INTERVAL_S = 0.25
 
@@ -30,7 +29,7 @@ class ModelAdminController(Controller):
           summary="Download a model's file without loading it (progress as Server-Sent Events with `?stream=true`)")
     async def pull(self, name: str, request: Request[Any, Any, Any], catalog: CatalogDep, store: StoreDep,
                    stream: bool = False) -> Any:
-        spec = catalog.get(name)
+        spec = await catalog.find(name)
         task = asyncio.ensure_future(store.ensure_local(spec))
         if not _wants_events(request, stream):
             path = await task
@@ -39,7 +38,7 @@ class ModelAdminController(Controller):
 
     @post("/load", status_code=200, responses=ERROR_RESPONSES, summary="Sync if needed and load a model into memory")
     async def load(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
-        spec = catalog.get(name)
+        spec = await catalog.find(name)
         lease = await cache.lease(spec)
         lease.release()
         cold = lease.entry.cold_start
@@ -48,23 +47,18 @@ class ModelAdminController(Controller):
     @post("/unload", status_code=200, responses=ERROR_RESPONSES,
           summary="Free a loaded model (its file stays on the volume)")
     async def unload(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
-        spec = catalog.get(name)
+        spec = await catalog.find(name)
         return {"model": spec.name, "unloaded": await cache.unload(spec.name)}
 
     @delete("/file", status_code=200, responses=ERROR_RESPONSES,
             summary="Delete a model's file from the volume (refused while loaded)")
     async def delete_file(self, name: str, catalog: CatalogDep, cache: CacheDep, store: StoreDep) -> dict[str, Any]:
-        spec = catalog.get(name)
+        spec = await catalog.find(name)
         path = catalog.path_of(spec)
-        users = [other.name for other in catalog.all() if catalog.path_of(other) == path and cache.is_loaded(other.name)]
-        if users or store.is_syncing(path):
-            raise Conflict(f"{path.name} is in use ({', '.join(users) or 'syncing'}); unload it first", param="name")
-        if not spec.is_remote:
-            raise Conflict(f"'{spec.name}' is a local file, not a synced copy; remove it by hand", param="name")
-        existed = path.is_file()
-        path.unlink(missing_ok=True)
-        record_path(path).unlink(missing_ok=True)
-        return {"model": spec.name, "deleted": existed}
+        users = [other.name for other in await catalog.list_all() if catalog.path_of(other) == path and cache.is_loaded(other.name)]
+        if users:
+            raise Conflict(f"{path.name} is in use ({', '.join(users)}); unload it first", param="name")
+        return {"model": spec.name, "deleted": await store.delete_synced_copy(spec)}
 
 
 async def _progress_events(task: asyncio.Future, progress: Any) -> AsyncIterator[bytes]:

@@ -29,7 +29,7 @@ class ChatController(Controller):
           summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)")
     async def create(self, data: ChatCompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
-        spec = catalog.get(data.model)
+        spec = await catalog.find(data.model)
         tools, grammar = await asyncio.to_thread(resolve_tools, data)  # grammar conversion takes a while
         params = sampling_params(data, default_temperature=settings.temperature,
                                  default_max_tokens=settings.max_tokens, grammar=grammar)

@@ -83,7 +83,7 @@ class EmbeddingsController(Controller):
     @post(summary="Create embeddings (OpenAI-compatible)", status_code=200, responses=ERROR_RESPONSES)
     async def create(self, data: EmbeddingRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, lifecycle: LifecycleDep) -> Response[EmbeddingResponse]:
-        spec = catalog.get(data.model)
+        spec = await catalog.find(data.model)
         scope = await open_scope(request, lifecycle, cache, spec, "embedding")
         try:
             summary = describe_request(request, scope, spec.name)

@@ -84,6 +84,16 @@ class StateCollector(Collector):
                 for reason, count in entry.model.finished.items():
                     finished.add_metric([entry.spec.name, reason], count)
         yield from (queue, busy, slots, finished)
+        memory = GaugeMetricFamily("gguf_model_memory_bytes", "Memory of each loaded model: measured (what llama.cpp "
+                                   "allocated) and estimated before it loaded (with a memory budget)",
+                                   labels=["model", "source"])
+        for entry in entries:
+            memory.add_metric([entry.spec.name, "measured"], entry.memory_bytes)
+            if entry.estimated_bytes is not None:
+                memory.add_metric([entry.spec.name, "estimate"], entry.estimated_bytes)
+        yield memory
+        yield GaugeMetricFamily("gguf_model_memory_budget_bytes", "MAX_MODEL_MEMORY_MB in bytes (0: no budget)",
+                                value=self.cache.limits.max_memory_bytes)
         yield GaugeMetricFamily("gguf_requests_in_flight", "Model requests in flight", value=self.lifecycle.in_flight)
         yield GaugeMetricFamily("gguf_ready", "1 when the warm set is loaded", value=int(self.warmup.ready))
         synced = GaugeMetricFamily("gguf_sync_bytes", "Bytes fetched by the latest sync of each file", labels=["file"])

@@ -3,6 +3,7 @@ plus what this server adds (kind, source, whether the file is on the volume, whe
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import msgspec
@@ -11,6 +12,7 @@ from litestar import Controller, get
 from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep
 from handler.engine.cache import ModelCache
+from handler.errors import ModelLoadFailed
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import ModelKind, ModelSpec
 
@@ -24,6 +26,8 @@ class ModelCard(msgspec.Struct, kw_only=True):
     downloaded: bool
     loaded: bool
     size: int | None = None
+    memory_estimate_bytes: int | None = None  # what it would take loaded (on /v1/models/{id}, once downloaded)
+    memory_bytes: int | None = None  # what it takes, while loaded
     object: Literal["model"] = "model"
 
 
@@ -39,13 +43,16 @@ def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache) -> ModelCar
         created, size, downloaded = int(stat.st_mtime), stat.st_size, True
     except OSError:
         created, size, downloaded = 0, spec.size, False
+    entry = cache.entry(spec.name)
     return ModelCard(id=spec.name, created=created, owned_by="serverless-gguf", kind=spec.kind,
                      source=spec.source if spec.declared else "local", downloaded=downloaded,
-                     loaded=cache.is_loaded(spec.name), size=size)
+                     loaded=entry is not None, size=size, memory_bytes=entry.memory_bytes if entry else None,
+                     memory_estimate_bytes=cache.known_estimate(spec, path))
 
 
-def _list(catalog: ModelCatalog, cache: ModelCache, kind: ModelKind | None = None) -> ModelList:
-    return ModelList(data=[_card(spec, catalog, cache) for spec in catalog.all() if kind in (None, spec.kind)])
+async def _list(catalog: ModelCatalog, cache: ModelCache, kind: ModelKind | None = None) -> ModelList:
+    specs = await catalog.list_all()
+    return ModelList(data=[_card(spec, catalog, cache) for spec in specs if kind in (None, spec.kind)])
 
 
 class ModelsController(Controller):
@@ -54,16 +61,21 @@ class ModelsController(Controller):
 
     @get(summary="List all models", responses=ERROR_RESPONSES)
     async def list_all(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
-        return _list(catalog, cache)
+        return await _list(catalog, cache)
 
     @get("/chat", summary="List chat models", responses=ERROR_RESPONSES)
     async def list_chat(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
-        return _list(catalog, cache, "chat")
+        return await _list(catalog, cache, "chat")
 
     @get("/embeddings", summary="List embedding models", responses=ERROR_RESPONSES)
     async def list_embeddings(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
-        return _list(catalog, cache, "embedding")
+        return await _list(catalog, cache, "embedding")
 
     @get("/{model_id:str}", summary="Retrieve a model", responses=ERROR_RESPONSES)
     async def retrieve(self, model_id: str, catalog: CatalogDep, cache: CacheDep) -> ModelCard:
-        return _card(catalog.get(model_id), catalog, cache)
+        spec = await catalog.find(model_id)
+        card = _card(spec, catalog, cache)
+        if card.downloaded:
+            with contextlib.suppress(ModelLoadFailed, OSError):  # a file llama.cpp cannot read has no estimate
+                card.memory_estimate_bytes = await cache.estimate(spec, catalog.path_of(spec))
+        return card

@@ -4,48 +4,42 @@ Owned by the app (created and closed by its lifespan). Requests take a `Lease` o
 as they use it. The first lease on a cold model fetches the file (`fetch`: the store's job) and loads
 it off the event loop; leases asked for meanwhile await that same load (single flight) and share its
 result or its error, and carry its `ColdStart` timings. A failed load is not cached.
-Memory: `max_loaded` bounds the loaded models (the least recently used idle one is evicted to make
-room) and idle models are unloaded after their TTL; a model with a lease out is never evicted.
+Memory: `max_loaded` bounds how many models are loaded and `max_memory_bytes` what they may take
+together (each model's cost estimated before it loads, then measured). With either limit, loads are
+admitted one at a time, counted before they start, and make room by evicting the least recently used
+idle models; what cannot fit is a 503 `model_capacity` (busy models are never evicted, nor models whose
+load has just finished for requests still waiting on it). Idle models are unloaded after their TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import attrs
 
-from handler.engine.batching import BatchingChatModel
-from handler.engine.embedding import EmbeddingModel
-from handler.engine.llama_options import LlamaDefaults, engine_options
-from handler.errors import Conflict, InvalidRequest, ModelLoadFailed, ServiceUnavailable
+from handler.engine.llama_options import LlamaDefaults
+from handler.engine.loading import Loaded, LoadedModel, estimate_model_bytes, load_model
+from handler.errors import Conflict, InvalidRequest, ModelLoadFailed, ModelTooLarge, ServiceUnavailable
 from handler.store.manifest import ModelKind, ModelSpec
 
 log = logging.getLogger(__name__)
-LoadedModel = Union[BatchingChatModel, EmbeddingModel]
 Fetch = Callable[[ModelSpec], Awaitable[Path]]
-Discard = Callable[[ModelSpec], Awaitable[None]]
+Discard = Callable[[ModelSpec], Awaitable[bool]]  # removes a corrupt synced file; True if it did
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
+MIB = 1024 * 1024
 _WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a chat model; use /v1/chat/completions"}
 
 
-def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> LoadedModel:
-    """Load `spec` from `path` (blocking: call it off the event loop)."""
-    options = engine_options(defaults, spec.options)
-    try:
-        if spec.kind == "embedding":
-            return EmbeddingModel(spec.name, path, options, spec.options.get("pooling"), defaults.queue)
-        return BatchingChatModel(spec.name, path, options, spec.chat_format, defaults.queue)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {exc}") from exc
-
-
-async def _keep(_spec: ModelSpec) -> None:
+async def _keep(_spec: ModelSpec) -> bool:
     """No store to discard files in (tests of the cache alone)."""
+    return False
 
 
 @attrs.frozen
@@ -61,6 +55,8 @@ class CacheEntry:
     spec: ModelSpec
     model: LoadedModel
     cold_start: ColdStart
+    memory_bytes: int  # measured: what llama.cpp allocated for it
+    estimated_bytes: int | None = None  # what was expected before it loaded (with a memory budget)
     last_used: float = attrs.field(factory=time.monotonic)
     in_use: int = 0
 
@@ -85,7 +81,12 @@ class Lease:
 @attrs.frozen
 class CacheLimits:
     max_loaded: int = 0  # 0: no limit
+    max_memory_bytes: int = 0  # 0: no budget
     default_ttl_s: float = 0  # 0: never unload for idleness
+
+    @property
+    def bounded(self) -> bool:
+        return bool(self.max_loaded or self.max_memory_bytes)
 
 
 class ModelCache:
@@ -95,10 +96,37 @@ class ModelCache:
         self.discard = discard or _keep
         self._entries: dict[str, CacheEntry] = {}
         self._loading: dict[str, asyncio.Future[CacheEntry]] = {}
+        self._waiting: collections.Counter[str] = collections.Counter()  # leases awaiting a model's load
+        self._admission = asyncio.Lock()  # with limits, one load at a time decides what to evict
+        self._estimates: dict[tuple[str, Path, int, int], int] = {}
         self.failures: dict[str, str] = {}
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the loaded models take, as llama.cpp reported allocating."""
+        return sum(entry.memory_bytes for entry in self._entries.values())
+
+    async def estimate(self, spec: ModelSpec, path: Path) -> int:
+        """Bytes `spec` would take loaded from `path` (cached per file version)."""
+        stat = path.stat()
+        key = (spec.name, path, stat.st_size, stat.st_mtime_ns)
+        if key not in self._estimates:
+            self._estimates[key] = await asyncio.to_thread(estimate_model_bytes, spec, path, self.defaults)
+        return self._estimates[key]
+
+    def known_estimate(self, spec: ModelSpec, path: Path) -> int | None:
+        """The estimate made earlier for this file version, if any (never computed here)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return self._estimates.get((spec.name, path, stat.st_size, stat.st_mtime_ns))
 
     def is_loaded(self, name: str) -> bool:
         return name in self._entries
+
+    def entry(self, name: str) -> CacheEntry | None:
+        return self._entries.get(name)
 
     def entries(self) -> list[CacheEntry]:
         return list(self._entries.values())
@@ -119,7 +147,13 @@ class ModelCache:
             if pending is None:
                 pending = self._loading[spec.name] = asyncio.ensure_future(self._load(spec))
                 pending.add_done_callback(lambda _: self._loading.pop(spec.name, None))
-            entry, waited = await asyncio.shield(pending), True
+            self._waiting[spec.name] += 1  # keeps the entry from eviction until this lease holds it
+            try:
+                entry, waited = await asyncio.shield(pending), True
+            finally:
+                self._waiting[spec.name] -= 1
+                if not self._waiting[spec.name]:
+                    del self._waiting[spec.name]
         entry.in_use += 1
         entry.last_used = time.monotonic()
         return Lease(entry, entry.cold_start if waited else None)
@@ -128,7 +162,7 @@ class ModelCache:
         entry = self._entries.get(name)
         if entry is None:
             return False
-        if entry.in_use:
+        if self._busy(entry):
             raise Conflict(f"model '{name}' has {entry.in_use} request(s) in flight", param="name")
         self._evict(entry)
         return True
@@ -138,7 +172,7 @@ class ModelCache:
         now, gone = time.monotonic(), []
         for entry in list(self._entries.values()):
             ttl = entry.spec.ttl_s if entry.spec.ttl_s is not None else self.limits.default_ttl_s
-            if ttl > 0 and entry.in_use == 0 and now - entry.last_used > ttl:
+            if ttl > 0 and not self._busy(entry) and now - entry.last_used > ttl:
                 self._evict(entry)
                 gone.append(entry.spec.name)
         return gone
@@ -156,13 +190,21 @@ class ModelCache:
         entry.model.close()
         log.info("unloaded model %s", entry.spec.name)
 
-    def _make_room(self) -> None:
-        limit = self.limits.max_loaded
-        while limit and len(self._entries) >= limit:
-            idle = [entry for entry in self._entries.values() if entry.in_use == 0]
+    def _busy(self, entry: CacheEntry) -> bool:
+        return entry.in_use > 0 or self._waiting[entry.spec.name] > 0
+
+    def _make_room(self, spec: ModelSpec, cost: int) -> None:
+        """Evict idle models (least recently used first) until `spec`, costing `cost`, fits."""
+        limit, budget = self.limits.max_loaded, self.limits.max_memory_bytes
+        if budget and cost > budget:
+            raise ModelTooLarge(f"model '{spec.name}' needs about {cost / MIB:.0f} MiB, more than the memory budget "
+                                f"of {budget / MIB:.0f} MiB (MAX_MODEL_MEMORY_MB)")
+        while (limit and len(self._entries) >= limit) or (budget and self.memory_bytes + cost > budget):
+            idle = [entry for entry in self._entries.values() if not self._busy(entry)]
             if not idle:
-                raise ServiceUnavailable(f"all {limit} loaded models are busy; try again shortly",
-                                         code="model_capacity", retry_after_s=5)
+                raise ServiceUnavailable(f"no room to load model '{spec.name}': the {len(self._entries)} loaded "
+                                         "model(s) are busy; try again shortly", code="model_capacity",
+                                         retry_after_s=5)
             self._evict(min(idle, key=lambda entry: entry.last_used))
 
     async def _load(self, spec: ModelSpec) -> CacheEntry:
@@ -170,17 +212,27 @@ class ModelCache:
             started = time.perf_counter()
             path = await self.fetch(spec)
             fetched = time.perf_counter()
-            self._make_room()
-            try:
-                model = await asyncio.to_thread(load_model, spec, path, self.defaults)
-            except ModelLoadFailed:
-                await self.discard(spec)
-                raise
-            cold_start = ColdStart(sync_seconds=fetched - started, load_seconds=time.perf_counter() - fetched)
+            # With limits, one load at a time: room is made for it, and counted, before it starts.
+            async with self._admission if self.limits.bounded else contextlib.nullcontext():
+                cost = await self.estimate(spec, path) if self.limits.max_memory_bytes else None
+                self._make_room(spec, cost or 0)
+                loaded = await self._load_file(spec, path)
+                cold_start = ColdStart(sync_seconds=fetched - started, load_seconds=time.perf_counter() - fetched)
+                entry = self._entries[spec.name] = CacheEntry(spec=spec, model=loaded.model, cold_start=cold_start,
+                                                              memory_bytes=loaded.memory_bytes, estimated_bytes=cost)
         except Exception as exc:
             self.failures[spec.name] = getattr(exc, "message", None) or str(exc)
             raise
-        log.info("loaded model %s from %s in %.2fs", spec.name, path, cold_start.load_seconds)
+        log.info("loaded model %s from %s in %.2fs (%.0f MiB)", spec.name, path, cold_start.load_seconds,
+                 loaded.memory_bytes / MIB)
         self.failures.pop(spec.name, None)
-        entry = self._entries[spec.name] = CacheEntry(spec=spec, model=model, cold_start=cold_start)
         return entry
+
+    async def _load_file(self, spec: ModelSpec, path: Path) -> Loaded:
+        try:
+            return await asyncio.to_thread(load_model, spec, path, self.defaults)
+        except ModelLoadFailed as exc:
+            if await self.discard(spec):  # only a file that is itself broken; a bad setting keeps it
+                raise ModelLoadFailed(f"{exc.message}; the synced copy is not a valid GGUF file and was "
+                                      "removed: the next request syncs it again") from exc
+            raise

@@ -1,10 +1,14 @@
 """Files on the model volume: atomic publication, per-file locks shared by every worker process,
-leftover cleanup, and the sidecar that records what a published file was verified to be.
+leftover cleanup, and the records of what a published file was verified to be.
 
 A model file only ever appears under its final name by `os.replace` of a complete, fsynced,
 verified temporary file in the same directory, so a crash or a kill mid-download leaves at worst a
 `.part` file, which the next start removes (unless another worker holds its lock and is still
 writing it).
+
+Records (`.NAME.meta.json` beside the file) save hashing a multi-GB file again at the next start.
+They are a cache, never a requirement: on a read-only volume (models baked into an image layer or a
+read-only mount) the record lives in memory for the life of the process instead.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -35,28 +40,71 @@ class FileRecord:
     version_id: str | None = None
 
 
+RECORD_SUFFIX = ".meta.json"
+STALE_RECORD_PART_S = 3600  # a record is written in milliseconds: older temporaries are leftovers
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (1, 2, 3)
+
+
 def record_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.meta.json")
+    return path.with_name(f".{path.name}{RECORD_SUFFIX}")
 
 
-def read_record(path: Path) -> FileRecord | None:
-    """The record, if it still describes the file on disk (same size and modification time)."""
-    try:
-        record = FileRecord(**json.loads(record_path(path).read_text()))
+class RecordBook:
+    """Records of verified files: on disk beside each file where the volume is writable, in memory
+    where it is not. Writers never collide (unique temporary names) and never fail a request."""
+
+    def __init__(self) -> None:
+        self._in_memory: dict[Path, FileRecord] = {}
+
+    def read(self, path: Path) -> FileRecord | None:
+        """The record, if it still describes the file on disk (same size and modification time)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        record = self._in_memory.get(path) or _load_record(record_path(path))
+        return record if record and (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns) else None
+
+    def write(self, path: Path, *, sha256: str, etag: str | None = None, version_id: str | None = None) -> FileRecord:
         stat = path.stat()
+        record = FileRecord(size=stat.st_size, sha256=sha256, mtime_ns=stat.st_mtime_ns, etag=etag,
+                            version_id=version_id)
+        self._in_memory[path] = record
+        target = record_path(path)
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.{os.urandom(4).hex()}{PART_SUFFIX}")
+        try:
+            temporary.write_text(json.dumps(attrs.asdict(record)))
+            os.replace(temporary, target)
+        except OSError:  # a read-only volume: the record in memory serves this process
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        return record
+
+    def forget(self, path: Path) -> None:
+        self._in_memory.pop(path, None)
+        record_path(path).unlink(missing_ok=True)
+
+
+def _load_record(where: Path) -> FileRecord | None:
+    try:
+        return FileRecord(**json.loads(where.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return record if (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns) else None
 
 
-def write_record(path: Path, *, sha256: str, etag: str | None = None, version_id: str | None = None) -> FileRecord:
-    stat = path.stat()
-    record = FileRecord(size=stat.st_size, sha256=sha256, mtime_ns=stat.st_mtime_ns, etag=etag, version_id=version_id)
-    target = record_path(path)
-    temporary = target.with_name(target.name + PART_SUFFIX)
-    temporary.write_text(json.dumps(attrs.asdict(record)))
-    os.replace(temporary, target)
-    return record
+def has_gguf_header(path: Path) -> bool:
+    """Whether `path` starts like a GGUF file: magic, a known version, plausible counts."""
+    try:
+        with path.open("rb") as source:
+            header = source.read(24)
+    except OSError:
+        return False
+    if len(header) < 24 or header[:4] != GGUF_MAGIC:
+        return False
+    version = int.from_bytes(header[4:8], "little")
+    tensors, keys = int.from_bytes(header[8:16], "little"), int.from_bytes(header[16:24], "little")
+    return version in GGUF_VERSIONS and tensors < 1 << 24 and keys < 1 << 20
 
 
 def sha256_of(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
@@ -109,9 +157,16 @@ def publish(temporary: Path, handle: IO[bytes], final: Path) -> None:
 
 
 def remove_leftovers(model_dir: Path) -> list[Path]:
-    """Delete `.part` files no live download owns (its file lock is free)."""
+    """Delete `.part` files nobody is writing: a download's when its file lock is free, a record's
+    when it is old (records are written without the lock, in milliseconds)."""
     removed = []
     for part in model_dir.glob(f".*{PART_SUFFIX}"):
+        if f"{RECORD_SUFFIX}." in part.name:
+            with contextlib.suppress(OSError):
+                if time.time() - part.stat().st_mtime > STALE_RECORD_PART_S:
+                    part.unlink()
+                    removed.append(part)
+            continue
         with exclusive_lock(model_dir / _owner_name(part.name), blocking=False) as acquired:
             if acquired:
                 part.unlink(missing_ok=True)
@@ -120,8 +175,5 @@ def remove_leftovers(model_dir: Path) -> list[Path]:
 
 
 def _owner_name(part_name: str) -> str:
-    """The model file a leftover belongs to: `.NAME.PID.RANDOM.part` or `.NAME.meta.json.part` → NAME."""
-    stem = part_name[1 : -len(PART_SUFFIX)]
-    if stem.endswith(".meta.json"):
-        return stem.removesuffix(".meta.json")
-    return stem.rsplit(".", 2)[0]
+    """The model file a download's leftover belongs to: `.NAME.PID.RANDOM.part` → NAME."""
+    return part_name[1 : -len(PART_SUFFIX)].rsplit(".", 2)[0]

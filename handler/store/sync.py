@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from pathlib import Path
 from collections.abc import Callable
@@ -19,11 +20,11 @@ from typing import Any, TypeVar
 
 import attrs
 
-from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
+from handler.errors import Conflict, InsufficientStorage, ModelSourceError, ServiceUnavailable
 from handler.store import s3
 from handler.store.catalog import ModelCatalog
-from handler.store.files import (exclusive_lock, publish, read_record, record_path, remove_leftovers,
-                                 sha256_of, temporary_beside, write_record)
+from handler.store.files import (RecordBook, exclusive_lock, has_gguf_header, publish, remove_leftovers, sha256_of,
+                                 temporary_beside)
 from handler.store.manifest import ModelSpec
 from handler.store.progress import SyncProgress
 
@@ -47,6 +48,7 @@ class ModelStore:
         self.progress: dict[str, SyncProgress] = {}  # by file name
         self._inflight: dict[Path, asyncio.Future[Path]] = {}
         self._client: Any = None
+        self._records = RecordBook()
         # Its own threads: a burst of cold syncs (each blocked for minutes on S3 or a lock) must not
         # take the default pool that tokenising, grammar building and loading for ready models use.
         self._executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="model-store")
@@ -84,7 +86,7 @@ class ModelStore:
             elif not self._is_current(spec, path):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with exclusive_lock(path):  # another worker may be downloading this very file
-                    if not self._is_current(spec, path):
+                    if not self._is_current(spec, path) and not self._adopt_legacy_copy(spec, path):
                         self._download(spec, path, progress)
         except Exception as exc:
             progress.finish("failed", str(exc))
@@ -92,17 +94,21 @@ class ModelStore:
         progress.finish("ready")
         return path
 
-    async def discard_unloadable(self, spec: ModelSpec) -> None:
-        """A synced file llama.cpp could not load is removed, so the next request syncs it afresh
-        (local files are the operator's: they stay, and the error names them)."""
-        await self.run_blocking(self._discard, spec)
+    async def discard_if_corrupt(self, spec: ModelSpec) -> bool:
+        """After llama.cpp failed to load `spec`: remove its synced copy only if the file itself is
+        suspect (not a GGUF header, or no longer what was verified), so the next request syncs it
+        afresh. A verified file that failed for another reason (an option, memory, an architecture
+        this build does not know) stays: downloading it again would not help, and other entries may
+        share it. Local files are the operator's and always stay."""
+        return await self.run_blocking(self._discard_if_corrupt, spec)
 
-    def _discard(self, spec: ModelSpec) -> None:
-        if spec.is_remote:
-            path = self.catalog.path_of(spec)
-            path.unlink(missing_ok=True)
-            record_path(path).unlink(missing_ok=True)
-            log.warning("removed %s: it failed to load; the next request syncs it again", path.name)
+    def _discard_if_corrupt(self, spec: ModelSpec) -> bool:
+        path = self.catalog.path_of(spec)
+        if not spec.is_remote or (has_gguf_header(path) and self._records.read(path) is not None):
+            return False
+        self.delete_file(path)
+        log.warning("removed %s: it is not a valid GGUF file; the next request syncs it again", path.name)
+        return True
 
     def _check_local(self, spec: ModelSpec, path: Path) -> None:
         if not path.is_file():
@@ -113,18 +119,50 @@ class ModelStore:
                                    code="checksum_mismatch")
 
     def _recorded_sha256(self, path: Path) -> str:
-        record = read_record(path)
-        return record.sha256 if record else write_record(path, sha256=sha256_of(path)).sha256
+        record = self._records.read(path)
+        return record.sha256 if record else self._records.write(path, sha256=sha256_of(path)).sha256
 
-    def _is_current(self, spec: ModelSpec, path: Path) -> bool:
+    def _adopt_legacy_copy(self, spec: ModelSpec, path: Path) -> bool:
+        """A volume filled by an earlier version keeps the object under its bare file name: when that
+        copy is verifiably this object, link it under the new name instead of downloading again."""
+        legacy = self.catalog.legacy_path_of(spec)
+        if not legacy.is_file() or not self._is_current(spec, legacy, trust_local=False):  # evidence, not trust
+            return False
+        record = self._records.read(legacy)
+        try:
+            os.link(legacy, path)
+        except OSError:
+            return False
+        self._records.write(path, sha256=record.sha256 if record else sha256_of(path),
+                            etag=record.etag if record else None, version_id=record.version_id if record else None)
+        log.info("using %s, synced by an earlier version, as %s", legacy.name, path.name)
+        return True
+
+    async def delete_synced_copy(self, spec: ModelSpec) -> bool:
+        """Remove `spec`'s synced file (never a local one, never one being synced); True if it was there."""
+        path = self.catalog.path_of(spec)
+        if not spec.is_remote:
+            raise Conflict(f"'{spec.name}' is a local file, not a synced copy; remove it by hand", param="name")
+        if self.is_syncing(path):
+            raise Conflict(f"{path.name} is being synced; try again when it is done", param="name")
+        return await self.run_blocking(self.delete_file, path)
+
+    def delete_file(self, path: Path) -> bool:
+        """Remove a synced file and its record; True if it was there."""
+        existed = path.is_file()
+        path.unlink(missing_ok=True)
+        self._records.forget(path)
+        return existed
+
+    def _is_current(self, spec: ModelSpec, path: Path, *, trust_local: bool | None = None) -> bool:
         """Whether the local copy is the manifest's object, asking S3 only when the manifest cannot tell."""
         if not path.is_file() or (spec.size is not None and path.stat().st_size != spec.size):
             return False
         if spec.sha256:
             return self._recorded_sha256(path) == spec.sha256
-        if self.config.trust_local:
+        if self.config.trust_local if trust_local is None else trust_local:
             return True
-        record = read_record(path)
+        record = self._records.read(path)
         head = s3.head_object(self._s3(), s3.S3Location.parse(spec.source), spec.version_id)
         return record is not None and record.etag == head.etag and record.size == head.size
 
@@ -148,7 +186,7 @@ class ModelStore:
                 raise ModelSourceError(f"{where} does not match the manifest's sha256 (got {sha256}); "
                                        "the download was discarded", code="checksum_mismatch")
             publish(temporary, handle, path)
-        write_record(path, sha256=sha256, etag=head.etag, version_id=head.version_id)
+        self._records.write(path, sha256=sha256, etag=head.etag, version_id=head.version_id)
         log.info("synced %s in %.2fs (%.1f MB/s)", path.name, progress.seconds, progress.rate / 1e6)
 
     def _check_space(self, spec: ModelSpec, path: Path, size: int) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
 from handler.store.catalog import ModelCatalog
-from handler.store.files import exclusive_lock, read_record
+from handler.store.catalog import local_path
+from handler.store.files import RecordBook, exclusive_lock
 from handler.store.manifest import ModelSpec
 from handler.store.s3 import S3Tuning
 from handler.store.sync import ModelStore, StoreConfig
@@ -56,9 +57,11 @@ def test_cold_sync_verifies_and_records(tmp_path, s3):
     before = s3.stats("models", "dir/tiny.gguf")["downloads"]
     store = _store(tmp_path, _spec(sha256=SHA))
     path = _ensure(store, _spec(sha256=SHA))
-    assert path == tmp_path / "tiny.gguf" and path.read_bytes() == PAYLOAD
-    assert read_record(path).sha256 == SHA
-    assert store.progress["tiny.gguf"].state == "ready" and store.progress["tiny.gguf"].bytes_done == len(PAYLOAD)
+    assert path == local_path(tmp_path, _spec()) and path.read_bytes() == PAYLOAD
+    assert path.name.startswith("tiny.") and path.suffix == ".gguf"
+    assert RecordBook().read(path).sha256 == SHA  # on disk, for the next process
+    progress = store.progress[path.name]
+    assert progress.state == "ready" and progress.bytes_done == len(PAYLOAD)
     assert s3.stats("models", "dir/tiny.gguf")["downloads"] == before + 1
     assert _leftovers(tmp_path) == []
 
@@ -103,7 +106,7 @@ def test_wrong_sha256_keeps_nothing(tmp_path):
     with pytest.raises(ModelSourceError) as raised:
         _ensure(_store(tmp_path), _spec(sha256="0" * 64))
     assert raised.value.code == "checksum_mismatch" and raised.value.status_code == 502
-    assert not (tmp_path / "tiny.gguf").exists() and _leftovers(tmp_path) == []
+    assert list(tmp_path.glob("*.gguf")) == [] and _leftovers(tmp_path) == []
 
 
 def test_missing_object_names_the_key(tmp_path):

@@ -8,12 +8,17 @@ import hashlib
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from handler.store.catalog import local_path
+from handler.store.manifest import ModelSpec
+
 ASK = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
 KEY = "smol/demo.gguf"
+SYNCED = local_path(Path("."), ModelSpec(name="remote", kind="chat", source=f"s3://models/{KEY}")).name
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def test_cold_request_syncs_then_reuses(tmp_path, volume, demo_model_path, demo_
     assert listed["downloaded"] is False and listed["source"] == f"s3://models/{KEY}"
     cold = _chat(server.base_url, "remote")
     assert cold.status_code == 200 and cold.headers["x-cold-start"].startswith("sync=")
-    assert (volume / "demo.gguf").stat().st_size == demo_model_path.stat().st_size
+    assert (volume / SYNCED).stat().st_size == demo_model_path.stat().st_size
     seen = s3.stats("models", KEY)
     assert seen["downloads"] == 1
     warm = _chat(server.base_url, "remote")
@@ -91,7 +96,7 @@ def test_s3_dying_mid_download_leaves_nothing_and_recovers(tmp_path, volume, dem
         failed = pending.result()
     assert failed.status_code == 503 and failed.headers.get("retry-after")
     assert failed.json()["error"]["code"] == "model_source_unavailable"
-    assert not (volume / "demo.gguf").exists() and not list(volume.glob(".*.part"))
+    assert not (volume / SYNCED).exists() and not list(volume.glob(".*.part"))
     assert _chat(server.base_url, "local-demo").status_code == 200  # other models keep serving
     s3_servers(port=s3.port).upload("models", KEY, demo_model_path)
     assert _chat(server.base_url, "remote").status_code == 200
@@ -128,11 +133,11 @@ def test_pull_streams_progress_then_delete(tmp_path, volume, demo_model_path, la
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert len(events) >= 2
     assert '"state":"ready"' in events[-1] and str(demo_model_path.stat().st_size) in events[-1]
-    assert (volume / "demo.gguf").is_file()
+    assert (volume / SYNCED).is_file()
     card = httpx.get(f"{server.base_url}/v1/models/remote").json()
     assert card["downloaded"] is True and card["loaded"] is False
     assert httpx.delete(f"{server.base_url}/models/remote/file").json()["deleted"] is True
-    assert not (volume / "demo.gguf").exists()
+    assert not (volume / SYNCED).exists()
 
 
 def test_an_unloadable_synced_file_is_discarded_and_synced_again(tmp_path, volume, demo_model_path, launch,
@@ -141,8 +146,8 @@ def test_an_unloadable_synced_file_is_discarded_and_synced_again(tmp_path, volum
     s3.upload("models", KEY, b"GGUF but not really a model" * 1000)
     server = launch(_env(s3, _manifest(tmp_path, demo_model_path, ("remote", KEY, None)), volume))
     broken = _chat(server.base_url, "remote")
-    assert broken.status_code == 500 and "demo.gguf" in broken.json()["error"]["message"]
-    assert not (volume / "demo.gguf").exists()  # quarantined: the next request syncs again
+    assert broken.status_code == 500 and SYNCED in broken.json()["error"]["message"]
+    assert not (volume / SYNCED).exists()  # quarantined: the next request syncs again
     s3.upload("models", KEY, demo_model_path)
     assert _chat(server.base_url, "remote").status_code == 200
 
@@ -175,7 +180,7 @@ def test_disk_filling_up_mid_download(tmp_path, small_disk, demo_model_path, lau
         failed = pending.result()
     assert failed.status_code == 507, failed.text
     assert failed.json()["error"]["code"] == "insufficient_storage"
-    assert not (small_disk / "demo.gguf").exists() and not list(small_disk.glob(".*.part"))
+    assert not (small_disk / SYNCED).exists() and not list(small_disk.glob(".*.part"))
     assert _chat(server.base_url, "local-demo").status_code == 200
     filler.unlink()
     assert _chat(server.base_url, "remote").status_code == 200

@@ -1,8 +1,12 @@
+import asyncio
+import re
+import threading
+
 import pytest
 
 from handler.errors import ModelNotFound
-from handler.store.catalog import ModelCatalog, local_path
-from handler.store.manifest import ModelSpec
+from handler.store.catalog import RESCAN_INTERVAL_S, ModelCatalog, local_path
+from handler.store.manifest import ManifestError, ModelSpec
 
 
 def _touch(path):
@@ -37,6 +41,42 @@ def test_bad_names_never_reach_the_file_system(tmp_path, name):
 
 
 def test_local_paths(tmp_path):
-    assert local_path(tmp_path, ModelSpec(name="a", kind="chat", source="s3://b/dir/file.gguf")) == tmp_path / "file.gguf"
+    synced = local_path(tmp_path, ModelSpec(name="a", kind="chat", source="s3://b/dir/file.gguf"))
+    assert synced.parent == tmp_path and re.fullmatch(r"file\.[0-9a-f]{12}\.gguf", synced.name)
+    assert local_path(tmp_path, ModelSpec(name="other", kind="embedding", source="s3://b/dir/file.gguf")) == synced
+    for elsewhere in ("s3://b/v2/file.gguf", "s3://c/dir/file.gguf"):
+        assert local_path(tmp_path, ModelSpec(name="a", kind="chat", source=elsewhere)) != synced
+    pinned = ModelSpec(name="a", kind="chat", source="s3://b/dir/file.gguf", version_id="v1")
+    assert local_path(tmp_path, pinned) != synced
     assert local_path(tmp_path, ModelSpec(name="a", kind="chat", source="/abs/x.gguf")).as_posix() == "/abs/x.gguf"
     assert local_path(tmp_path, ModelSpec(name="a", kind="chat", source="rel.gguf")) == tmp_path / "rel.gguf"
+
+
+def test_different_sources_may_not_share_a_file(tmp_path):
+    remote = ModelSpec(name="remote", kind="chat", source="s3://b/dir/file.gguf")
+    clash = ModelSpec(name="local", kind="chat", source=local_path(tmp_path, remote).name)
+    with pytest.raises(ManifestError, match="'remote' and 'local' have different sources"):
+        ModelCatalog(tmp_path, (remote, clash))
+    ModelCatalog(tmp_path, (remote, ModelSpec(name="twin", kind="embedding", source=remote.source)))
+
+
+def test_requests_rescan_off_the_loop_at_most_once_per_interval(tmp_path, monkeypatch):
+    now = [100.0]
+    catalog = ModelCatalog(tmp_path, (), clock=lambda: now[0])
+    scans = []
+    rescan = ModelCatalog.rescan
+    monkeypatch.setattr(ModelCatalog, "rescan", lambda self: (scans.append(threading.current_thread()), rescan(self)))
+
+    async def flood():
+        results = await asyncio.gather(*(catalog.find(f"unknown-{index}") for index in range(200)),
+                                       return_exceptions=True)
+        assert all(isinstance(result, ModelNotFound) for result in results)
+
+    asyncio.run(flood())
+    assert len(scans) == 1 and scans[0] is not threading.main_thread()
+    _touch(tmp_path / "late.gguf")
+    with pytest.raises(ModelNotFound):  # within the interval: not seen yet
+        asyncio.run(catalog.find("late"))
+    now[0] += RESCAN_INTERVAL_S
+    assert asyncio.run(catalog.find("late")).name == "late"
+    assert len(scans) == 2

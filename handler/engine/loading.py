@@ -1,0 +1,48 @@
+"""Loading one model from its file (blocking: the cache calls these off the event loop), and what
+it costs in memory, before (estimated) and after (measured)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import attrs
+
+from handler.engine import llama_log
+from handler.engine.batching import BatchingChatModel
+from handler.engine.embedding import EmbeddingModel
+from handler.engine.llama_options import LlamaDefaults, engine_options
+from handler.engine.memory import estimate_bytes
+from handler.errors import ModelLoadFailed
+from handler.store.manifest import ModelSpec
+
+LoadedModel = Union[BatchingChatModel, EmbeddingModel]
+
+
+@attrs.frozen
+class Loaded:
+    model: LoadedModel
+    memory_bytes: int  # what llama.cpp reported allocating for it
+
+
+def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
+    """Load `spec` from `path`; a failure names the model and llama.cpp's own reason."""
+    options = engine_options(defaults, spec.options)
+    llama_log.take_messages(), llama_log.take_buffer_bytes()  # whatever an earlier load on this thread left
+    try:
+        if spec.kind == "embedding":
+            model: LoadedModel = EmbeddingModel(spec.name, path, options, spec.options.get("pooling"), defaults.queue)
+        else:
+            model = BatchingChatModel(spec.name, path, options, spec.chat_format, defaults.queue)
+    except (ValueError, RuntimeError, OSError) as exc:
+        cause = "; ".join(llama_log.take_messages()[-3:]) or str(exc)
+        raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {cause}") from exc
+    return Loaded(model, llama_log.take_buffer_bytes())
+
+
+def estimate_model_bytes(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> int:
+    """Bytes `spec` would take once loaded from `path`."""
+    try:
+        return estimate_bytes(path, engine_options(defaults, spec.options), spec.kind)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadFailed(f"model '{spec.name}': {path.name} could not be read as a GGUF file") from exc

@@ -1,0 +1,57 @@
+"""What a model costs in memory: estimated before it loads, from its GGUF header and its options;
+measured after, from the buffers llama.cpp reports allocating (weights, KV cache, outputs, compute).
+
+The estimate is deliberately simple and errs high: the tensor bytes the header declares, an f16 KV
+cache for every cell the engine will allocate (`n_ctx × n_parallel` for chat, the embedding engine's
+packed sequences otherwise), and a compute buffer of one micro-batch of logits plus activations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp._internals import LlamaModel
+
+from handler.engine.embedding import SEQUENCES_PER_DECODE
+from handler.store.manifest import ModelKind
+
+F16_BYTES, F32_BYTES = 2, 4
+ACTIVATION_WIDTHS = 16  # compute buffer: per micro-batch token, the logits and ~16 hidden-state widths
+
+
+def kv_cells(options: dict[str, Any], kind: ModelKind) -> int:
+    """KV cells the engine allocates for these options (as `batching` and `embedding` size them)."""
+    if kind == "chat":
+        return int(options["n_ctx"]) * int(options["n_parallel"])
+    return min(int(options["n_batch"]), int(options["n_ctx"])) * SEQUENCES_PER_DECODE
+
+
+def micro_batch(options: dict[str, Any], kind: ModelKind) -> int:
+    if kind == "chat":
+        return int(options.get("n_ubatch", min(int(options["n_batch"]), 512)))
+    return min(int(options["n_batch"]), int(options["n_ctx"]))
+
+
+def estimate_bytes(path: Path, options: dict[str, Any], kind: ModelKind) -> int:
+    """Bytes `path` will take once loaded with `options` (blocking: reads the header and vocabulary)."""
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = LlamaModel(path_model=str(path), params=params, verbose=False)
+    try:
+        metadata, weights, vocabulary = model.metadata(), llama_cpp.llama_model_size(model.model), model.n_vocab()
+    finally:
+        model.close()
+    arch = metadata.get("general.architecture", "")
+
+    def number(key: str, default: int) -> int:
+        return int(float(metadata.get(f"{arch}.{key}", default)))
+
+    width = number("embedding_length", 0)
+    heads = max(1, number("attention.head_count", 1))
+    per_token = number("attention.head_count_kv", heads) * (
+        number("attention.key_length", width // heads) + number("attention.value_length", width // heads))
+    kv_cache = kv_cells(options, kind) * number("block_count", 0) * per_token * F16_BYTES
+    compute = micro_batch(options, kind) * (vocabulary + ACTIVATION_WIDTHS * width) * F32_BYTES
+    return weights + kv_cache + compute
