@@ -21,7 +21,7 @@ from bench.common import CREDENTIALS, moto_s3, summary, timed
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import ModelSpec
 from handler.store.s3 import S3Tuning
-from handler.store.sync import ModelStore, StoreConfig
+from handler.store.model_store import ModelStore, StoreConfig
 
 REPEATS = 3
 

@@ -13,9 +13,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from handler.errors import ServerError
 from handler.settings import Settings, SettingsError
 from handler.store.manifest import ManifestError
-from handler.store.sync import ModelStore
+from handler.store.model_store import ModelStore
 from handler.engine.llama_options import OptionsError
-from handler.wiring import build_catalog, build_store, check_manifest
+from handler.wiring import build_catalog, build_store, load_checked_manifest
 
 
 async def _pull_one(store: ModelStore, name: str, bar: Progress) -> bool:
@@ -49,7 +49,7 @@ def granian_command(settings: Settings, environ: dict[str, str]) -> list[str]:
     configuration errors never reach that loop, since `main` checks them before granian starts."""
     return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", settings.host, "--port", str(settings.port),
             "--workers", environ.get("WORKERS", "1"), "--respawn-failed-workers",
-            "--workers-kill-timeout", str(int(settings.drain_timeout_s) + 5), "handler.app:app"]
+            "--workers-kill-timeout", str(int(settings.drain_timeout_s) + 5), "--factory", "handler.app:build"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
-        check_manifest(settings)
+        declared = load_checked_manifest(settings)
         if args.command == "serve":
             command = granian_command(settings, dict(os.environ))
             os.execvp(command[0], command)
-        store = build_store(settings, build_catalog(settings))
+        store = build_store(settings, build_catalog(settings, declared))
         return asyncio.run(pull(store, args.names))
     except (SettingsError, ManifestError, OptionsError, ServerError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)

@@ -10,7 +10,8 @@ Lifespan: start returns at once (the port answers /health immediately) while the
 loads in the background (`/health/ready` tells when it is done); idle models are unloaded on their
 TTL; SIGTERM drains in-flight requests before the models are freed.
 
-`granian --interface asgi handler.app:app` serves the module-level `app`, built from the environment.
+`granian --interface asgi --factory handler.app:build` serves the app built from the environment;
+`handler.app:app` still works (built on first access, not at import).
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import msgspec
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIType, Schema
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp
@@ -43,13 +42,15 @@ from handler.api.errors import openai_error_handler
 from handler.api.health import health, ready
 from handler.api.metrics import StateCollector, register_state_collector, unregister_state_collector
 from handler.api.models import ModelsController
+from handler.api.openapi import CompletedJsonRenderPlugin
 from handler.api.request_log import request_log_middleware
 from handler.engine.cache import ModelCache
 from handler.lifecycle import Lifecycle
 from handler.logs import configure_logging
 from handler.settings import Settings
 from handler.warmup import WarmUp
-from handler.wiring import build_cache, build_catalog, build_store, check_manifest, warm_set
+from handler.store.manifest import ModelSpec
+from handler.wiring import build_cache, build_catalog, build_store, load_checked_manifest, warm_set
 
 log = logging.getLogger("handler")
 IDLE_CHECK_INTERVAL_S = 1.0
@@ -71,10 +72,10 @@ async def _cut_overdue_requests(lifecycle: Lifecycle, cache: ModelCache, timeout
         await cache.close()
 
 
-def _lifespan(settings: Settings):  # noqa: ANN202 - Litestar takes the context manager factory
+def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...]):  # noqa: ANN202 - a context manager factory
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        catalog = build_catalog(settings)
+        catalog = build_catalog(settings, declared)
         store = build_store(settings, catalog)
         for leftover in await store.run_blocking(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
@@ -113,27 +114,8 @@ class MetricsController(PrometheusController):
     include_in_schema = False  # Prometheus text, not part of the JSON API
 
 
-def _use_msgspec_schemas(openapi: OpenAPI) -> None:
-    """Describe our request bodies with msgspec's own JSON Schema: it states every bound the decoder
-    enforces (Litestar's rendering drops some, such as a minimum of 0), so documented = enforced."""
-    requests = [ChatCompletionRequest, EmbeddingRequest]
-    _, components = msgspec.json.schema_components(requests, ref_template="#/components/schemas/{name}")
-    for name, schema in components.items():
-        openapi.components.schemas[name] = schema  # a plain dict: serialised as it is
-
-
-def _document_event_streams(openapi: OpenAPI) -> None:
-    """Routes that answer either JSON or Server-Sent Events: say so in the OpenAPI document (one
-    response spec per status code cannot carry two media types)."""
-    for path in ("/v1/chat/completions", "/models/{name}/pull"):
-        operation = openapi.paths[path].post
-        ok = operation.responses["200"]
-        ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))}
-        ok.description = f"{ok.description}; with streaming, Server-Sent Events of JSON chunks ending in `data: [DONE]`"
-
-
 def create_app(settings: Settings) -> Litestar:
-    check_manifest(settings)
+    declared = load_checked_manifest(settings)
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(
@@ -141,34 +123,17 @@ def create_app(settings: Settings) -> Litestar:
                         MetricsController],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
-        lifespan=[_lifespan(settings)],
+        lifespan=[_lifespan(settings, declared)],
         guards=[api_key_guard(settings.api_keys)],
         exception_handlers={HTTPException: openai_error_handler, Exception: openai_error_handler},
         cors_config=CORSConfig(allow_origins=list(settings.cors_allow_origins)),
-        openapi_config=OpenAPIConfig(title="serverless-gguf", version="0.1.0", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin()]),
+        openapi_config=OpenAPIConfig(
+            title="serverless-gguf", version="0.1.0", path="/schema",
+            render_plugins=[CompletedJsonRenderPlugin([ChatCompletionRequest, EmbeddingRequest]),
+                            SwaggerRenderPlugin(), RedocRenderPlugin()]),
         request_max_body_size=settings.max_body_bytes,
     )
-    _complete_openapi_when_built(app)
     return app
-
-
-def _complete_openapi_when_built(app: Litestar) -> None:
-    """Apply our additions when Litestar first builds the OpenAPI document (the first /schema request),
-    not at start: building it costs about a quarter of a second of a cold start. Litestar creates its
-    OpenAPI plugin itself, with __slots__, so the instance is given a subclass that adds one step."""
-    plugin = next(plugin for plugin in app.plugins.init if hasattr(plugin, "provide_openapi"))
-
-    class CompletingOpenAPIPlugin(type(plugin)):  # type: ignore[misc]
-        __slots__ = ()
-
-        def _build_openapi(self) -> OpenAPI:
-            openapi = super()._build_openapi()
-            _use_msgspec_schemas(openapi)
-            _document_event_streams(openapi)
-            return openapi
-
-    plugin.__class__ = CompletingOpenAPIPlugin
 
 
 def with_request_log(asgi_app: Litestar) -> ASGIApp:
@@ -176,9 +141,15 @@ def with_request_log(asgi_app: Litestar) -> ASGIApp:
     return request_log_middleware(asgi_app)
 
 
-def _app_from_environment() -> ASGIApp:
+def build() -> ASGIApp:
+    """The app from the environment: `granian --factory handler.app:build`."""
     configure_logging()
     return with_request_log(create_app(Settings.from_env(os.environ)))
 
 
-app = _app_from_environment()
+def __getattr__(name: str) -> ASGIApp:
+    """`handler.app:app` (existing commands) builds the app when first asked for, not at import."""
+    if name == "app":
+        globals()["app"] = built = build()
+        return built
+    raise AttributeError(name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +25,6 @@ class Lifecycle:
         self._drain_task: asyncio.Task[None] | None = None
         self.draining = False
         self.in_flight = 0
-        self.started = time.monotonic()
         self._first_claimed = False
         self._drain_logged = False
         self._idle = asyncio.Event()
@@ -47,7 +45,10 @@ class Lifecycle:
                 if callable(previous):
                     previous(signum, frame)
 
-            signal.signal(number, handler)
+            try:
+                signal.signal(number, handler)
+            except ValueError:  # not the main thread (an in-process test client): the host handles signals
+                return
 
     def start_draining(self) -> None:
         if not self._drain_logged:

@@ -14,7 +14,7 @@ from typing import Any
 
 from handler.engine.cache import ModelCache
 from handler.store.manifest import ModelSpec
-from handler.store.sync import ModelStore
+from handler.store.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class WarmUp:
     def __init__(self, specs: Sequence[ModelSpec], store: ModelStore, cache: ModelCache) -> None:
         self.specs, self.store, self.cache = list(specs), store, cache
-        self.errors: dict[str, str] = {}
+        self.sync_errors: dict[str, str] = {}  # load failures are the cache's (`cache.failures`)
         self.done: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -37,14 +37,19 @@ class WarmUp:
 
     @property
     def ready(self) -> bool:
-        return len(self.done) == len(self.specs) and not self.errors
+        return len(self.done) == len(self.specs)
+
+    def error(self, spec: ModelSpec) -> str | None:
+        if spec.name in self.done:
+            return None
+        return self.sync_errors.get(spec.name) or self.cache.failures.get(spec.name)
 
     def report(self) -> dict[str, dict[str, Any]]:
         return {spec.name: self._state(spec) for spec in self.specs}
 
     def _state(self, spec: ModelSpec) -> dict[str, Any]:
-        if spec.name in self.errors:
-            return {"state": "failed", "error": self.errors[spec.name]}
+        if (error := self.error(spec)) is not None:
+            return {"state": "failed", "error": error}
         if spec.name in self.done:
             return {"state": "ready"}
         progress = self.store.progress_of(spec)
@@ -61,7 +66,8 @@ class WarmUp:
             try:
                 await self.store.ensure_local(spec)
             except Exception as exc:
-                self._failed(spec, exc)
+                self.sync_errors[spec.name] = getattr(exc, "message", None) or str(exc)
+                log.error("warm-up of %s failed: %s", spec.name, self.sync_errors[spec.name])
                 continue
             previous_load = asyncio.ensure_future(self._load_after(previous_load, spec))
             loads.append(previous_load)
@@ -73,12 +79,8 @@ class WarmUp:
             await asyncio.gather(previous, return_exceptions=True)
         try:
             lease = await self.cache.lease(spec)
-        except Exception as exc:
-            self._failed(spec, exc)
+        except Exception:
+            log.error("warm-up of %s failed: %s", spec.name, self.cache.failures.get(spec.name))
             return
         lease.release()
         self.done.add(spec.name)
-
-    def _failed(self, spec: ModelSpec, exc: Exception) -> None:
-        self.errors[spec.name] = getattr(exc, "message", None) or str(exc)
-        log.error("warm-up of %s failed: %s", spec.name, self.errors[spec.name])

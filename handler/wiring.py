@@ -6,14 +6,14 @@ from handler.engine.cache import CacheLimits, ModelCache
 from handler.engine.llama_options import LlamaDefaults, check_options, engine_options
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
-from handler.store.catalog import ModelCatalog
+from handler.store.catalog import ModelCatalog, check_distinct_paths
 from handler.store.manifest import ModelSpec, load_manifest
 from handler.store.s3 import S3Tuning
-from handler.store.sync import ModelStore, StoreConfig
+from handler.store.model_store import ModelStore, StoreConfig
 
 
-def build_catalog(settings: Settings) -> ModelCatalog:
-    return ModelCatalog(model_dir=settings.model_dir, declared=load_manifest(settings.manifest_path))
+def build_catalog(settings: Settings, declared: tuple[ModelSpec, ...]) -> ModelCatalog:
+    return ModelCatalog(model_dir=settings.model_dir, declared=declared)
 
 
 def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
@@ -29,13 +29,17 @@ def llama_defaults(settings: Settings) -> LlamaDefaults:
                          queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s))
 
 
-def check_manifest(settings: Settings) -> None:
-    """Fail at start, not at a model's first request: the manifest parses, and every chat model's
-    options (the manifest's over the environment's) are ones llama.cpp can run with."""
+def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
+    """The manifest, read once at start so that a mistake fails the start, not a model's first
+    request: it parses, its entries' local files are distinct, and every chat model's options (the
+    manifest's over the environment's) are ones llama.cpp can run with."""
+    declared = tuple(load_manifest(settings.manifest_path))
+    check_distinct_paths(settings.model_dir, declared)
     defaults = llama_defaults(settings)
-    for spec in load_manifest(settings.manifest_path):
+    for spec in declared:
         if spec.kind == "chat":
             check_options(spec.name, engine_options(defaults, spec.options))
+    return declared
 
 
 def build_cache(settings: Settings, store: ModelStore) -> ModelCache:

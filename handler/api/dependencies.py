@@ -16,7 +16,7 @@ from handler.engine.cache import ModelCache
 from handler.lifecycle import Lifecycle
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
-from handler.store.sync import ModelStore
+from handler.store.model_store import ModelStore
 from handler.warmup import WarmUp
 
 # Dependency name → the app state key the lifespan stores the object under.

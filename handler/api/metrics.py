@@ -21,7 +21,7 @@ from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ColdStart, ModelCache
 from handler.engine.chat import ChatEvent
 from handler.lifecycle import Lifecycle
-from handler.store.sync import ModelStore
+from handler.store.model_store import ModelStore
 from handler.warmup import WarmUp
 
 FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

@@ -63,7 +63,7 @@ class EmbeddingModel:
         self.batch = LlamaBatch(n_tokens=self.max_input_tokens, embd=0, n_seq_max=SEQUENCES_PER_DECODE, verbose=False)
         self.n_vocab, self.dimensions = self.model.n_vocab(), self.model.n_embd()
         self.pooled = self.context.pooling_type() != llama_cpp.LLAMA_POOLING_TYPE_NONE
-        self.waiting = 0
+        self.in_flight = 0  # requests in this engine: being embedded or waiting for their turn
         self.decodes = 0  # llama_decode calls so far (batching shows as fewer decodes than inputs)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"embed-{name}", daemon=True)
@@ -95,17 +95,22 @@ class EmbeddingModel:
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         for index, tokens in enumerate(inputs):
             self.check_tokens(index, tokens)
-        if self.waiting > self.queue_limits.max_waiting:  # one runs, at most max_waiting wait behind it
+        if self.in_flight > self.queue_limits.max_waiting:  # one runs, at most max_waiting wait behind it
             raise Overloaded(f"{self.waiting} requests are already waiting for model '{self.name}'",
                              retry_after_s=2)
         loop = asyncio.get_running_loop()
         job = _Job(inputs, loop.create_future(), loop)
-        self.waiting += 1
+        self.in_flight += 1
         self._jobs.put(job)
         try:
             return await job.future
         finally:
-            self.waiting -= 1
+            self.in_flight -= 1
+
+    @property
+    def waiting(self) -> int:
+        """Requests not yet taken up by the model's thread (the queue depth)."""
+        return self._jobs.qsize()
 
     def close(self) -> None:
         self._jobs.put(None)

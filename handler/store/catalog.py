@@ -68,9 +68,6 @@ class ModelCatalog:
     _last_scan: float | None = attrs.field(default=None, init=False)
     _scanning: asyncio.Future[None] | None = attrs.field(default=None, init=False)
 
-    def __attrs_post_init__(self) -> None:
-        check_distinct_paths(self.model_dir, self.declared)
-
     def path_of(self, spec: ModelSpec) -> Path:
         return local_path(self.model_dir, spec)
 

@@ -21,7 +21,7 @@ LONG = {"model": CHAT, "messages": [{"role": "user", "content": "Tell me a very 
 
 
 def _chat(base_url, max_tokens=4, **extra):
-    return httpx.post(f"{base_url}/v1/chat/completions", timeout=120,
+    return httpx.post(f"{base_url}/v1/chat/completions", timeout=300,
                       json={**LONG, "max_tokens": max_tokens, **extra})
 
 

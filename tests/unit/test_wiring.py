@@ -4,7 +4,7 @@ import pytest
 
 from handler.engine.llama_options import OptionsError
 from handler.settings import Settings
-from handler.wiring import check_manifest
+from handler.wiring import load_checked_manifest
 
 
 def _settings(tmp_path, options, environ=None):
@@ -20,8 +20,8 @@ def _settings(tmp_path, options, environ=None):
 ])
 def test_a_model_whose_batch_cannot_hold_its_sequences_is_refused(tmp_path, options, environ):
     with pytest.raises(OptionsError, match=r"model 'm': n_batch=\d+ must be at least n_parallel=\d+"):
-        check_manifest(_settings(tmp_path, options, environ))
+        load_checked_manifest(_settings(tmp_path, options, environ))
 
 
 def test_a_model_that_fits_passes(tmp_path):
-    check_manifest(_settings(tmp_path, "n_batch = 8\nn_parallel = 8"))
+    load_checked_manifest(_settings(tmp_path, "n_batch = 8\nn_parallel = 8"))

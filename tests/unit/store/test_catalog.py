@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from handler.errors import ModelNotFound
-from handler.store.catalog import RESCAN_INTERVAL_S, ModelCatalog, local_path
+from handler.store.catalog import RESCAN_INTERVAL_S, ModelCatalog, check_distinct_paths, local_path
 from handler.store.manifest import ManifestError, ModelSpec
 
 
@@ -56,8 +56,8 @@ def test_different_sources_may_not_share_a_file(tmp_path):
     remote = ModelSpec(name="remote", kind="chat", source="s3://b/dir/file.gguf")
     clash = ModelSpec(name="local", kind="chat", source=local_path(tmp_path, remote).name)
     with pytest.raises(ManifestError, match="'remote' and 'local' have different sources"):
-        ModelCatalog(tmp_path, (remote, clash))
-    ModelCatalog(tmp_path, (remote, ModelSpec(name="twin", kind="embedding", source=remote.source)))
+        check_distinct_paths(tmp_path, (remote, clash))
+    check_distinct_paths(tmp_path, (remote, ModelSpec(name="twin", kind="embedding", source=remote.source)))
 
 
 def test_requests_rescan_off_the_loop_at_most_once_per_interval(tmp_path, monkeypatch):
