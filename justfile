@@ -63,12 +63,17 @@ fetch-demo:
 serve: install fetch-demo
     HOST={{host}} PORT={{port}} uv run --no-sync python -m handler serve
 
-# Run the whole test suite (unit and integration, with the real demo model)
-test *args: install-dev fetch-demo
+# Lint (ruff) and types (mypy, strict on handler/): part of `just test` and `just lint`
+check: install-dev
+    uv run --no-sync ruff check handler tests bench
+    uv run --no-sync mypy
+
+# Run the whole test suite (lint and types, then unit and integration tests with the real demo model)
+test *args: install-dev fetch-demo check
     uv run --no-sync pytest {{args}}
 
-# Only the fast tests (no real model, no server)
-test-quick *args: install-dev
+# Lint, types and only the fast tests (no real model, no server)
+test-quick *args: install-dev check
     uv run --no-sync pytest -m "not slow" {{args}}
 
 # Serve with the demo model coming from a local moto S3 server: the whole S3 path, no cloud account
@@ -160,6 +165,6 @@ soak minutes="3": fetch-demo
     uv run --frozen python -m bench.soak --minutes {{minutes}}
 
 # Dependency audit and infrastructure checks
-lint: lint-infra
+lint: check lint-infra
     uv export --frozen --all-groups --no-hashes --no-emit-project > "{{cache_dir}}/requirements-audit.txt"
     uv run --frozen pip-audit --disable-pip --no-deps -r "{{cache_dir}}/requirements-audit.txt"

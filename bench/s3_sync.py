@@ -20,8 +20,8 @@ import boto3
 from bench.common import CREDENTIALS, moto_s3, summary, timed
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import ModelSpec
-from handler.store.s3 import S3Tuning
 from handler.store.model_store import ModelStore, StoreConfig
+from handler.store.s3 import S3Tuning
 
 REPEATS = 3
 

@@ -10,11 +10,11 @@ from argparse import ArgumentParser
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from handler.engine.llama_options import OptionsError
 from handler.errors import ServerError
 from handler.settings import Settings, SettingsError
 from handler.store.manifest import ManifestError
 from handler.store.model_store import ModelStore
-from handler.engine.llama_options import OptionsError
 from handler.wiring import build_catalog, build_store, load_checked_manifest
 
 
@@ -47,7 +47,8 @@ def granian_command(settings: Settings, environ: dict[str, str]) -> list[str]:
     GRANIAN_* variables; granian's kill timeout stays above our drain timeout so a drain can finish.
     A worker that dies (a crash inside llama.cpp) is started again instead of taking the server down;
     configuration errors never reach that loop, since `main` checks them before granian starts."""
-    return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", settings.host, "--port", str(settings.port),
+    return [sys.executable, "-m", "granian", "--interface", "asgi",
+            "--host", settings.host, "--port", str(settings.port),
             "--workers", environ.get("WORKERS", "1"), "--respawn-failed-workers",
             "--workers-kill-timeout", str(int(settings.drain_timeout_s) + 5), "--factory", "handler.app:build"]
 

@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -48,8 +48,8 @@ from handler.engine.cache import ModelCache
 from handler.lifecycle import Lifecycle
 from handler.logs import configure_logging
 from handler.settings import Settings
-from handler.warmup import WarmUp
 from handler.store.manifest import ModelSpec
+from handler.warmup import WarmUp
 from handler.wiring import build_cache, build_catalog, build_store, load_checked_manifest, warm_set
 
 log = logging.getLogger("handler")
@@ -72,7 +72,8 @@ async def _cut_overdue_requests(lifecycle: Lifecycle, cache: ModelCache, timeout
         await cache.close()
 
 
-def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...]):  # noqa: ANN202 - a context manager factory
+def _lifespan(settings: Settings,
+              declared: tuple[ModelSpec, ...]) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         catalog = build_catalog(settings, declared)

@@ -47,7 +47,8 @@ class TextFormatter(logging.Formatter):
 def configure_logging(*, json_lines: bool | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     json_lines = not sys.stderr.isatty() if json_lines is None else json_lines
-    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    text = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonFormatter() if json_lines else text)
     # Our own logger tree, not the root: granian configures the root logger in each worker after import.
     ours = logging.getLogger("handler")
     ours.handlers[:] = [handler]

@@ -8,8 +8,8 @@ from handler.engine.types import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog, check_distinct_paths
 from handler.store.manifest import ModelSpec, load_manifest
-from handler.store.s3 import S3Tuning
 from handler.store.model_store import ModelStore, StoreConfig
+from handler.store.s3 import S3Tuning
 
 
 def build_catalog(settings: Settings, declared: tuple[ModelSpec, ...]) -> ModelCatalog:
@@ -44,7 +44,8 @@ def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
 
 def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
     defaults = llama_defaults(settings)
-    limits = CacheLimits(max_loaded=settings.max_loaded_models, max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
+    limits = CacheLimits(max_loaded=settings.max_loaded_models,
+                         max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
                          default_ttl_s=settings.model_ttl_s)
     return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_if_corrupt)
 

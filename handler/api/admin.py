@@ -33,7 +33,8 @@ class ModelAdminController(Controller):
         task = asyncio.ensure_future(store.ensure_local(spec))
         if not _wants_events(request, stream):
             path = await task
-            return {"model": spec.name, "file": path.name, **store.progress_of(spec).as_dict()}
+            progress = store.progress_of(spec)
+            return {"model": spec.name, "file": path.name, **(progress.as_dict() if progress else {})}
         return Stream(_progress_events(task, lambda: store.progress_of(spec)), media_type="text/event-stream")
 
     @post("/load", status_code=200, responses=ERROR_RESPONSES, summary="Sync if needed and load a model into memory")
@@ -42,7 +43,8 @@ class ModelAdminController(Controller):
         lease = await cache.lease(spec)
         lease.release()
         cold = lease.entry.cold_start
-        return {"model": spec.name, "loaded": True, "sync_seconds": cold.sync_seconds, "load_seconds": cold.load_seconds}
+        return {"model": spec.name, "loaded": True, "sync_seconds": cold.sync_seconds,
+                "load_seconds": cold.load_seconds}
 
     @post("/unload", status_code=200, responses=ERROR_RESPONSES,
           summary="Free a loaded model (its file stays on the volume)")
@@ -55,13 +57,14 @@ class ModelAdminController(Controller):
     async def delete_file(self, name: str, catalog: CatalogDep, cache: CacheDep, store: StoreDep) -> dict[str, Any]:
         spec = await catalog.find(name)
         path = catalog.path_of(spec)
-        users = [other.name for other in await catalog.list_all() if catalog.path_of(other) == path and cache.is_loaded(other.name)]
+        users = [other.name for other in await catalog.list_all()
+                 if catalog.path_of(other) == path and cache.is_loaded(other.name)]
         if users:
             raise Conflict(f"{path.name} is in use ({', '.join(users)}); unload it first", param="name")
         return {"model": spec.name, "deleted": await store.delete_synced_copy(spec)}
 
 
-async def _progress_events(task: asyncio.Future, progress: Any) -> AsyncIterator[bytes]:
+async def _progress_events(task: asyncio.Future[Any], progress: Any) -> AsyncIterator[bytes]:
     try:
         while not task.done():
             current = progress()

@@ -10,11 +10,12 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard
 
 from handler.errors import Unauthorized
 
 
-def api_key_guard(keys: tuple[str, ...]):  # noqa: ANN201 - a Litestar guard
+def api_key_guard(keys: tuple[str, ...]) -> Guard:
     encoded = [key.encode() for key in keys]
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

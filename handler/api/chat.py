@@ -11,8 +11,8 @@ from litestar.response import Stream
 
 from handler.api.chat_mapping import chat_request, complete, sampling_params, stream_chunks
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
-from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep, SettingsDep
+from handler.api.errors import ERROR_RESPONSES
 from handler.api.metrics import metered_chat
 from handler.api.serving import close_after, describe_request, open_scope
 from handler.api.tool_choice import resolve_tools
@@ -28,7 +28,8 @@ class ChatController(Controller):
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)")
     async def create(self, data: ChatCompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
-                     cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
+                     cache: CacheDep, settings: SettingsDep,
+                     lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
         spec = await catalog.find(data.model)
         tools, grammar = await asyncio.to_thread(resolve_tools, data)  # grammar conversion takes a while
         params = sampling_params(data, default_temperature=settings.temperature,
@@ -40,7 +41,7 @@ class ChatController(Controller):
             summary = describe_request(request, scope, spec.name)
             # A client that leaves while waiting for a slot gives its place up (and its generation).
             chat = chat_request(data, params, tools)
-            started = await scope.client.unless_gone(start_chat(scope.lease.model, chat))
+            started = await scope.client.unless_gone(start_chat(scope.lease.chat_model, chat))
             events = metered_chat(started.events(), spec.name, summary, began)
             if data.stream:
                 include_usage = bool(data.stream_options and data.stream_options.include_usage)

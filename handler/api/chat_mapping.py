@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
 
 from handler.api.chat_protocol import (
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice,
-    Delta, FunctionCall, ToolCallDelta, ToolCallOut, UsageOut,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    FunctionCall,
+    ToolCallDelta,
+    ToolCallOut,
+    UsageOut,
 )
 from handler.api.errors import error_body
 from handler.api.sse import DONE, sse_event
@@ -48,7 +57,7 @@ def sampling_params(data: ChatCompletionRequest, *, default_temperature: float, 
 
 
 def _message_dict(message: Any) -> dict[str, Any]:
-    as_dict = msgspec.to_builtins(message)
+    as_dict: dict[str, Any] = msgspec.to_builtins(message)
     if as_dict["role"] == "developer":  # OpenAI's newer name for the system role
         as_dict["role"] = "system"
     return as_dict
@@ -85,7 +94,8 @@ async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCom
             deltas.append(event.delta)
         if event.finish_reason is not None:
             final = event
-    if final.finish_reason in (None, "cancelled") or final.usage is None:
+    reason = final.finish_reason
+    if reason is None or reason == "cancelled" or final.usage is None:
         raise _cut_short()
     parsed = merge_deltas(deltas)
     message = AssistantMessage(
@@ -95,7 +105,7 @@ async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCom
                     for call in parsed.tool_calls] or None,
     )
     return ChatCompletion(id=new_completion_id(), created=int(time.time()), model=model_name,
-                          choices=[Choice(index=0, message=message, finish_reason=final.finish_reason)],
+                          choices=[Choice(index=0, message=message, finish_reason=reason)],
                           usage=_usage(final.usage))
 
 
@@ -121,7 +131,7 @@ def _deltas_of(event: ChatEvent, tool_index: int) -> list[Delta]:
 
 
 async def stream_chunks(events: AsyncIterator[ChatEvent], model_name: str, *,
-                        include_usage: bool) -> AsyncIterator[bytes]:
+                        include_usage: bool) -> AsyncGenerator[bytes, None]:
     """SSE bytes of a streamed completion; an error after the first byte becomes an error event."""
     completion_id, created = new_completion_id(), int(time.time())
 

@@ -12,8 +12,8 @@ import msgspec
 from litestar import Controller, Request, Response, post
 from msgspec import Meta
 
-from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
+from handler.api.errors import ERROR_RESPONSES
 from handler.api.metrics import MODEL_REQUESTS, TOKENS
 from handler.api.serving import describe_request, open_scope
 from handler.engine.embedding import EmbeddingModel, normalise
@@ -55,7 +55,7 @@ class EmbeddingResponse(msgspec.Struct, kw_only=True):
 def _as_token_lists(raw: EmbeddingInput, model: EmbeddingModel) -> list[list[int]]:
     """Every accepted input shape → one token list per input."""
     if isinstance(raw, str):
-        items: list = [raw]
+        items: list[Any] = [raw]
     elif raw and all(isinstance(item, int) for item in raw):
         items = [raw]
     elif all(isinstance(item, str) for item in raw) or all(isinstance(item, list) for item in raw):
@@ -87,7 +87,7 @@ class EmbeddingsController(Controller):
         scope = await open_scope(request, lifecycle, cache, spec, "embedding")
         try:
             summary = describe_request(request, scope, spec.name)
-            body = await scope.client.unless_gone(_embed(data, scope.lease.model, spec.name))
+            body = await scope.client.unless_gone(_embed(data, scope.lease.embedding_model, spec.name))
             summary["prompt_tokens"] = body.usage.prompt_tokens
             TOKENS.labels(spec.name, "prompt").inc(body.usage.prompt_tokens)
             MODEL_REQUESTS.labels(spec.name, "embeddings", "stop").inc()

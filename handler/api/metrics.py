@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from handler.engine.batching import BatchingChatModel
@@ -67,7 +67,7 @@ class StateCollector(Collector):
     def __init__(self, cache: ModelCache, store: ModelStore, lifecycle: Lifecycle, warmup: WarmUp) -> None:
         self.cache, self.store, self.lifecycle, self.warmup = cache, store, lifecycle, warmup
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         entries = self.cache.entries()
         yield GaugeMetricFamily("gguf_models_loaded", "Models loaded in this process", value=len(entries))
         queue = GaugeMetricFamily("gguf_queue_depth", "Requests waiting for a model's turn", labels=["model"])

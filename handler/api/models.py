@@ -9,8 +9,8 @@ from typing import Literal
 import msgspec
 from litestar import Controller, get
 
-from handler.api.errors import ERROR_RESPONSES
 from handler.api.dependencies import CacheDep, CatalogDep
+from handler.api.errors import ERROR_RESPONSES
 from handler.engine.cache import ModelCache
 from handler.errors import ModelLoadFailed
 from handler.store.catalog import ModelCatalog
@@ -38,6 +38,7 @@ class ModelList(msgspec.Struct, kw_only=True):
 
 def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache) -> ModelCard:
     path = catalog.path_of(spec)
+    size: int | None
     try:
         stat = path.stat()
         created, size, downloaded = int(stat.st_mtime), stat.st_size, True

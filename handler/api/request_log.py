@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from handler.logs import REQUEST_ID
@@ -33,7 +34,7 @@ def request_summary(scope_state: Any) -> dict[str, Any]:
 
 def request_log_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         sent_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")

@@ -5,7 +5,7 @@ when the client goes away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 import attrs
@@ -92,7 +92,7 @@ async def open_scope(request: Request[Any, Any, Any], lifecycle: Lifecycle, cach
     return RequestScope(lifecycle, lease, first, ClientWatch(request))
 
 
-async def close_after(scope: RequestScope, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def close_after(scope: RequestScope, body: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
     """Stream `body`, then release the scope, however the stream ends (client gone included)."""
     try:
         async for chunk in body:

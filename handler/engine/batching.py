@@ -23,6 +23,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
 from handler.engine.llama_options import model_params
@@ -30,7 +31,7 @@ from handler.engine.pieces import PieceReader
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot
-from handler.engine.types import FinishReason, QueueLimits, SamplingParams
+from handler.engine.types import DEFAULT_QUEUE, FinishReason, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.registry import ChatFormat, choose_format
 
@@ -43,7 +44,7 @@ class GrammarError(ValueError):
 
 class BatchingChatModel:
     def __init__(self, name: str, path: Path, options: dict[str, Any], chat_format: str | None,
-                 queue: QueueLimits = QueueLimits()) -> None:
+                 queue: QueueLimits = DEFAULT_QUEUE) -> None:
         self.name, self.queue_limits = name, queue
         self.n_parallel = int(options["n_parallel"])
         self.n_ctx = int(options["n_ctx"])  # per request
@@ -80,7 +81,7 @@ class BatchingChatModel:
         add_bos = self.model.add_bos_token() and not (bos and prompt.startswith(bos))
         return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
-    def compile_grammar(self, gbnf: str) -> llama_cpp.LlamaGrammar:
+    def compile_grammar(self, gbnf: str) -> LlamaGrammar:
         """Check that llama.cpp accepts `gbnf` before it reaches a sampler: a grammar that fails to
         parse there yields a NULL sampler, and adding that to a chain crashes the process; one nested
         too deeply overflows the stack of llama.cpp's recursive parser, so it is measured first."""
@@ -92,10 +93,10 @@ class BatchingChatModel:
         if not probe:
             raise GrammarError("llama.cpp could not parse the grammar built for this request")
         llama_cpp.llama_sampler_free(probe)
-        return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
 
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
-                               grammar: llama_cpp.LlamaGrammar | None = None) -> Generation:
+                               grammar: LlamaGrammar | None = None) -> Generation:
         """Queue the request and wait for its slot: `Overloaded` when too many already wait beyond
         the free slots, `ServiceUnavailable` after the queue timeout; either way before any response
         byte is sent. A request that stops waiting (timeout, client gone) leaves the line at once."""
@@ -213,6 +214,7 @@ class BatchingChatModel:
             return
         self.context.decode(self.batch)
         for row, slot in outputs.items():
+            assert slot.sampler is not None  # every decoding slot has one
             token = slot.sampler.sample(self.context, row)
             eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
             reason = slot.accept(token, b"" if eog else self.pieces.piece(token), eog)

@@ -24,6 +24,8 @@ from typing import Literal
 
 import attrs
 
+from handler.engine.batching import BatchingChatModel
+from handler.engine.embedding import EmbeddingModel
 from handler.engine.llama_options import LlamaDefaults
 from handler.engine.loading import Loaded, LoadedModel, estimate_model_bytes, load_model
 from handler.errors import Conflict, InvalidRequest, ModelLoadFailed, ModelTooLarge, ServiceUnavailable
@@ -69,6 +71,20 @@ class Lease:
 
     @property
     def model(self) -> LoadedModel:
+        return self.entry.model
+
+    @property
+    def chat_model(self) -> BatchingChatModel:
+        """The model, leased as a chat model (`lease(spec, "chat")` checked its kind)."""
+        if not isinstance(self.entry.model, BatchingChatModel):
+            raise TypeError(f"model '{self.entry.spec.name}' is not a chat model")
+        return self.entry.model
+
+    @property
+    def embedding_model(self) -> EmbeddingModel:
+        """The model, leased as an embedding model (`lease(spec, "embedding")` checked its kind)."""
+        if not isinstance(self.entry.model, EmbeddingModel):
+            raise TypeError(f"model '{self.entry.spec.name}' is not an embedding model")
         return self.entry.model
 
     def release(self) -> None:

@@ -23,7 +23,7 @@ from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 
 from handler.engine.llama_options import POOLING_TYPES, model_params
-from handler.engine.types import QueueLimits
+from handler.engine.types import DEFAULT_QUEUE, QueueLimits
 from handler.errors import ContextLengthExceeded, InvalidRequest, Overloaded
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class _Job:
 
 class EmbeddingModel:
     def __init__(self, name: str, path: Path, options: dict[str, Any], pooling: str | None,
-                 queue_limits: QueueLimits = QueueLimits()) -> None:
+                 queue_limits: QueueLimits = DEFAULT_QUEUE) -> None:
         self.name, self.queue_limits = name, queue_limits
         llama_log_level(options["verbose"])
         self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options["verbose"])
@@ -185,13 +185,13 @@ class EmbeddingModel:
             total = [0.0] * self.dimensions
             for _ in tokens:
                 token_vector = llama_cpp.llama_get_embeddings_ith(self.context.ctx, row)
-                total = [a + b for a, b in zip(total, token_vector[: self.dimensions])]
+                total = [a + b for a, b in zip(total, token_vector[: self.dimensions], strict=True)]
                 row += 1
             vectors.append(normalise([value / len(tokens) for value in total]))
         return vectors
 
 
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the request was cancelled (client gone)
         return
     if error is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from handler.engine.types import TextChunk
 
@@ -33,7 +33,7 @@ class Generation:
         except RuntimeError:  # the loop is gone: nobody is listening any more
             self.cancel.set()
 
-    async def chunks(self) -> AsyncIterator[TextChunk]:
+    async def chunks(self) -> AsyncGenerator[TextChunk, None]:
         try:
             while True:
                 item = await self._queue.get()

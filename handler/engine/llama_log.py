@@ -16,7 +16,8 @@ import llama_cpp
 from llama_cpp._logger import logger as llama_logger
 
 _WARN, _ERROR, _CONTINUED = 2, 3, 5
-_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG, 5: logging.DEBUG}
+_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG,
+           5: logging.DEBUG}
 _KEPT = 8  # messages per thread
 _BUFFER = re.compile(r"buffer size =\s*([0-9.]+) MiB")
 _MIB = 1024 * 1024

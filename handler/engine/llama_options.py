@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 import llama_cpp
 
-from handler.engine.types import QueueLimits
+from handler.engine.types import DEFAULT_QUEUE, QueueLimits
 
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
@@ -22,7 +22,7 @@ class LlamaDefaults:
     n_gpu_layers: int = 0
     verbose: bool = False
     n_parallel: int = 4
-    queue: QueueLimits = QueueLimits()
+    queue: QueueLimits = DEFAULT_QUEUE
 
 
 def engine_options(defaults: LlamaDefaults, options: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ it costs in memory, before (estimated) and after (measured)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import attrs
 
@@ -16,7 +15,7 @@ from handler.engine.memory import estimate_bytes
 from handler.errors import ModelLoadFailed
 from handler.store.manifest import ModelSpec
 
-LoadedModel = Union[BatchingChatModel, EmbeddingModel]
+LoadedModel = BatchingChatModel | EmbeddingModel
 
 
 @attrs.frozen

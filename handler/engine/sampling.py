@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import random
 
-import llama_cpp
 from llama_cpp._internals import LlamaModel, LlamaSampler
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.types import SamplingParams
 
 PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama-cpp-python's default)
 
 
-def build_sampler(model: LlamaModel, params: SamplingParams, grammar: llama_cpp.LlamaGrammar | None) -> LlamaSampler:
+def build_sampler(model: LlamaModel, params: SamplingParams, grammar: LlamaGrammar | None) -> LlamaSampler:
     sampler = LlamaSampler()
     if params.logit_bias:
         sampler.add_logit_bias(model.n_vocab(), params.logit_bias)

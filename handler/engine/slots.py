@@ -7,8 +7,8 @@ import codecs
 from collections.abc import Sequence
 
 import attrs
-import llama_cpp
 from llama_cpp._internals import LlamaSampler
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
 from handler.engine.text import StopMatcher
@@ -19,7 +19,7 @@ from handler.engine.types import FinishReason, SamplingParams, TextChunk
 class Job:
     prompt: list[int]
     params: SamplingParams
-    grammar: llama_cpp.LlamaGrammar | None
+    grammar: LlamaGrammar | None
     generation: Generation
 
 
@@ -45,7 +45,7 @@ class Slot:
         """How many leading prompt tokens this slot's KV cache already holds (at least one token is
         always left to decode, since its logits are needed)."""
         common = 0
-        for cached, wanted in zip(self.cached, prompt):
+        for cached, wanted in zip(self.cached, prompt, strict=False):  # lengths differ: stop at the shorter
             if cached != wanted:
                 break
             common += 1

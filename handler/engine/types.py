@@ -17,6 +17,9 @@ class QueueLimits:
     timeout_s: float = 120.0
 
 
+DEFAULT_QUEUE = QueueLimits()
+
+
 @attrs.frozen
 class SamplingParams:
     max_tokens: int

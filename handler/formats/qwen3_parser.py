@@ -169,7 +169,7 @@ class Qwen3OutputParser:
             return
         out = self._held_space[field] + body
         self._held_space[field], self._started[field] = text[len(body):], True
-        deltas.append(OutputDelta(**{field: out}))
+        deltas.append(OutputDelta(reasoning=out) if field == "reasoning" else OutputDelta(content=out))
 
 
 class _JsonStringScan:

@@ -26,7 +26,8 @@ class OutputParser(Protocol):
 
 
 class ChatFormat(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def render(self, messages: Messages, tools: Sequence[Any] | None, *, enable_thinking: bool | None) -> str: ...
     def new_parser(self, tool_names: Collection[str], prompt: str) -> OutputParser: ...

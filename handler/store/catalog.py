@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import attrs
 
 from handler.errors import ModelNotFound
-from handler.store.manifest import ManifestError, ModelSpec
+from handler.store.manifest import ManifestError, ModelKind, ModelSpec
 from handler.store.names import is_valid_model_name
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ModelCatalog:
             if not is_valid_model_name(name):
                 log.warning("skipping %s: its name is not a valid model id", file.name)
                 continue
-            kind = "embedding" if "embed" in name.lower() else "chat"
+            kind: ModelKind = "embedding" if "embed" in name.lower() else "chat"
             found[name] = ModelSpec(name=name, kind=kind, source=file.name, declared=False)
         self._discovered = found
 

@@ -13,9 +13,9 @@ import asyncio
 import logging
 import os
 import shutil
-from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
@@ -23,8 +23,15 @@ import attrs
 from handler.errors import Conflict, InsufficientStorage, ModelSourceError, ServiceUnavailable
 from handler.store import s3
 from handler.store.catalog import ModelCatalog
-from handler.store.files import (RecordBook, exclusive_lock, has_gguf_header, publish, remove_leftovers, sha256_of,
-                                 temporary_beside)
+from handler.store.files import (
+    RecordBook,
+    exclusive_lock,
+    has_gguf_header,
+    publish,
+    remove_leftovers,
+    sha256_of,
+    temporary_beside,
+)
 from handler.store.manifest import ModelSpec
 from handler.store.progress import SyncProgress
 
@@ -180,7 +187,8 @@ class ModelStore:
                                           on_bytes=progress.add_bytes)
             progress.state = "verifying"
             if written != head.size:
-                raise ServiceUnavailable(f"{where}: got {written} of {head.size} bytes", code="model_source_unavailable",
+                raise ServiceUnavailable(f"{where}: got {written} of {head.size} bytes",
+                                         code="model_source_unavailable",
                                          retry_after_s=s3.RETRY_AFTER_S)
             if spec.sha256 and sha256 != spec.sha256:
                 raise ModelSourceError(f"{where} does not match the manifest's sha256 (got {sha256}); "

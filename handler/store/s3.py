@@ -127,7 +127,8 @@ def download(client: Any, where: S3Location, sink: IO[bytes], tuning: S3Tuning, 
     """Stream the object into `sink`; returns (bytes written, sha256 hex)."""
     from boto3.s3.transfer import TransferConfig
 
-    config = TransferConfig(multipart_threshold=tuning.part_size_mb * MIB, multipart_chunksize=tuning.part_size_mb * MIB,
+    part = tuning.part_size_mb * MIB
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
                             max_concurrency=tuning.concurrency, use_threads=True,
                             preferred_transfer_client="classic")
     writer = HashingWriter(sink, on_bytes)

@@ -9,12 +9,11 @@ import os
 import pytest
 
 from handler.errors import InsufficientStorage, ModelSourceError, ServiceUnavailable
-from handler.store.catalog import ModelCatalog
-from handler.store.catalog import local_path
+from handler.store.catalog import ModelCatalog, local_path
 from handler.store.files import RecordBook, exclusive_lock
 from handler.store.manifest import ModelSpec
-from handler.store.s3 import S3Tuning
 from handler.store.model_store import ModelStore, StoreConfig
+from handler.store.s3 import S3Tuning
 from tests.integration.conftest import free_port
 from tests.support.s3 import S3Server
 

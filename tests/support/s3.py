@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,10 +48,8 @@ class S3Server:
 
     def upload(self, bucket: str, key: str, source: Path | bytes) -> None:
         client = self.client()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=bucket)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
         if isinstance(source, bytes):
             client.put_object(Bucket=bucket, Key=key, Body=source)
         else:

@@ -40,5 +40,5 @@ def test_concurrent_requests_share_decodes_and_vectors_do_not_depend_on_batching
     before = model.decodes
     batched = [result[0] for result in asyncio.run(together())]
     assert model.decodes - before < len(inputs)
-    for solo, shared in zip(alone, batched):
+    for solo, shared in zip(alone, batched, strict=True):
         assert shared == pytest.approx(solo, abs=1e-6)

@@ -29,7 +29,12 @@ def test_unusable_schema_is_a_schema_error():
 
 # ---- limits on what a schema may expand into (handler.engine.schema_limits)
 from handler.engine.schema_limits import (  # noqa: E402
-    MAX_GRAMMAR_BYTES, MAX_REPEAT, MAX_SCHEMA_DEPTH, SchemaLimitExceeded, check_grammar, check_schema,
+    MAX_GRAMMAR_BYTES,
+    MAX_REPEAT,
+    MAX_SCHEMA_DEPTH,
+    SchemaLimitExceeded,
+    check_grammar,
+    check_schema,
 )
 
 

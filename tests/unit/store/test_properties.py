@@ -1,9 +1,15 @@
 """Property-based checks (hypothesis) of the inputs that reach the file system: model names and the
-manifest loader never raise anything but their own typed error, and never let a path through."""
+manifest loader never raise anything but their own typed error, and never let a path through.
+
+Strategies are built so most examples reach the assertion, and `assume` filters the rest: hypothesis
+fails a test whose filter rejects nearly everything (its `filter_too_much` health check), so a
+strategy that stops producing usable examples cannot pass silently."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import contextlib
+
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from handler.store.catalog import local_path
@@ -11,33 +17,45 @@ from handler.store.manifest import ManifestError, parse_manifest
 from handler.store.names import is_valid_model_name
 
 ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300)
+# Names near the valid set: the id alphabet plus the characters a path would need, so both sides of
+# every rule (separators, "..", a leading dot or dash, the length limit) are exercised.
+NEAR_NAMES = st.text(alphabet=st.sampled_from("abcXYZ019._:+@-/\\\x00"), min_size=1, max_size=140)
 
 
 @settings(max_examples=500, deadline=None)
-@given(name=ANY_TEXT)
+@given(name=NEAR_NAMES)
 def test_valid_names_are_never_paths(name):
-    if is_valid_model_name(name):
-        assert "/" not in name and "\\" not in name and ".." not in name and "\x00" not in name
-        assert not name.startswith((".", "-")) and len(name) <= 128
+    assume(is_valid_model_name(name))
+    assert "/" not in name and "\\" not in name and ".." not in name and "\x00" not in name
+    assert not name.startswith((".", "-")) and len(name) <= 128
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=NEAR_NAMES)
+def test_names_with_path_characters_are_refused(name):
+    assume(any(part in name for part in ("/", "\\", "..", "\x00")))
+    assert not is_valid_model_name(name)
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=ANY_TEXT)
 def test_the_manifest_loader_only_raises_manifest_errors(text):
-    try:
+    with contextlib.suppress(ManifestError):
         parse_manifest(text)
-    except ManifestError:
-        pass
+
+
+KEY_TEXT = st.text(alphabet=st.characters(codec="ascii", exclude_characters="\x00\"\\\n\r"), min_size=1, max_size=60)
 
 
 @settings(max_examples=300, deadline=None)
-@given(key=st.text(alphabet=st.characters(codec="ascii", exclude_characters="\x00\"\\\n\r"), min_size=1, max_size=60))
+@given(key=st.one_of(KEY_TEXT.map(lambda text: text + ".gguf"), KEY_TEXT))
 def test_s3_sources_always_land_inside_the_model_dir(tmp_path_factory, key):
     model_dir = tmp_path_factory.mktemp("volume")
     manifest = f'[[models]]\nname = "m"\nsource = "s3://bucket/{key}"\n'
     try:
         (spec,) = parse_manifest(manifest)
     except ManifestError:
-        return
+        spec = None
+    assume(spec is not None)
     path = local_path(model_dir, spec)
     assert path.parent == model_dir and path.name.endswith(".gguf") and not path.name.startswith(".")
