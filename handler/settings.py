@@ -6,12 +6,15 @@ from plain dicts and never touch `os.environ`. Invalid values raise `SettingsErr
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+
+from handler.engine.types import TEMPERATURE
 
 T = TypeVar("T")
 
@@ -77,7 +80,7 @@ class Settings:
     n_threads: int = 1
     n_batch: int = 512
     n_parallel: int = 4
-    temperature: float = 0.7
+    temperature: float = TEMPERATURE
     max_tokens: int = 512
     verbose: bool = False
     cors_allow_origins: tuple[str, ...] = ("*",)
@@ -109,32 +112,36 @@ class Settings:
     @classmethod
     def _read_each(cls, environ: Mapping[str, str], default_threads: int | None) -> Settings:
         positive: dict[str, Any] = {"check": lambda v: v > 0, "rule": "> 0"}
+        d = {field.name: field.default for field in attrs.fields(cls)}  # each default is written once, above
+        read = functools.partial(_read, environ)
         return cls(
-            model_dir=_read(environ, "MODEL_DIR", Path, Path("models")),
-            manifest_path=_read(environ, "MODELS_MANIFEST", Path, Path("models_manifest/default.toml")),
-            host=_read(environ, "HOST", str, "127.0.0.1"),
-            port=_read(environ, "PORT", int, 8000, lambda v: 0 < v < 65536, "between 1 and 65535"),
-            n_ctx=_read(environ, "N_CTX", int, 2048, **positive),
-            n_gpu_layers=_read(environ, "N_GPU_LAYERS", int, 0, lambda v: v >= -1, ">= -1 (-1 = all)"),
-            n_threads=_read(environ, "N_THREADS", int, default_threads or physical_cores(), **positive),
-            n_batch=_read(environ, "N_BATCH", int, 512, **positive),
-            n_parallel=_read(environ, "N_PARALLEL", int, 4, lambda v: 1 <= v <= 64, "between 1 and 64"),
-            temperature=_read(environ, "TEMPERATURE", float, 0.7, lambda v: 0 <= v <= 2, "between 0 and 2"),
-            max_tokens=_read(environ, "MAX_TOKENS", int, 512, **positive),
-            verbose=_read(environ, "VERBOSE", _parse_bool, False),
-            cors_allow_origins=_read(environ, "CORS_ALLOW_ORIGINS", _parse_list, ("*",)),
-            max_body_bytes=_read(environ, "MAX_BODY_BYTES", int, 10 * 1024 * 1024, **positive),
-            s3_part_size_mb=_read(environ, "S3_PART_SIZE_MB", int, 16, lambda v: 5 <= v <= 5120, "5..5120"),
-            s3_concurrency=_read(environ, "S3_CONCURRENCY", int, 8, lambda v: 1 <= v <= 64, "1..64"),
-            s3_max_attempts=_read(environ, "S3_MAX_ATTEMPTS", int, 5, lambda v: 1 <= v <= 20, "1..20"),
-            trust_local_models=_read(environ, "TRUST_LOCAL_MODELS", _parse_bool, False),
-            disk_headroom_mb=_read(environ, "DISK_HEADROOM_MB", int, 64, lambda v: v >= 0, ">= 0"),
-            warm_models=_read(environ, "WARM_MODELS", _parse_list, ()),
-            model_ttl_s=_read(environ, "MODEL_TTL_S", float, 0.0, lambda v: v >= 0, ">= 0 (0 = never)"),
-            max_loaded_models=_read(environ, "MAX_LOADED_MODELS", int, 0, lambda v: v >= 0, ">= 0 (0 = no limit)"),
-            max_model_memory_mb=_read(environ, "MAX_MODEL_MEMORY_MB", int, 0, lambda v: v >= 0, ">= 0 (0 = no budget)"),
-            max_queue=_read(environ, "MAX_QUEUE", int, 32, lambda v: v >= 0, ">= 0"),
-            queue_timeout_s=_read(environ, "QUEUE_TIMEOUT_S", float, 120.0, **positive),
-            drain_timeout_s=_read(environ, "DRAIN_TIMEOUT_S", float, 30.0, lambda v: v >= 0, ">= 0"),
-            api_keys=_read(environ, "API_KEY", _parse_list, ()),
+            model_dir=read("MODEL_DIR", Path, d["model_dir"]),
+            manifest_path=read("MODELS_MANIFEST", Path, d["manifest_path"]),
+            host=read("HOST", str, d["host"]),
+            port=read("PORT", int, d["port"], lambda v: 0 < v < 65536, "between 1 and 65535"),
+            n_ctx=read("N_CTX", int, d["n_ctx"], **positive),
+            n_gpu_layers=read("N_GPU_LAYERS", int, d["n_gpu_layers"], lambda v: v >= -1, ">= -1 (-1 = all)"),
+            n_threads=read("N_THREADS", int, default_threads or physical_cores(), **positive),
+            n_batch=read("N_BATCH", int, d["n_batch"], **positive),
+            n_parallel=read("N_PARALLEL", int, d["n_parallel"], lambda v: 1 <= v <= 64, "between 1 and 64"),
+            temperature=read("TEMPERATURE", float, d["temperature"], lambda v: 0 <= v <= 2, "between 0 and 2"),
+            max_tokens=read("MAX_TOKENS", int, d["max_tokens"], **positive),
+            verbose=read("VERBOSE", _parse_bool, d["verbose"]),
+            cors_allow_origins=read("CORS_ALLOW_ORIGINS", _parse_list, d["cors_allow_origins"]),
+            max_body_bytes=read("MAX_BODY_BYTES", int, d["max_body_bytes"], **positive),
+            s3_part_size_mb=read("S3_PART_SIZE_MB", int, d["s3_part_size_mb"], lambda v: 5 <= v <= 5120, "5..5120"),
+            s3_concurrency=read("S3_CONCURRENCY", int, d["s3_concurrency"], lambda v: 1 <= v <= 64, "1..64"),
+            s3_max_attempts=read("S3_MAX_ATTEMPTS", int, d["s3_max_attempts"], lambda v: 1 <= v <= 20, "1..20"),
+            trust_local_models=read("TRUST_LOCAL_MODELS", _parse_bool, d["trust_local_models"]),
+            disk_headroom_mb=read("DISK_HEADROOM_MB", int, d["disk_headroom_mb"], lambda v: v >= 0, ">= 0"),
+            warm_models=read("WARM_MODELS", _parse_list, d["warm_models"]),
+            model_ttl_s=read("MODEL_TTL_S", float, d["model_ttl_s"], lambda v: v >= 0, ">= 0 (0 = never)"),
+            max_loaded_models=read("MAX_LOADED_MODELS", int, d["max_loaded_models"],
+                                   lambda v: v >= 0, ">= 0 (0 = no limit)"),
+            max_model_memory_mb=read("MAX_MODEL_MEMORY_MB", int, d["max_model_memory_mb"],
+                                     lambda v: v >= 0, ">= 0 (0 = no budget)"),
+            max_queue=read("MAX_QUEUE", int, d["max_queue"], lambda v: v >= 0, ">= 0"),
+            queue_timeout_s=read("QUEUE_TIMEOUT_S", float, d["queue_timeout_s"], **positive),
+            drain_timeout_s=read("DRAIN_TIMEOUT_S", float, d["drain_timeout_s"], lambda v: v >= 0, ">= 0"),
+            api_keys=read("API_KEY", _parse_list, d["api_keys"]),
         )

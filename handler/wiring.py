@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handler.engine.cache import CacheLimits, ModelCache
-from handler.engine.llama_options import LlamaDefaults, check_options, engine_options
+from handler.engine.llama_options import LlamaDefaults, check_options, resolve_options
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog, check_distinct_paths
@@ -38,7 +38,7 @@ def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
     defaults = llama_defaults(settings)
     for spec in declared:
         if spec.kind == "chat":
-            check_options(spec.name, engine_options(defaults, spec.options))
+            check_options(spec.name, resolve_options(defaults, spec.options))
     return declared
 
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
-from handler.api.chat_mapping import chat_request, complete, sampling_params, stream_chunks
+from handler.api.chat_mapping import chat_request, complete, sampling_request, stream_chunks
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep, SettingsDep
 from handler.api.errors import ERROR_RESPONSES
-from handler.api.metrics import metered_chat
-from handler.api.serving import close_after, describe_request, open_scope
-from handler.api.tool_choice import resolve_tools
+from handler.api.serving import close_after, open_scope
+from handler.api.tool_choice import plan_tools
 from handler.engine.chat import start_chat
+from handler.engine.types import ServerSampling, resolve_sampling
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -31,18 +30,17 @@ class ChatController(Controller):
                      cache: CacheDep, settings: SettingsDep,
                      lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
         spec = await catalog.find(data.model)
-        tools, grammar = await asyncio.to_thread(resolve_tools, data)  # grammar conversion takes a while
-        params = sampling_params(data, default_temperature=settings.temperature,
-                                 default_max_tokens=settings.max_tokens, grammar=grammar)
-        began = time.perf_counter()
+        plan = await asyncio.to_thread(plan_tools, data)  # grammar conversion takes a while
+        wanted = sampling_request(data, plan.grammar)
         scope = await open_scope(request, lifecycle, cache, spec, "chat")
         streaming = False  # once the stream holds the scope, it releases it when it ends
         try:
-            summary = describe_request(request, scope, spec.name)
+            model = scope.lease.chat_model
+            server = ServerSampling(temperature=settings.temperature, max_tokens=settings.max_tokens)
+            params = resolve_sampling(wanted, model_seed=model.options.seed, server=server)
             # A client that leaves while waiting for a slot gives its place up (and its generation).
-            chat = chat_request(data, params, tools)
-            started = await scope.client.unless_gone(start_chat(scope.lease.chat_model, chat))
-            events = metered_chat(started.events(), spec.name, summary, began)
+            started = await scope.client.unless_gone(start_chat(model, chat_request(data, params, plan)))
+            events = scope.observe_chat(started.events())
             if data.stream:
                 include_usage = bool(data.stream_options and data.stream_options.include_usage)
                 body = close_after(scope, stream_chunks(events, spec.name, include_usage=include_usage))

@@ -24,8 +24,9 @@ from handler.api.chat_protocol import (
 )
 from handler.api.errors import error_body
 from handler.api.sse import DONE, sse_event
+from handler.api.tool_choice import ToolPlan
 from handler.engine.chat import ChatEvent
-from handler.engine.types import ChatRequest, SamplingParams, Usage
+from handler.engine.types import ChatRequest, SamplingParams, SamplingRequest, Usage
 from handler.errors import InvalidRequest, ServiceUnavailable
 from handler.formats.qwen3_parser import merge_deltas
 
@@ -40,18 +41,14 @@ def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
     return bias
 
 
-def sampling_params(data: ChatCompletionRequest, *, default_temperature: float, default_max_tokens: int,
-                    grammar: str | None = None) -> SamplingParams:
+def sampling_request(data: ChatCompletionRequest, grammar: str | None = None) -> SamplingRequest:
+    """What the request set (None where it set nothing); the engine's `resolve_sampling` fills the rest."""
     stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
-    return SamplingParams(
-        max_tokens=data.max_completion_tokens or data.max_tokens or default_max_tokens,
-        temperature=default_temperature if data.temperature is None else data.temperature,
-        top_p=1.0 if data.top_p is None else data.top_p,
-        top_k=40 if data.top_k is None else data.top_k,
-        min_p=0.05 if data.min_p is None else data.min_p,
-        repeat_penalty=data.repeat_penalty or 1.0,
-        presence_penalty=data.presence_penalty or 0.0,
-        frequency_penalty=data.frequency_penalty or 0.0,
+    return SamplingRequest(
+        max_tokens=data.max_completion_tokens or data.max_tokens, temperature=data.temperature,
+        top_p=data.top_p, top_k=data.top_k, min_p=data.min_p,
+        repeat_penalty=data.repeat_penalty or None,  # 0 means off, as 1 does
+        presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty,
         seed=data.seed, stop=stop, logit_bias=_logit_bias(data.logit_bias), grammar=grammar,
     )
 
@@ -71,11 +68,9 @@ def enable_thinking(data: ChatCompletionRequest) -> bool | None:
     return value
 
 
-def chat_request(data: ChatCompletionRequest, params: SamplingParams,
-                 tools: list[dict[str, Any]] | None) -> ChatRequest:
+def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: ToolPlan) -> ChatRequest:
     return ChatRequest(messages=[_message_dict(message) for message in data.messages], params=params,
-                       tools=tools, enable_thinking=enable_thinking(data),
-                       parallel_tool_calls=data.parallel_tool_calls is not False)
+                       tools=plan.tools, enable_thinking=enable_thinking(data), parallel_tool_calls=plan.parallel)
 
 
 def _usage(usage: Usage) -> UsageOut:

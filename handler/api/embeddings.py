@@ -14,8 +14,7 @@ from msgspec import Meta
 
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
 from handler.api.errors import ERROR_RESPONSES
-from handler.api.metrics import MODEL_REQUESTS, TOKENS
-from handler.api.serving import describe_request, open_scope
+from handler.api.serving import open_scope
 from handler.engine.embedding import EmbeddingModel, normalise
 from handler.errors import InvalidRequest
 
@@ -86,11 +85,8 @@ class EmbeddingsController(Controller):
         spec = await catalog.find(data.model)
         scope = await open_scope(request, lifecycle, cache, spec, "embedding")
         try:
-            summary = describe_request(request, scope, spec.name)
             body = await scope.client.unless_gone(_embed(data, scope.lease.embedding_model, spec.name))
-            summary["prompt_tokens"] = body.usage.prompt_tokens
-            TOKENS.labels(spec.name, "prompt").inc(body.usage.prompt_tokens)
-            MODEL_REQUESTS.labels(spec.name, "embeddings", "stop").inc()
+            scope.finished("embeddings", "stop", body.usage.prompt_tokens)
             return Response(body, headers=scope.headers())
         finally:
             scope.close()

@@ -9,9 +9,7 @@ With several granian workers each process keeps its own numbers unless PROMETHEU
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,7 +17,6 @@ from prometheus_client.registry import Collector
 
 from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ColdStart, ModelCache
-from handler.engine.chat import ChatEvent
 from handler.lifecycle import Lifecycle
 from handler.store.model_store import ModelStore
 from handler.warmup import WarmUp
@@ -43,22 +40,11 @@ def record_cold_start(cold: ColdStart | None, model: str) -> None:
         SYNC_SECONDS.labels(model).observe(cold.sync_seconds)
 
 
-async def metered_chat(events: AsyncIterator[ChatEvent], model: str, summary: dict[str, Any],
-                       started: float) -> AsyncIterator[ChatEvent]:
-    """Pass chat events through, recording TTFT, tokens and the outcome (also into the request's log line)."""
-    first = True
-    async for event in events:
-        if first and event.delta is not None:
-            first = False
-            summary["ttft_ms"] = round((time.perf_counter() - started) * 1000)
-            TIME_TO_FIRST_TOKEN.labels(model).observe(time.perf_counter() - started)
-        if event.finish_reason is not None and event.usage is not None:
-            TOKENS.labels(model, "prompt").inc(event.usage.prompt_tokens)
-            TOKENS.labels(model, "completion").inc(event.usage.completion_tokens)
-            MODEL_REQUESTS.labels(model, "chat", event.finish_reason).inc()
-            summary.update(finish_reason=event.finish_reason, prompt_tokens=event.usage.prompt_tokens,
-                           completion_tokens=event.usage.completion_tokens)
-        yield event
+def record_outcome(model: str, endpoint: str, reason: str, prompt_tokens: int, completion_tokens: int) -> None:
+    TOKENS.labels(model, "prompt").inc(prompt_tokens)
+    if completion_tokens:
+        TOKENS.labels(model, "completion").inc(completion_tokens)
+    MODEL_REQUESTS.labels(model, endpoint, reason).inc()
 
 
 class StateCollector(Collector):

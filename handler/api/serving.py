@@ -5,19 +5,23 @@ when the client goes away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import attrs
 from litestar import Request
 
-from handler.api.metrics import record_cold_start
+from handler.api import metrics
 from handler.api.request_log import request_summary
 from handler.engine.cache import Lease, ModelCache
+from handler.engine.chat import ChatEvent
+from handler.errors import InvalidRequest
 from handler.lifecycle import Lifecycle
 from handler.store.manifest import ModelKind, ModelSpec
 
 T = TypeVar("T")
+_WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a chat model; use /v1/chat/completions"}
 
 
 class ClientWatch:
@@ -47,21 +51,53 @@ class ClientWatch:
 
 @attrs.define
 class RequestScope:
+    """One model request, opened once by its route: the lease, the client watch, and everything the
+    request observes (cold start, first token, how it finished), which become its response headers,
+    its metrics and its log line, each computed once here."""
+
     lifecycle: Lifecycle
     lease: Lease
     first_request: bool
     client: ClientWatch
+    model: str
+    began: float
+    log_line: dict[str, Any]  # this request's log line (the request log middleware writes it out)
     _closed: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.log_line["model"] = self.model
+        if (cold := self.lease.cold_start) is not None:
+            self.log_line.update(sync_ms=round(cold.sync_seconds * 1000), load_ms=round(cold.load_seconds * 1000))
+            metrics.record_cold_start(cold, self.model)
 
     def headers(self) -> dict[str, str]:
         """`x-cold-start` and `Server-Timing` when this request waited for a sync or a load."""
         headers = {"x-first-request": "true"} if self.first_request else {}
-        cold = self.lease.cold_start
-        if cold is not None:
-            sync_ms, load_ms = round(cold.sync_seconds * 1000), round(cold.load_seconds * 1000)
+        if "sync_ms" in self.log_line:
+            sync_ms, load_ms = self.log_line["sync_ms"], self.log_line["load_ms"]
             headers["x-cold-start"] = f"sync={sync_ms}ms;load={load_ms}ms"
             headers["Server-Timing"] = f"sync;dur={sync_ms}, load;dur={load_ms}"
         return headers
+
+    def first_token(self) -> None:
+        seconds = time.perf_counter() - self.began
+        self.log_line["ttft_ms"] = round(seconds * 1000)
+        metrics.TIME_TO_FIRST_TOKEN.labels(self.model).observe(seconds)
+
+    def finished(self, endpoint: str, reason: str, prompt_tokens: int, completion_tokens: int = 0) -> None:
+        metrics.record_outcome(self.model, endpoint, reason, prompt_tokens, completion_tokens)
+        self.log_line.update(finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    async def observe_chat(self, events: AsyncIterator[ChatEvent]) -> AsyncGenerator[ChatEvent, None]:
+        """Pass a chat's events through, observing its first token and how it finished."""
+        waiting_for_first = True
+        async for event in events:
+            if waiting_for_first and event.delta is not None:
+                waiting_for_first = False
+                self.first_token()
+            if event.finish_reason is not None and event.usage is not None:
+                self.finished("chat", event.finish_reason, event.usage.prompt_tokens, event.usage.completion_tokens)
+            yield event
 
     def close(self) -> None:
         if not self._closed:
@@ -71,25 +107,18 @@ class RequestScope:
             self.lifecycle.end()
 
 
-def describe_request(request: Request[Any, Any, Any], scope: RequestScope, model: str) -> dict[str, Any]:
-    """Start this request's log line and metrics: the model, and the cold start it waited for."""
-    summary = request_summary(request.scope.get("state"))
-    summary["model"] = model
-    if (cold := scope.lease.cold_start) is not None:
-        summary.update(sync_ms=round(cold.sync_seconds * 1000), load_ms=round(cold.load_seconds * 1000))
-    record_cold_start(scope.lease.cold_start, model)
-    return summary
-
-
 async def open_scope(request: Request[Any, Any, Any], lifecycle: Lifecycle, cache: ModelCache, spec: ModelSpec,
                      kind: ModelKind) -> RequestScope:
-    first = lifecycle.begin()
+    if spec.kind != kind:  # before anything loads
+        raise InvalidRequest(f"'{spec.name}' is {_WRONG_KIND[kind]}", param="model", code=f"model_not_{kind}")
+    began, first = time.perf_counter(), lifecycle.begin()
     try:
-        lease = await cache.lease(spec, kind)
+        lease = await cache.lease(spec)
     except BaseException:
         lifecycle.end()
         raise
-    return RequestScope(lifecycle, lease, first, ClientWatch(request))
+    return RequestScope(lifecycle, lease, first, ClientWatch(request), spec.name, began,
+                        request_summary(request.scope.get("state")))
 
 
 async def close_after(scope: RequestScope, body: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:

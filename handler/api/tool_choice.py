@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import msgspec
 
 from handler.api.chat_protocol import ChatCompletionRequest
@@ -62,8 +63,18 @@ def _checked(build: Callable[[], str], param: str, schemas: dict[str, Any]) -> s
         raise InvalidRequest(str(exc), param=param) from None
 
 
-def resolve_tools(data: ChatCompletionRequest) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """(tools to render into the prompt, GBNF grammar or None) for this request."""
+@attrs.frozen
+class ToolPlan:
+    """What a request's tool fields decide, decided once: the tools the prompt shows, the grammar
+    that constrains the output (or None), and whether more than one call is allowed."""
+
+    tools: list[dict[str, Any]] | None
+    grammar: str | None
+    parallel: bool
+
+
+def plan_tools(data: ChatCompletionRequest) -> ToolPlan:
+    """The `ToolPlan` for this request (blocking: building a grammar takes a while)."""
     tools = [msgspec.to_builtins(tool) for tool in data.tools or ()]
     for index, tool in enumerate(tools):
         if not isinstance(tool["function"].get("parameters", {}), dict):
@@ -71,17 +82,19 @@ def resolve_tools(data: ChatCompletionRequest) -> tuple[list[dict[str, Any]] | N
                                  param=f"tools[{index}].function.parameters")
     choice = data.tool_choice if data.tool_choice is not None else "auto"
     names = [tool["function"]["name"] for tool in tools]
+    # parallel_tool_calls=false, or one named function: at most one call (in the grammar and the parser).
+    parallel = data.parallel_tool_calls is not False and not isinstance(choice, dict)
     if choice == "none" or not tools:
         if choice not in ("none", "auto"):
             raise InvalidRequest("tool_choice requires tools", param="tool_choice")
-        return None, _response_format_grammar(data.response_format)
+        return ToolPlan(None, _response_format_grammar(data.response_format), parallel)
     if choice == "auto":
-        return tools, _response_format_grammar(data.response_format)
+        return ToolPlan(tools, _response_format_grammar(data.response_format), parallel)
     functions = [tool["function"] for tool in tools]
     if isinstance(choice, dict):
         name = _named_function(choice, names)
         functions = [function for function in functions if function["name"] == name]
-    parallel = data.parallel_tool_calls is not False and not isinstance(choice, dict)
     schemas = {f"tools[{names.index(function['name'])}].function.parameters": function.get("parameters") or {}
                for function in functions}
-    return tools, _checked(lambda: tool_call_grammar(functions, parallel=parallel), "tools", schemas)
+    return ToolPlan(tools, _checked(lambda: tool_call_grammar(functions, parallel=parallel), "tools", schemas),
+                    parallel)

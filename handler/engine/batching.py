@@ -26,7 +26,7 @@ from llama_cpp._logger import set_verbose as llama_log_level
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
-from handler.engine.llama_options import model_params
+from handler.engine.llama_options import ModelOptions, model_params
 from handler.engine.pieces import PieceReader
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
@@ -43,20 +43,19 @@ class GrammarError(ValueError):
 
 
 class BatchingChatModel:
-    def __init__(self, name: str, path: Path, options: dict[str, Any], chat_format: str | None,
-                 queue: QueueLimits = DEFAULT_QUEUE) -> None:
-        self.name, self.queue_limits = name, queue
-        self.n_parallel = int(options["n_parallel"])
-        self.n_ctx = int(options["n_ctx"])  # per request
-        self.n_batch = int(options["n_batch"])
-        llama_log_level(options["verbose"])
-        self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options["verbose"])
-        self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options["verbose"])
+    def __init__(self, name: str, path: Path, options: ModelOptions, queue: QueueLimits = DEFAULT_QUEUE) -> None:
+        self.name, self.options, self.queue_limits = name, options, queue
+        self.n_parallel = options.n_parallel
+        self.n_ctx = options.n_ctx  # per request
+        self.n_batch = options.n_batch
+        llama_log_level(options.verbose)
+        self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
+        self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options.verbose)
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
         self.pieces = PieceReader(self.model.vocab)  # used on the scheduler thread only
         self.format: ChatFormat = choose_format(
-            chat_format, self.model.metadata().get("tokenizer.chat_template"),
+            options.chat_format, self.model.metadata().get("tokenizer.chat_template"),
             bos_token=_token_text(self.model, self.model.token_bos()),
             eos_token=_token_text(self.model, self.model.token_eos()))
         self.slots = [Slot(seq_id=index) for index in range(self.n_parallel)]
@@ -258,23 +257,23 @@ def _token_text(model: LlamaModel, token: int) -> str:
     return model.token_get_text(token) if token >= 0 else ""
 
 
-def _context_params(options: dict[str, Any]) -> Any:
+def _context_params(options: ModelOptions) -> Any:
     params = llama_cpp.llama_context_default_params()
-    params.n_ctx = options["n_ctx"] * options["n_parallel"]
-    params.n_batch = options["n_batch"]
-    params.n_ubatch = options.get("n_ubatch", min(options["n_batch"], 512))
-    params.n_seq_max = options["n_parallel"]
-    params.n_threads = params.n_threads_batch = options["n_threads"]
+    params.n_ctx = options.n_ctx * options.n_parallel
+    params.n_batch = options.n_batch
+    params.n_ubatch = options.micro_batch
+    params.n_seq_max = options.n_parallel
+    params.n_threads = params.n_threads_batch = options.n_threads
     # One KV stream per sequence: attention then runs over a sequence's own cells only, so its
     # arithmetic (and its greedy output) does not change with whatever else shares the batch.
     params.kv_unified = False
     params.no_perf = True
     # Flash attention is on unless the manifest says otherwise: on CPU it decodes ~10% faster here, and
     # outputs still do not depend on batching (tests/integration/engine).
-    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.get("flash_attn", True)
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attn
                               else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-    if "rope_freq_base" in options:
-        params.rope_freq_base = options["rope_freq_base"]
-    if "rope_freq_scale" in options:
-        params.rope_freq_scale = options["rope_freq_scale"]
+    if options.rope_freq_base is not None:
+        params.rope_freq_base = options.rope_freq_base
+    if options.rope_freq_scale is not None:
+        params.rope_freq_scale = options.rope_freq_scale
     return params

@@ -28,15 +28,14 @@ from handler.engine.batching import BatchingChatModel
 from handler.engine.embedding import EmbeddingModel
 from handler.engine.llama_options import LlamaDefaults
 from handler.engine.loading import Loaded, LoadedModel, estimate_model_bytes, load_model
-from handler.errors import Conflict, InvalidRequest, ModelLoadFailed, ModelTooLarge, ServiceUnavailable
-from handler.store.manifest import ModelKind, ModelSpec
+from handler.errors import Conflict, ModelLoadFailed, ModelTooLarge, ServiceUnavailable
+from handler.store.manifest import ModelSpec
 
 log = logging.getLogger(__name__)
 Fetch = Callable[[ModelSpec], Awaitable[Path]]
 Discard = Callable[[ModelSpec], Awaitable[bool]]  # removes a corrupt synced file; True if it did
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 MIB = 1024 * 1024
-_WRONG_KIND = {"chat": "an embedding model; use /v1/embeddings", "embedding": "a chat model; use /v1/chat/completions"}
 
 
 async def _keep(_spec: ModelSpec) -> bool:
@@ -75,14 +74,14 @@ class Lease:
 
     @property
     def chat_model(self) -> BatchingChatModel:
-        """The model, leased as a chat model (`lease(spec, "chat")` checked its kind)."""
+        """The model, leased as a chat model (the route checked the spec's kind)."""
         if not isinstance(self.entry.model, BatchingChatModel):
             raise TypeError(f"model '{self.entry.spec.name}' is not a chat model")
         return self.entry.model
 
     @property
     def embedding_model(self) -> EmbeddingModel:
-        """The model, leased as an embedding model (`lease(spec, "embedding")` checked its kind)."""
+        """The model, leased as an embedding model (the route checked the spec's kind)."""
         if not isinstance(self.entry.model, EmbeddingModel):
             raise TypeError(f"model '{self.entry.spec.name}' is not an embedding model")
         return self.entry.model
@@ -154,9 +153,7 @@ class ModelCache:
             return "loading"
         return "failed" if name in self.failures else "not_loaded"
 
-    async def lease(self, spec: ModelSpec, kind: ModelKind | None = None) -> Lease:
-        if kind is not None and spec.kind != kind:
-            raise InvalidRequest(f"'{spec.name}' is {_WRONG_KIND[kind]}", param="model", code=f"model_not_{kind}")
+    async def lease(self, spec: ModelSpec) -> Lease:
         entry, waited = self._entries.get(spec.name), False
         if entry is None:
             pending = self._loading.get(spec.name)

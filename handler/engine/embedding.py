@@ -22,7 +22,7 @@ import llama_cpp
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 
-from handler.engine.llama_options import POOLING_TYPES, model_params
+from handler.engine.llama_options import POOLING_TYPES, ModelOptions, model_params
 from handler.engine.types import DEFAULT_QUEUE, QueueLimits
 from handler.errors import ContextLengthExceeded, InvalidRequest, Overloaded
 
@@ -52,14 +52,14 @@ class _Job:
 
 
 class EmbeddingModel:
-    def __init__(self, name: str, path: Path, options: dict[str, Any], pooling: str | None,
+    def __init__(self, name: str, path: Path, options: ModelOptions,
                  queue_limits: QueueLimits = DEFAULT_QUEUE) -> None:
         self.name, self.queue_limits = name, queue_limits
-        llama_log_level(options["verbose"])
-        self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options["verbose"])
-        self.max_input_tokens = min(int(options["n_batch"]), int(options["n_ctx"]))
-        self.context = LlamaContext(model=self.model, params=self._context_params(options, pooling),
-                                    verbose=options["verbose"])
+        llama_log_level(options.verbose)
+        self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
+        self.max_input_tokens = min(options.n_batch, options.n_ctx)
+        self.context = LlamaContext(model=self.model, params=self._context_params(options),
+                                    verbose=options.verbose)
         self.batch = LlamaBatch(n_tokens=self.max_input_tokens, embd=0, n_seq_max=SEQUENCES_PER_DECODE, verbose=False)
         self.n_vocab, self.dimensions = self.model.n_vocab(), self.model.n_embd()
         self.pooled = self.context.pooling_type() != llama_cpp.LLAMA_POOLING_TYPE_NONE
@@ -69,14 +69,14 @@ class EmbeddingModel:
         self._thread = threading.Thread(target=self._run, name=f"embed-{name}", daemon=True)
         self._thread.start()
 
-    def _context_params(self, options: dict[str, Any], pooling: str | None) -> Any:
+    def _context_params(self, options: ModelOptions) -> Any:
         params = llama_cpp.llama_context_default_params()
         params.n_seq_max = SEQUENCES_PER_DECODE
         params.n_ctx = self.max_input_tokens * SEQUENCES_PER_DECODE
         params.n_batch = params.n_ubatch = self.max_input_tokens  # a pooled input needs one micro-batch
-        params.n_threads = params.n_threads_batch = options["n_threads"]
+        params.n_threads = params.n_threads_batch = options.n_threads
         params.embeddings, params.kv_unified, params.no_perf = True, False, True
-        params.pooling_type = choose_pooling(self.model.metadata(), pooling)
+        params.pooling_type = choose_pooling(self.model.metadata(), options.pooling)
         return params
 
     def tokenize(self, text: str) -> list[int]:

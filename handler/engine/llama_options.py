@@ -1,13 +1,16 @@
-"""llama.cpp options for one model: environment defaults overlaid with the manifest's."""
+"""One model's options, typed, and the one rule that makes them: the manifest entry's options over
+the server environment's defaults (`resolve_options`). Sampling follows the same rule one level up:
+the request, then the model, then the server (`handler.engine.types.resolve_sampling`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import llama_cpp
 
-from handler.engine.types import DEFAULT_QUEUE, QueueLimits
+from handler.engine.types import QueueLimits
 
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
@@ -16,42 +19,67 @@ POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 class LlamaDefaults:
     """Process-wide defaults (from Settings) that a manifest entry may override."""
 
-    n_ctx: int = 2048
-    n_batch: int = 512
-    n_threads: int = 1
-    n_gpu_layers: int = 0
+    n_ctx: int
+    n_batch: int
+    n_threads: int
+    n_gpu_layers: int
+    verbose: bool
+    n_parallel: int
+    queue: QueueLimits
+
+
+@attrs.frozen
+class ModelOptions:
+    """Everything llama.cpp is told about one model (the manifest's `[models.options]` keys)."""
+
+    n_ctx: int  # per sequence
+    n_batch: int
+    n_threads: int
+    n_gpu_layers: int
+    n_parallel: int
     verbose: bool = False
-    n_parallel: int = 4
-    queue: QueueLimits = DEFAULT_QUEUE
+    n_ubatch: int | None = None
+    main_gpu: int = 0
+    flash_attn: bool = True  # ~10% faster decoding on CPU here; outputs do not depend on batching
+    use_mmap: bool = True
+    use_mlock: bool = False
+    rope_freq_base: float | None = None
+    rope_freq_scale: float | None = None
+    seed: int | None = None  # sampling seed for requests that send none
+    pooling: str | None = None  # embedding models; None: the GGUF's own, else mean
+    chat_format: str | None = None  # chat models; None: chosen from the GGUF's template
+
+    @property
+    def micro_batch(self) -> int:
+        return self.n_ubatch or min(self.n_batch, 512)
 
 
-def engine_options(defaults: LlamaDefaults, options: dict[str, Any]) -> dict[str, Any]:
-    """A model's llama.cpp options: the environment's defaults overlaid with the manifest's."""
-    merged: dict[str, Any] = {
-        "n_ctx": defaults.n_ctx, "n_batch": defaults.n_batch, "n_threads": defaults.n_threads,
-        "n_gpu_layers": defaults.n_gpu_layers, "verbose": defaults.verbose, "n_parallel": defaults.n_parallel,
-    }
-    merged.update({key: value for key, value in options.items() if key not in ("chat_format", "pooling")})
-    return merged
+def resolve_options(defaults: LlamaDefaults, manifest: Mapping[str, Any]) -> ModelOptions:
+    """A model's options: the manifest entry's (already checked by the manifest loader), else the
+    server environment's, else the built-in defaults of `ModelOptions`."""
+    environment = ModelOptions(n_ctx=defaults.n_ctx, n_batch=defaults.n_batch, n_threads=defaults.n_threads,
+                               n_gpu_layers=defaults.n_gpu_layers, n_parallel=defaults.n_parallel,
+                               verbose=defaults.verbose)
+    return attrs.evolve(environment, **manifest)
 
 
 class OptionsError(ValueError):
-    """A model's merged options that llama.cpp cannot run with."""
+    """A model's options that llama.cpp cannot run with."""
 
 
-def check_options(name: str, options: dict[str, Any]) -> None:
+def check_options(name: str, options: ModelOptions) -> None:
     """Refuse, at start, combinations that crash llama.cpp instead of failing politely."""
-    if options["n_batch"] < options["n_parallel"]:
-        raise OptionsError(f"model '{name}': n_batch={options['n_batch']} must be at least "
-                           f"n_parallel={options['n_parallel']} (set in the manifest's options or by N_BATCH / "
+    if options.n_batch < options.n_parallel:
+        raise OptionsError(f"model '{name}': n_batch={options.n_batch} must be at least "
+                           f"n_parallel={options.n_parallel} (set in the manifest's options or by N_BATCH / "
                            "N_PARALLEL): every decode step holds one token of each parallel sequence")
 
 
-def model_params(options: dict[str, Any]) -> Any:
-    """llama.cpp model parameters (weights placement) from merged options."""
+def model_params(options: ModelOptions) -> Any:
+    """llama.cpp model parameters (weights placement)."""
     params = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = 0x7FFFFFFF if options["n_gpu_layers"] == -1 else options["n_gpu_layers"]
-    params.main_gpu = options.get("main_gpu", 0)
-    params.use_mmap = options.get("use_mmap", True)
-    params.use_mlock = options.get("use_mlock", False)
+    params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
+    params.main_gpu = options.main_gpu
+    params.use_mmap = options.use_mmap
+    params.use_mlock = options.use_mlock
     return params

@@ -10,7 +10,7 @@ import attrs
 from handler.engine import llama_log
 from handler.engine.batching import BatchingChatModel
 from handler.engine.embedding import EmbeddingModel
-from handler.engine.llama_options import LlamaDefaults, engine_options
+from handler.engine.llama_options import LlamaDefaults, resolve_options
 from handler.engine.memory import estimate_bytes
 from handler.errors import ModelLoadFailed
 from handler.store.manifest import ModelSpec
@@ -26,13 +26,13 @@ class Loaded:
 
 def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
     """Load `spec` from `path`; a failure names the model and llama.cpp's own reason."""
-    options = engine_options(defaults, spec.options)
+    options = resolve_options(defaults, spec.options)
     llama_log.take_messages(), llama_log.take_buffer_bytes()  # whatever an earlier load on this thread left
     try:
         if spec.kind == "embedding":
-            model: LoadedModel = EmbeddingModel(spec.name, path, options, spec.options.get("pooling"), defaults.queue)
+            model: LoadedModel = EmbeddingModel(spec.name, path, options, defaults.queue)
         else:
-            model = BatchingChatModel(spec.name, path, options, spec.chat_format, defaults.queue)
+            model = BatchingChatModel(spec.name, path, options, defaults.queue)
     except (ValueError, RuntimeError, OSError) as exc:
         cause = "; ".join(llama_log.take_messages()[-3:]) or str(exc)
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {cause}") from exc
@@ -42,6 +42,6 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
 def estimate_model_bytes(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> int:
     """Bytes `spec` would take once loaded from `path`."""
     try:
-        return estimate_bytes(path, engine_options(defaults, spec.options), spec.kind)
+        return estimate_bytes(path, resolve_options(defaults, spec.options), spec.kind)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadFailed(f"model '{spec.name}': {path.name} could not be read as a GGUF file") from exc

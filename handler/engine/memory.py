@@ -9,32 +9,30 @@ packed sequences otherwise), and a compute buffer of one micro-batch of logits p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import llama_cpp
 from llama_cpp._internals import LlamaModel
 
 from handler.engine.embedding import SEQUENCES_PER_DECODE
+from handler.engine.llama_options import ModelOptions
 from handler.store.manifest import ModelKind
 
 F16_BYTES, F32_BYTES = 2, 4
 ACTIVATION_WIDTHS = 16  # compute buffer: per micro-batch token, the logits and ~16 hidden-state widths
 
 
-def kv_cells(options: dict[str, Any], kind: ModelKind) -> int:
+def kv_cells(options: ModelOptions, kind: ModelKind) -> int:
     """KV cells the engine allocates for these options (as `batching` and `embedding` size them)."""
     if kind == "chat":
-        return int(options["n_ctx"]) * int(options["n_parallel"])
-    return min(int(options["n_batch"]), int(options["n_ctx"])) * SEQUENCES_PER_DECODE
+        return options.n_ctx * options.n_parallel
+    return min(options.n_batch, options.n_ctx) * SEQUENCES_PER_DECODE
 
 
-def micro_batch(options: dict[str, Any], kind: ModelKind) -> int:
-    if kind == "chat":
-        return int(options.get("n_ubatch", min(int(options["n_batch"]), 512)))
-    return min(int(options["n_batch"]), int(options["n_ctx"]))
+def micro_batch(options: ModelOptions, kind: ModelKind) -> int:
+    return options.micro_batch if kind == "chat" else min(options.n_batch, options.n_ctx)
 
 
-def estimate_bytes(path: Path, options: dict[str, Any], kind: ModelKind) -> int:
+def estimate_bytes(path: Path, options: ModelOptions, kind: ModelKind) -> int:
     """Bytes `path` will take once loaded with `options` (blocking: reads the header and vocabulary)."""
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True

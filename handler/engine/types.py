@@ -20,20 +20,73 @@ class QueueLimits:
 DEFAULT_QUEUE = QueueLimits()
 
 
+# Built-in sampling defaults: what applies when neither the request, the model nor the server sets a
+# value (OpenAI's own defaults where it has them: top_p 1, no penalties). The only place they are written.
+TEMPERATURE, TOP_P, TOP_K, MIN_P = 0.7, 1.0, 40, 0.05
+REPEAT_PENALTY, PRESENCE_PENALTY, FREQUENCY_PENALTY = 1.0, 0.0, 0.0
+
+
 @attrs.frozen
 class SamplingParams:
+    """How one generation samples, every value decided (see `resolve_sampling`)."""
+
     max_tokens: int
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    temperature: float = TEMPERATURE
+    top_p: float = TOP_P
+    top_k: int = TOP_K
+    min_p: float = MIN_P
+    repeat_penalty: float = REPEAT_PENALTY
+    presence_penalty: float = PRESENCE_PENALTY
+    frequency_penalty: float = FREQUENCY_PENALTY
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logit_bias: dict[int, float] = attrs.field(factory=dict)
     grammar: str | None = None  # GBNF text constraining the output
+
+
+@attrs.frozen
+class SamplingRequest:
+    """What a request asked for; None where it set nothing."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logit_bias: dict[int, float] = attrs.field(factory=dict)
+    grammar: str | None = None
+
+
+@attrs.frozen
+class ServerSampling:
+    """The server environment's sampling defaults (TEMPERATURE, MAX_TOKENS)."""
+
+    temperature: float
+    max_tokens: int
+
+
+def resolve_sampling(request: SamplingRequest, *, model_seed: int | None, server: ServerSampling) -> SamplingParams:
+    """The one precedence rule for sampling: the request's value, then the model's (its manifest
+    entry), then the server environment's, then the built-in default."""
+
+    def first(*values: Any) -> Any:
+        return next(value for value in values if value is not None)
+
+    return SamplingParams(
+        max_tokens=first(request.max_tokens, server.max_tokens),
+        temperature=first(request.temperature, server.temperature),
+        top_p=first(request.top_p, TOP_P), top_k=first(request.top_k, TOP_K), min_p=first(request.min_p, MIN_P),
+        repeat_penalty=first(request.repeat_penalty, REPEAT_PENALTY),
+        presence_penalty=first(request.presence_penalty, PRESENCE_PENALTY),
+        frequency_penalty=first(request.frequency_penalty, FREQUENCY_PENALTY),
+        seed=request.seed if request.seed is not None else model_seed,
+        stop=request.stop, logit_bias=request.logit_bias, grammar=request.grammar,
+    )
 
 
 @attrs.frozen

@@ -11,6 +11,7 @@ import pytest
 from handler.engine.batching import BatchingChatModel
 from handler.engine.chat import start_chat
 from handler.engine.grammar import tool_call_grammar
+from handler.engine.llama_options import ModelOptions
 from handler.engine.types import ChatRequest, SamplingParams
 from tests.support.demo import end_of_turn_bias
 
@@ -19,13 +20,13 @@ PROMPTS = ["Name three fruits.", "What is the capital of France?", "Write a haik
 
 
 def _options(**overrides):
-    return {"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": 0, "verbose": False,
-            "n_parallel": 4, **overrides}
+    return ModelOptions(**{"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": 0, "n_parallel": 4,
+                           **overrides})
 
 
 @pytest.fixture(scope="module")
 def model(demo_model_path):
-    loaded = BatchingChatModel("demo", demo_model_path, _options(), None)
+    loaded = BatchingChatModel("demo", demo_model_path, _options())
     yield loaded
     loaded.close()
 
@@ -71,7 +72,7 @@ def test_seeded_sampling_is_reproducible_in_a_batch(model):
 
 
 def test_cancellation_frees_the_slot(demo_model_path):
-    single = BatchingChatModel("single", demo_model_path, _options(n_parallel=1), None)
+    single = BatchingChatModel("single", demo_model_path, _options(n_parallel=1))
     try:
         async def scenario():
             long = _request("Tell me a long story.", max_tokens=2000, logit_bias={int(k): v for k, v in
@@ -119,12 +120,12 @@ def test_grammar_and_free_requests_share_a_batch(model):
 
 def test_long_prompts_prefill_in_chunks(demo_model_path):
     prompt = "Summarise this: " + " ".join(f"item {n} is blue;" for n in range(120))
-    small = BatchingChatModel("small-batch", demo_model_path, _options(n_batch=32), None)
+    small = BatchingChatModel("small-batch", demo_model_path, _options(n_batch=32))
     try:
         chunked = asyncio.run(_reply(small, _request(prompt, max_tokens=12)))
     finally:
         small.close()
-    whole = BatchingChatModel("whole", demo_model_path, _options(), None)
+    whole = BatchingChatModel("whole", demo_model_path, _options())
     try:
         assert len(whole.tokenize(prompt)) > 4 * 32
         assert asyncio.run(_reply(whole, _request(prompt, max_tokens=12))) == chunked

@@ -9,14 +9,15 @@ import math
 import pytest
 
 from handler.engine.embedding import SEQUENCES_PER_DECODE, EmbeddingModel
+from handler.engine.llama_options import ModelOptions
 
 TEXTS = [f"short text number {n} about the sea" for n in range(64)]
 
 
 @pytest.fixture(scope="module")
 def model(demo_model_path):
-    loaded = EmbeddingModel("embed", demo_model_path, {"n_ctx": 2048, "n_batch": 512, "n_threads": 2,
-                                                        "n_gpu_layers": 0, "verbose": False}, None)
+    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=0, n_parallel=1)
+    loaded = EmbeddingModel("embed", demo_model_path, options)
     yield loaded
     loaded.close()
 
