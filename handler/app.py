@@ -44,7 +44,8 @@ from handler.api.metrics import StateCollector, register_state_collector, unregi
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
 from handler.api.request_log import request_log_middleware
-from handler.engine.cache import ModelCache
+from handler.engine.cache import Loader, ModelCache
+from handler.engine.loading import load_model
 from handler.lifecycle import Lifecycle
 from handler.logs import configure_logging
 from handler.settings import Settings
@@ -72,15 +73,15 @@ async def _cut_overdue_requests(lifecycle: Lifecycle, cache: ModelCache, timeout
         await cache.close()
 
 
-def _lifespan(settings: Settings,
-              declared: tuple[ModelSpec, ...]) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...],
+              loader: Loader) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         catalog = build_catalog(settings, declared)
         store = build_store(settings, catalog)
         for leftover in await store.run_blocking(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
-        cache = build_cache(settings, store)
+        cache = build_cache(settings, store, loader)
         lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, settings.drain_timeout_s))
         warmup = WarmUp(warm_set(settings, catalog), store, cache)
         lifecycle.install_signal_handlers()
@@ -115,7 +116,8 @@ class MetricsController(PrometheusController):
     include_in_schema = False  # Prometheus text, not part of the JSON API
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
+    """The app for `settings`; `loader` loads a model file (tests pass a fake one to run without llama.cpp)."""
     declared = load_checked_manifest(settings)
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
@@ -124,7 +126,7 @@ def create_app(settings: Settings) -> Litestar:
                         MetricsController],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
-        lifespan=[_lifespan(settings, declared)],
+        lifespan=[_lifespan(settings, declared, loader)],
         guards=[api_key_guard(settings.api_keys)],
         exception_handlers={HTTPException: openai_error_handler, Exception: openai_error_handler},
         cors_config=CORSConfig(allow_origins=list(settings.cors_allow_origins)),

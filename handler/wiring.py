@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from handler.engine.cache import CacheLimits, ModelCache
+from handler.engine.cache import CacheLimits, Loader, ModelCache
 from handler.engine.llama_options import LlamaDefaults, check_options, resolve_options
+from handler.engine.loading import load_model
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog, check_distinct_paths
@@ -42,12 +43,13 @@ def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
     return declared
 
 
-def build_cache(settings: Settings, store: ModelStore) -> ModelCache:
+def build_cache(settings: Settings, store: ModelStore, loader: Loader = load_model) -> ModelCache:
     defaults = llama_defaults(settings)
     limits = CacheLimits(max_loaded=settings.max_loaded_models,
                          max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
                          default_ttl_s=settings.model_ttl_s)
-    return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_if_corrupt)
+    return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_if_corrupt,
+                      loader=loader)
 
 
 def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:

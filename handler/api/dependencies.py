@@ -7,10 +7,10 @@ must not try to validate them field by field as it does request data.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 from litestar.datastructures import State
-from litestar.params import Dependency
+from litestar.params import SkipValidation
 
 from handler.engine.cache import ModelCache
 from handler.lifecycle import Lifecycle
@@ -33,9 +33,9 @@ def _from_state(key: str) -> Callable[[State], Any]:
 
 DEPENDENCIES = {name: _from_state(key) for name, key in STATE_KEYS.items()}
 
-SettingsDep = Annotated[Settings, Dependency(skip_validation=True)]
-CatalogDep = Annotated[ModelCatalog, Dependency(skip_validation=True)]
-CacheDep = Annotated[ModelCache, Dependency(skip_validation=True)]
-StoreDep = Annotated[ModelStore, Dependency(skip_validation=True)]
-LifecycleDep = Annotated[Lifecycle, Dependency(skip_validation=True)]
-WarmUpDep = Annotated[WarmUp, Dependency(skip_validation=True)]
+SettingsDep = SkipValidation[Settings]
+CatalogDep = SkipValidation[ModelCatalog]
+CacheDep = SkipValidation[ModelCache]
+StoreDep = SkipValidation[ModelStore]
+LifecycleDep = SkipValidation[Lifecycle]
+WarmUpDep = SkipValidation[WarmUp]

@@ -33,6 +33,7 @@ from handler.store.manifest import ModelSpec
 
 log = logging.getLogger(__name__)
 Fetch = Callable[[ModelSpec], Awaitable[Path]]
+Loader = Callable[[ModelSpec, Path, LlamaDefaults], Loaded]  # blocking; `load_model` unless a test fakes it
 Discard = Callable[[ModelSpec], Awaitable[bool]]  # removes a corrupt synced file; True if it did
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 MIB = 1024 * 1024
@@ -106,8 +107,8 @@ class CacheLimits:
 
 class ModelCache:
     def __init__(self, fetch: Fetch, defaults: LlamaDefaults, limits: CacheLimits = CacheLimits(),
-                 discard: Discard | None = None) -> None:
-        self.fetch, self.defaults, self.limits = fetch, defaults, limits
+                 discard: Discard | None = None, loader: Loader = load_model) -> None:
+        self.fetch, self.defaults, self.limits, self.loader = fetch, defaults, limits, loader
         self.discard = discard or _keep
         self._entries: dict[str, CacheEntry] = {}
         self._loading: dict[str, asyncio.Future[CacheEntry]] = {}
@@ -243,7 +244,7 @@ class ModelCache:
 
     async def _load_file(self, spec: ModelSpec, path: Path) -> Loaded:
         try:
-            return await asyncio.to_thread(load_model, spec, path, self.defaults)
+            return await asyncio.to_thread(self.loader, spec, path, self.defaults)
         except ModelLoadFailed as exc:
             if await self.discard(spec):  # only a file that is itself broken; a bad setting keeps it
                 raise ModelLoadFailed(f"{exc.message}; the synced copy is not a valid GGUF file and was "

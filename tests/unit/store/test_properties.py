@@ -19,7 +19,8 @@ from handler.store.names import is_valid_model_name
 ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300)
 # Names near the valid set: the id alphabet plus the characters a path would need, so both sides of
 # every rule (separators, "..", a leading dot or dash, the length limit) are exercised.
-NEAR_NAMES = st.text(alphabet=st.sampled_from("abcXYZ019._:+@-/\\\x00"), min_size=1, max_size=140)
+NEAR_NAMES = st.text(alphabet=st.sampled_from("abcdefXYZ0123456789_:+@" * 3 + ".-/\\\x00"), min_size=1,
+                     max_size=140)
 
 
 @settings(max_examples=500, deadline=None)
@@ -44,11 +45,18 @@ def test_the_manifest_loader_only_raises_manifest_errors(text):
         parse_manifest(text)
 
 
-KEY_TEXT = st.text(alphabet=st.characters(codec="ascii", exclude_characters="\x00\"\\\n\r"), min_size=1, max_size=60)
+# Printable ASCII (TOML strings take no control characters), without what would end the string.
+KEY_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="\"\\"),
+                   min_size=1, max_size=60)
+
+
+# Mostly keys the manifest accepts (any prefix, a plain `NAME.gguf` last segment), some it refuses.
+VALID_KEYS = st.builds(lambda prefix, name: f"{prefix}/{name}.gguf", KEY_TEXT,
+                       st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._ -]{0,20}", fullmatch=True))
 
 
 @settings(max_examples=300, deadline=None)
-@given(key=st.one_of(KEY_TEXT.map(lambda text: text + ".gguf"), KEY_TEXT))
+@given(key=st.one_of(VALID_KEYS, VALID_KEYS, KEY_TEXT))
 def test_s3_sources_always_land_inside_the_model_dir(tmp_path_factory, key):
     model_dir = tmp_path_factory.mktemp("volume")
     manifest = f'[[models]]\nname = "m"\nsource = "s3://bucket/{key}"\n'

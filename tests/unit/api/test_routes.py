@@ -1,0 +1,97 @@
+"""The API in-process (Litestar's test client) over fake engines: routing, validation, error mapping,
+streaming and headers in milliseconds. The real server with real models is tested in integration/."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from litestar.testing import TestClient
+
+from handler.app import create_app
+from handler.settings import Settings
+from tests.support.fake_engine import REPLY, fake_loader
+
+HI = [{"role": "user", "content": "hi"}]
+CHAT, EMBED = "fake-chat", "fake-embed"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    volume = tmp_path_factory.mktemp("volume")
+    (volume / "fake.gguf").write_bytes(b"GGUF")
+    manifest = volume / "manifest.toml"
+    manifest.write_text(f'[[models]]\nname = "{CHAT}"\nkind = "chat"\nsource = "fake.gguf"\n\n'
+                        f'[[models]]\nname = "{EMBED}"\nkind = "embedding"\nsource = "fake.gguf"\n')
+    settings = Settings.from_env({"MODEL_DIR": str(volume), "MODELS_MANIFEST": str(manifest), "N_THREADS": "1"})
+    with TestClient(create_app(settings, loader=fake_loader)) as test_client:
+        yield test_client
+
+
+def _error(response, status):
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"}
+    return body
+
+
+def test_a_chat_completion(client):
+    first = client.post("/v1/chat/completions", json={"model": CHAT, "messages": HI})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["choices"][0]["message"]["content"] == REPLY and body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] == len(REPLY.split())
+    second = client.post("/v1/chat/completions", json={"model": CHAT, "messages": HI, "max_tokens": 2})
+    assert second.json()["choices"][0]["finish_reason"] == "length"
+    assert "x-cold-start" not in second.headers  # the model was loaded by the first request
+
+
+def test_a_streamed_chat_completion(client):
+    response = client.post("/v1/chat/completions", json={"model": CHAT, "messages": HI, "stream": True,
+                                                         "stream_options": {"include_usage": True}})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [event.removeprefix("data: ") for event in response.text.split("\n\n") if event]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    text = "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"])
+    assert text == REPLY and chunks[-1]["usage"]["completion_tokens"] == len(REPLY.split())
+
+
+@pytest.mark.parametrize(("body", "status", "code", "param"), [
+    ({"model": "nope", "messages": HI}, 404, "model_not_found", "model"),
+    ({"model": EMBED, "messages": HI}, 400, "model_not_chat", "model"),
+    ({"model": CHAT, "messages": "hi"}, 400, "invalid_value", "messages"),
+    ({"model": CHAT, "messages": HI, "temperature": 5}, 400, "invalid_value", "temperature"),
+    ({"model": CHAT, "messages": HI, "logit_bias": {"x": 1}}, 400, None, "logit_bias"),
+    ({"model": CHAT, "messages": HI, "tool_choice": "required"}, 400, None, "tool_choice"),
+    ({"model": CHAT, "messages": HI, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "string", "maxLength": 30000}}}},
+     400, "schema_too_complex", "response_format.json_schema.schema.maxLength"),
+])
+def test_chat_errors(client, body, status, code, param):
+    error = _error(client.post("/v1/chat/completions", json=body), status)
+    assert (error["param"], error["code"] if code else None) == (param, code)
+
+
+def test_malformed_and_oversized_bodies(client):
+    _error(client.post("/v1/chat/completions", content=b"{", headers={"content-type": "application/json"}), 400)
+    _error(client.post("/v1/chat/completions", content=b"x" * (11 * 1024 * 1024),
+                       headers={"content-type": "application/json"}), 413)
+    _error(client.get("/v1/no-such-route"), 404)
+
+
+def test_embeddings(client):
+    response = client.post("/v1/embeddings", json={"model": EMBED, "input": ["a", "bb"]})
+    assert response.status_code == 200, response.text
+    assert [item["index"] for item in response.json()["data"]] == [0, 1]
+    assert _error(client.post("/v1/embeddings", json={"model": CHAT, "input": "a"}), 400)["code"] == "model_not_embedding"
+    assert _error(client.post("/v1/embeddings", json={"model": EMBED, "input": []}), 400)["param"] == "input"
+
+
+def test_models_and_health(client):
+    listed = {card["id"]: card for card in client.get("/v1/models").json()["data"]}
+    assert set(listed) == {CHAT, EMBED} and listed[CHAT]["kind"] == "chat"
+    assert client.get(f"/v1/models/{EMBED}").json()["kind"] == "embedding"
+    _error(client.get("/v1/models/missing"), 404)
+    assert client.get("/health").status_code == 200
+    assert client.get("/health/ready").status_code == 200
