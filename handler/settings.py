@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from handler.engine.types import TEMPERATURE
+from handler.engine.types import DEFAULT_QUEUE, TEMPERATURE
 
 T = TypeVar("T")
 
@@ -94,8 +94,8 @@ class Settings:
     model_ttl_s: float = 0.0
     max_loaded_models: int = 0
     max_model_memory_mb: int = 0
-    max_queue: int = 32
-    queue_timeout_s: float = 120.0
+    max_queue: int = DEFAULT_QUEUE.max_waiting
+    queue_timeout_s: float = DEFAULT_QUEUE.timeout_s
     drain_timeout_s: float = 30.0
     api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
 
