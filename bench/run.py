@@ -106,6 +106,7 @@ def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]
         report.add("ours embeddings/s (64 texts, HTTP)", f"{embeds:.1f}", f"{embeds / raw['embed']:.2f}× raw")
         ours["embed"] = embeds
         ours.update(prompt_reuse(report, server))
+        ours["join"] = long_prompt_joins(report, "ours", server)
         ours["rss"] = server.peak_rss_mb()
         report.add("ours peak RSS MB (chat + embedding model)", f"{ours['rss']:.0f}",
                    "8 chat slots × 2048 ctx + 16 embedding sequences")
@@ -118,6 +119,19 @@ def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]
     report.add("ours cold start s (process → first token)", f"{median(cold):.2f}", f"{median(cold) / raw['cold']:.2f}× raw")
     ours["cold"] = median(cold)
     return ours
+
+
+def long_prompt_joins(report: Report, name: str, server: servers.Server) -> dict[str, float]:
+    """Fair scheduling: a running stream while a ~1,400-token prompt joins (medians of the repeats)."""
+    runs = [workloads.long_prompt_joins(server.base_url, server.model) for _ in range(3)]
+    result = {field: median([getattr(run, field) for run in runs])
+              for field in ("running_max_gap", "running_p99_gap", "join_ttft", "alone_ttft")}
+    report.add(f"{name}: running stream's max / p99 gap while a 1,400-token prompt joins, ms",
+               f"{result['running_max_gap'] * 1000:.0f} / {result['running_p99_gap'] * 1000:.0f}")
+    report.add(f"{name}: joining request TTFT vs alone, ms",
+               f"{result['join_ttft'] * 1000:.0f} vs {result['alone_ttft'] * 1000:.0f}",
+               f"{result['join_ttft'] / result['alone_ttft']:.2f}× alone")
+    return result
 
 
 def prompt_reuse(report: Report, server: servers.Server) -> dict[str, float]:
@@ -166,11 +180,12 @@ def measure_peer(report: Report, name: str, server_context, args: argparse.Names
         runs = [workloads.concurrent_streams(server.base_url, server.model, args.tokens, 4) for _ in range(args.repeats)]
         four = median([rate for rate, _ in runs])
         completed = min(count for _, count in runs)
+        join = long_prompt_joins(report, name, server)
     ours_four = ours["aggregate"][4]  # type: ignore[index]
     report.add(f"{name} decode tok/s, 1 stream", f"{single:.1f}")
     report.add(f"{name} aggregate tok/s, 4 streams", f"{four:.1f}",
                f"{completed}/4 completed; ours is {ours_four / four:.2f}× this")
-    return {"single": single, "four": four, "completed_of_4": completed}
+    return {"single": single, "four": four, "completed_of_4": completed, "join": join}
 
 
 def main() -> None:

@@ -138,3 +138,48 @@ def raw_cold_start(model_path: Path, threads: int) -> tuple[float, float]:
     output = subprocess.run([sys.executable, "-c", RAW_COLD_START, str(model_path), str(time.time()), str(threads)],
                             capture_output=True, text=True, timeout=300, check=True).stdout.split()
     return float(output[0]), float(output[1])
+
+
+def long_prompt() -> str:
+    """About 1,400 tokens of prompt, unique per call (no prefix reuse)."""
+    return f"[run {next(_runs)}] Summarise this list. " + " ".join(
+        f"Item {index} is a small blue stone from the northern shore." for index in range(120))
+
+
+def _stream_arrivals(base_url: str, model: str, tokens: int, prompt: str, arrivals: list[float]) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
+            "temperature": 0, "stream": True, "logit_bias": {str(END_OF_TURN): -100}}
+    with CLIENT.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"content":"' in line.replace(" ", "") and '"content":""' not in line:
+                arrivals.append(time.perf_counter())
+
+
+@attrs.frozen
+class JoinResult:
+    running_max_gap: float  # seconds, the running stream's longest wait between tokens while the prompt joined
+    running_p99_gap: float
+    join_ttft: float  # seconds, the joining request's time to first token
+    alone_ttft: float  # the same prompt with nothing else running
+
+
+def long_prompt_joins(base_url: str, model: str) -> JoinResult:
+    """A stream is decoding when a request with a ~1,400-token prompt arrives: how long does the stream
+    stall, and how long does the newcomer wait for its first token (vs alone)?"""
+    alone = stream_once(base_url, model, 4, [{"role": "user", "content": long_prompt()}]).ttft
+    arrivals: list[float] = []
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(_stream_arrivals, base_url, model, 400, fresh_prompt(), arrivals)
+        deadline = time.monotonic() + 120
+        while len(arrivals) < 20 and time.monotonic() < deadline and not running.done():
+            time.sleep(0.005)
+        joined_at = time.perf_counter()
+        join = stream_once(base_url, model, 4, [{"role": "user", "content": long_prompt()}])
+        first_token_at = joined_at + join.ttft
+        running.result()
+    window = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)
+              if later >= joined_at and earlier <= first_token_at + 0.5]
+    window.sort()
+    p99 = window[min(len(window) - 1, int(len(window) * 0.99))] if window else 0.0
+    return JoinResult(running_max_gap=max(window, default=0.0), running_p99_gap=p99, join_ttft=join.ttft,
+                      alone_ttft=alone)

@@ -40,7 +40,7 @@ from handler.api.dependencies import DEPENDENCIES
 from handler.api.embeddings import EmbeddingRequest, EmbeddingsController
 from handler.api.errors import openai_error_handler
 from handler.api.health import health, ready
-from handler.api.metrics import StateCollector, register_state_collector, unregister_state_collector
+from handler.api.metrics import StateCollector, record_step, register_state_collector, unregister_state_collector
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
 from handler.api.request_log import request_log_middleware
@@ -81,7 +81,7 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...],
         store = build_store(settings, catalog)
         for leftover in await store.run_blocking(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
-        cache = build_cache(settings, store, loader)
+        cache = build_cache(settings, store, loader, step_observer=record_step)
         lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, settings.drain_timeout_s))
         warmup = WarmUp(warm_set(settings, catalog), store, cache)
         lifecycle.install_signal_handlers()

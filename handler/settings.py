@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from handler.engine.step_budget import STEP_TARGET_MS
 from handler.engine.types import DEFAULT_QUEUE, TEMPERATURE
 
 T = TypeVar("T")
@@ -82,6 +83,7 @@ class Settings:
     n_parallel: int = 4
     temperature: float = TEMPERATURE
     max_tokens: int = 512
+    step_target_ms: int = STEP_TARGET_MS
     verbose: bool = False
     cors_allow_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 10 * 1024 * 1024
@@ -126,6 +128,7 @@ class Settings:
             n_parallel=read("N_PARALLEL", int, d["n_parallel"], lambda v: 1 <= v <= 64, "between 1 and 64"),
             temperature=read("TEMPERATURE", float, d["temperature"], lambda v: 0 <= v <= 2, "between 0 and 2"),
             max_tokens=read("MAX_TOKENS", int, d["max_tokens"], **positive),
+            step_target_ms=read("STEP_TARGET_MS", int, d["step_target_ms"], **positive),
             verbose=read("VERBOSE", _parse_bool, d["verbose"]),
             cors_allow_origins=read("CORS_ALLOW_ORIGINS", _parse_list, d["cors_allow_origins"]),
             max_body_bytes=read("MAX_BODY_BYTES", int, d["max_body_bytes"], **positive),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handler.engine.cache import CacheLimits, Loader, ModelCache
-from handler.engine.llama_options import LlamaDefaults, check_options, resolve_options
+from handler.engine.llama_options import LlamaDefaults, StepObserverOf, check_options, resolve_options
 from handler.engine.loading import load_model
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
@@ -24,10 +24,11 @@ def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
                                            headroom_bytes=settings.disk_headroom_mb * 1024 * 1024))
 
 
-def llama_defaults(settings: Settings) -> LlamaDefaults:
+def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = None) -> LlamaDefaults:
     return LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
                          n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose, n_parallel=settings.n_parallel,
-                         queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s))
+                         queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s),
+                         step_target_ms=settings.step_target_ms, step_observer=step_observer)
 
 
 def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
@@ -43,8 +44,9 @@ def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
     return declared
 
 
-def build_cache(settings: Settings, store: ModelStore, loader: Loader = load_model) -> ModelCache:
-    defaults = llama_defaults(settings)
+def build_cache(settings: Settings, store: ModelStore, loader: Loader = load_model,
+                step_observer: StepObserverOf | None = None) -> ModelCache:
+    defaults = llama_defaults(settings, step_observer)
     limits = CacheLimits(max_loaded=settings.max_loaded_models,
                          max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
                          default_ttl_s=settings.model_ttl_s)

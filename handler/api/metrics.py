@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ColdStart, ModelCache
+from handler.engine.step_budget import StepRecord
 from handler.lifecycle import Lifecycle
 from handler.store.model_store import ModelStore
 from handler.warmup import WarmUp
@@ -31,6 +32,19 @@ COLD_STARTS = Counter("gguf_cold_starts_total", "Requests that waited for a mode
 LOAD_SECONDS = Histogram("gguf_model_load_seconds", "Model load durations", ["model"], buckets=FAST_BUCKETS)
 SYNC_SECONDS = Histogram("gguf_model_sync_seconds", "Model file sync (check or download) durations", ["model"],
                          buckets=FAST_BUCKETS)
+
+
+STEP_SECONDS = Histogram("gguf_step_seconds", "Duration of each decode step of a chat model", ["model"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5))
+TOKEN_GAP_SECONDS = Histogram("gguf_inter_token_gap_seconds", "Time between consecutive tokens of a stream", ["model"],
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5))
+
+
+def record_step(model: str, step: StepRecord) -> None:
+    """Called on the model's thread after each decode step."""
+    STEP_SECONDS.labels(model).observe(step.seconds)
+    for gap in step.token_gaps:
+        TOKEN_GAP_SECONDS.labels(model).observe(gap)
 
 
 def record_cold_start(cold: ColdStart | None, model: str) -> None:

@@ -17,6 +17,8 @@ import asyncio
 import collections
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from handler.engine.pieces import PieceReader
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot
+from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.registry import ChatFormat, choose_format
@@ -43,8 +46,11 @@ class GrammarError(ValueError):
 
 
 class BatchingChatModel:
-    def __init__(self, name: str, path: Path, options: ModelOptions, queue: QueueLimits = DEFAULT_QUEUE) -> None:
+    def __init__(self, name: str, path: Path, options: ModelOptions, queue: QueueLimits = DEFAULT_QUEUE, *,
+                 on_step: StepObserver | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.name, self.options, self.queue_limits = name, options, queue
+        self.budget = StepBudget(target_s=options.step_target_ms / 1000, max_tokens=options.n_batch)
+        self.on_step, self.clock = on_step, clock
         self.n_parallel = options.n_parallel
         self.n_ctx = options.n_ctx  # per request
         self.n_batch = options.n_batch
@@ -198,27 +204,48 @@ class BatchingChatModel:
                 outputs[self._add(slot.next_token, len(slot.cached), slot, logits=True)] = slot
                 slot.cached.append(slot.next_token)
                 slot.next_token = None
-        budget = self.n_batch - self.batch.n_tokens()
-        for slot in active:
-            if slot.pending and budget > 0:
-                chunk, slot.pending = slot.pending[:budget], slot.pending[budget:]
-                for offset, token in enumerate(chunk):
-                    last = offset == len(chunk) - 1 and not slot.pending
-                    row = self._add(token, len(slot.cached), slot, logits=last)
-                    slot.cached.append(token)
-                    if last:
-                        outputs[row] = slot
-                budget -= len(chunk)
-        if self.batch.n_tokens() == 0:
+        decoded = tuple(slot.seq_id for slot in outputs.values())
+        prefilled = self._add_prefill(active, outputs, self.budget.prefill_allowance(len(decoded)))
+        tokens = self.batch.n_tokens()
+        if tokens == 0:
             return
+        started = self.clock()
         self.context.decode(self.batch)
+        gaps = []
         for row, slot in outputs.items():
             assert slot.sampler is not None  # every decoding slot has one
             token = slot.sampler.sample(self.context, row)
+            now = self.clock()
+            if slot.last_token_at is not None:
+                gaps.append(now - slot.last_token_at)
+            slot.last_token_at = now
             eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
             reason = slot.accept(token, b"" if eog else self.pieces.piece(token), eog)
             if reason is not None:
                 self._finish(slot, reason)
+        seconds = self.clock() - started
+        self.budget.record(tokens, seconds, decoding=len(decoded))
+        if self.on_step is not None:
+            self.on_step(StepRecord(seconds=seconds, decoded=decoded, prefilled=prefilled, token_gaps=tuple(gaps)))
+
+    def _add_prefill(self, active: list[Slot], outputs: dict[int, Slot], allowance: int) -> dict[int, int]:
+        """Put up to `allowance` prompt tokens into the batch, oldest request first; the last token of
+        a prompt asks for logits (its first generated token comes from them)."""
+        prefilled: dict[int, int] = {}
+        waiting = [slot for slot in active if slot.pending and slot.job is not None]
+        for slot in sorted(waiting, key=lambda slot: slot.job.arrived if slot.job else 0):
+            if allowance <= 0:
+                break
+            chunk, slot.pending = slot.pending[:allowance], slot.pending[allowance:]
+            for offset, token in enumerate(chunk):
+                last = offset == len(chunk) - 1 and not slot.pending
+                row = self._add(token, len(slot.cached), slot, logits=last)
+                slot.cached.append(token)
+                if last:
+                    outputs[row] = slot
+            prefilled[slot.seq_id] = len(chunk)
+            allowance -= len(chunk)
+        return prefilled
 
     def _finish(self, slot: Slot, reason: FinishReason) -> None:
         self.finished[reason] += 1

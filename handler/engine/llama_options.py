@@ -4,14 +4,16 @@ the request, then the model, then the server (`handler.engine.types.resolve_samp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import llama_cpp
 
+from handler.engine.step_budget import STEP_TARGET_MS, StepRecord
 from handler.engine.types import QueueLimits
 
+StepObserverOf = Callable[[str, StepRecord], None]  # (model name, what its step did)
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 
@@ -26,6 +28,8 @@ class LlamaDefaults:
     verbose: bool
     n_parallel: int
     queue: QueueLimits
+    step_target_ms: int
+    step_observer: StepObserverOf | None = None  # metrics
 
 
 @attrs.frozen
@@ -38,6 +42,7 @@ class ModelOptions:
     n_gpu_layers: int
     n_parallel: int
     verbose: bool = False
+    step_target_ms: int = STEP_TARGET_MS  # how long a decode step may take while streams run
     n_ubatch: int | None = None
     main_gpu: int = 0
     flash_attn: bool = True  # ~10% faster decoding on CPU here; outputs do not depend on batching
@@ -59,7 +64,7 @@ def resolve_options(defaults: LlamaDefaults, manifest: Mapping[str, Any]) -> Mod
     server environment's, else the built-in defaults of `ModelOptions`."""
     environment = ModelOptions(n_ctx=defaults.n_ctx, n_batch=defaults.n_batch, n_threads=defaults.n_threads,
                                n_gpu_layers=defaults.n_gpu_layers, n_parallel=defaults.n_parallel,
-                               verbose=defaults.verbose)
+                               verbose=defaults.verbose, step_target_ms=defaults.step_target_ms)
     return attrs.evolve(environment, **manifest)
 
 

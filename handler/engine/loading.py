@@ -3,6 +3,7 @@ it costs in memory, before (estimated) and after (measured)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import attrs
@@ -32,7 +33,9 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
         if spec.kind == "embedding":
             model: LoadedModel = EmbeddingModel(spec.name, path, options, defaults.queue)
         else:
-            model = BatchingChatModel(spec.name, path, options, defaults.queue)
+            observer = defaults.step_observer
+            model = BatchingChatModel(spec.name, path, options, defaults.queue,
+                                      on_step=functools.partial(observer, spec.name) if observer else None)
     except (ValueError, RuntimeError, OSError) as exc:
         cause = "; ".join(llama_log.take_messages()[-3:]) or str(exc)
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {cause}") from exc

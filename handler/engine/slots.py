@@ -4,6 +4,7 @@ its sampled tokens become text (UTF-8 split across tokens, stop strings, limits)
 from __future__ import annotations
 
 import codecs
+import itertools
 from collections.abc import Sequence
 
 import attrs
@@ -14,6 +15,8 @@ from handler.engine.generation import Generation
 from handler.engine.text import StopMatcher
 from handler.engine.types import FinishReason, SamplingParams, TextChunk
 
+_ARRIVALS = itertools.count()
+
 
 @attrs.define(eq=False)
 class Job:
@@ -21,6 +24,7 @@ class Job:
     params: SamplingParams
     grammar: LlamaGrammar | None
     generation: Generation
+    arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
 
 
 @attrs.define(eq=False)
@@ -31,6 +35,7 @@ class Slot:
     sampler: LlamaSampler | None = None
     pending: list[int] = attrs.field(factory=list)  # prompt tokens still to prefill
     next_token: int | None = None  # sampled, not yet decoded
+    last_token_at: float | None = None  # when the previous token was sampled (inter-token gaps)
     produced: int = 0
     max_tokens: int = 0
     stop_string_hit: bool = False
@@ -52,7 +57,7 @@ class Slot:
         return min(common, len(prompt) - 1)
 
     def assign(self, job: Job, prefix: int, sampler: LlamaSampler, n_ctx: int) -> None:
-        self.job, self.sampler = job, sampler
+        self.job, self.sampler, self.last_token_at = job, sampler, None
         del self.cached[prefix:]
         self.pending = job.prompt[prefix:]
         self.next_token, self.produced, self.stop_string_hit = None, 0, False

@@ -37,7 +37,7 @@ def test_sampling_precedence(request_values, model_seed, field, expected):
 
 
 ENVIRONMENT = LlamaDefaults(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=0, verbose=False, n_parallel=4,
-                            queue=QueueLimits())
+                            queue=QueueLimits(), step_target_ms=120)
 
 
 @pytest.mark.parametrize(("manifest", "field", "expected"), [
@@ -51,6 +51,7 @@ ENVIRONMENT = LlamaDefaults(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=0
     ({"n_batch": 128}, "micro_batch", 128),
     ({"n_ubatch": 64}, "micro_batch", 64),
     ({"chat_format": "gguf"}, "chat_format", "gguf"),
+    ({}, "step_target_ms", 120),  # the environment's STEP_TARGET_MS
 ])
 def test_model_option_precedence(manifest, field, expected):
     assert getattr(resolve_options(ENVIRONMENT, manifest), field) == expected

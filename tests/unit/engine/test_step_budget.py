@@ -1,0 +1,37 @@
+from handler.engine.step_budget import FIRST_GUESS_PREFILL, MIN_PREFILL, StepBudget
+
+
+def test_a_lone_prompt_takes_the_whole_batch():
+    assert StepBudget(target_s=0.15, max_tokens=512).prefill_allowance(decoding=0) == 512
+
+
+def test_before_any_measurement_a_modest_guess():
+    assert StepBudget(target_s=0.15, max_tokens=512).prefill_allowance(decoding=2) == FIRST_GUESS_PREFILL
+
+
+def test_steps_without_running_streams_do_not_teach_the_model():
+    budget = StepBudget(target_s=0.15, max_tokens=512)
+    for tokens in (512, 512, 100):
+        budget.record(tokens, 0.5, decoding=0)
+    assert budget.cost_model() is None
+
+
+def test_the_cost_model_is_learned_from_steps():
+    budget = StepBudget(target_s=0.15, max_tokens=512)
+    for tokens in (1, 2, 64, 128, 512, 4):  # 10 ms per step plus 1 ms per token
+        budget.record(tokens, 0.010 + 0.001 * tokens, decoding=1)
+    overhead, per_token = budget.cost_model()
+    assert abs(overhead - 0.010) < 1e-9 and abs(per_token - 0.001) < 1e-9
+    # (150 ms - 10 ms) / 1 ms = 140 tokens per step, 3 of them the running streams' own
+    assert budget.prefill_allowance(decoding=3) == 137
+
+
+def test_a_long_prompt_always_advances_and_never_overflows_the_batch():
+    slow = StepBudget(target_s=0.001, max_tokens=512)
+    for tokens in (1, 300):
+        slow.record(tokens, 0.5 + tokens, decoding=1)  # far beyond the target whatever the size
+    assert slow.prefill_allowance(decoding=1) == MIN_PREFILL
+    fast = StepBudget(target_s=10, max_tokens=32)
+    for tokens in (1, 30):
+        fast.record(tokens, 1e-6 * tokens, decoding=1)
+    assert fast.prefill_allowance(decoding=4) == 28  # the batch holds 32 rows, 4 are the streams'
