@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO
-from tests.integration.test_lifecycle import LONG, _samples, _wait_for
+from tests.integration.test_lifecycle import LONG, _samples, _wait_for, sigterm_during_a_stream
 
 CHAT = "smollm2-135m"
 HI = [{"role": "user", "content": "hi"}]
@@ -190,12 +190,7 @@ def test_a_client_that_leaves_the_queue_is_withdrawn(launch):
 # ---- replies cut by the server say so
 def test_a_stream_cut_by_shutdown_ends_with_an_error_event(launch):
     server = launch({"DRAIN_TIMEOUT_S": "1"})
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=300,
-                      json={**LONG, "max_tokens": 1900, "stream": True}) as stream:
-        lines = stream.iter_lines()
-        next(lines)
-        server.process.send_signal(signal.SIGTERM)
-        events = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    events = sigterm_during_a_stream(server, max_tokens=1900)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
     assert error["code"] == "model_unloaded" and error["type"] == "server_error"

@@ -138,18 +138,22 @@ def test_disconnect_during_a_plain_request_frees_the_model(launch):
     assert _chat(server.base_url, max_tokens=3).status_code == 200
 
 
+def sigterm_during_a_stream(server, max_tokens):
+    """Start a stream, send SIGTERM once it is under way, and return the data of every event after."""
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=600,
+                      json={**LONG, "max_tokens": max_tokens, "stream": True}) as stream:
+        lines = stream.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)
+        server.process.send_signal(signal.SIGTERM)
+        return [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+
+
 def test_sigterm_drains_the_stream_then_exits_zero(launch):
     # A drain timeout far beyond what 120 tokens take even on a busy machine: the stream must end whole.
     server = launch({"DRAIN_TIMEOUT_S": "300"})
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=600,
-                      json={**LONG, "max_tokens": 120, "stream": True}) as stream:
-        lines = stream.iter_lines()
-        next(lines)
-        server.process.send_signal(signal.SIGTERM)
-        rest = list(lines)
-    events = [line for line in rest if line.startswith("data: ")]
-    assert events[-1] == "data: [DONE]"
-    assert json.loads(events[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"
+    events = sigterm_during_a_stream(server, max_tokens=120)
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
     with pytest.raises(httpx.TransportError):  # the listener is closed: new connections are refused
         _chat(server.base_url)
     assert server.process.wait(300) == 0
