@@ -146,13 +146,21 @@ def long_prompt() -> str:
         f"Item {index} is a small blue stone from the northern shore." for index in range(120))
 
 
-def _stream_arrivals(base_url: str, model: str, tokens: int, prompt: str, arrivals: list[float]) -> None:
+def _stream_arrivals(base_url: str, model: str, tokens: int, prompt: str, arrivals: list[float]) -> bool:
+    """Record when each token of a stream arrives; False if the server cut the stream (llama_cpp.server
+    interrupts a running request when another arrives)."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
             "temperature": 0, "stream": True, "logit_bias": {str(END_OF_TURN): -100}}
-    with CLIENT.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {") and '"content":"' in line.replace(" ", "") and '"content":""' not in line:
-                arrivals.append(time.perf_counter())
+    try:
+        with CLIENT.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {") and '"content":"' in line.replace(" ", "") and '"content":""' not in line:
+                    arrivals.append(time.perf_counter())
+                if line == "data: [DONE]":
+                    return True
+    except httpx.HTTPError:
+        pass
+    return False
 
 
 @attrs.frozen
@@ -161,6 +169,7 @@ class JoinResult:
     running_p99_gap: float
     join_ttft: float  # seconds, the joining request's time to first token
     alone_ttft: float  # the same prompt with nothing else running
+    running_completed: bool  # False: the server cut the running stream to serve the newcomer
 
 
 def long_prompt_joins(base_url: str, model: str) -> JoinResult:
@@ -176,10 +185,10 @@ def long_prompt_joins(base_url: str, model: str) -> JoinResult:
         joined_at = time.perf_counter()
         join = stream_once(base_url, model, 4, [{"role": "user", "content": long_prompt()}])
         first_token_at = joined_at + join.ttft
-        running.result()
+        completed = running.result()
     window = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)
               if later >= joined_at and earlier <= first_token_at + 0.5]
     window.sort()
     p99 = window[min(len(window) - 1, int(len(window) * 0.99))] if window else 0.0
     return JoinResult(running_max_gap=max(window, default=0.0), running_p99_gap=p99, join_ttft=join.ttft,
-                      alone_ttft=alone)
+                      alone_ttft=alone, running_completed=completed)

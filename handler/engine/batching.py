@@ -205,7 +205,10 @@ class BatchingChatModel:
                 slot.cached.append(slot.next_token)
                 slot.next_token = None
         decoded = tuple(slot.seq_id for slot in outputs.values())
-        prefilled = self._add_prefill(active, outputs, self.budget.prefill_allowance(len(decoded)))
+        prefilling = [slot for slot in active if slot.pending and slot.job is not None]
+        prefilled: dict[int, int] = {}
+        if prefilling:  # the cost model is consulted only when a prompt waits
+            prefilled = self._add_prefill(prefilling, outputs, self.budget.prefill_allowance(len(decoded)))
         tokens = self.batch.n_tokens()
         if tokens == 0:
             return
@@ -228,12 +231,11 @@ class BatchingChatModel:
         if self.on_step is not None:
             self.on_step(StepRecord(seconds=seconds, decoded=decoded, prefilled=prefilled, token_gaps=tuple(gaps)))
 
-    def _add_prefill(self, active: list[Slot], outputs: dict[int, Slot], allowance: int) -> dict[int, int]:
+    def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int) -> dict[int, int]:
         """Put up to `allowance` prompt tokens into the batch, oldest request first; the last token of
         a prompt asks for logits (its first generated token comes from them)."""
         prefilled: dict[int, int] = {}
-        waiting = [slot for slot in active if slot.pending and slot.job is not None]
-        for slot in sorted(waiting, key=lambda slot: slot.job.arrived if slot.job else 0):
+        for slot in sorted(prefilling, key=lambda slot: slot.job.arrived if slot.job else 0):
             if allowance <= 0:
                 break
             chunk, slot.pending = slot.pending[:allowance], slot.pending[allowance:]
