@@ -49,7 +49,9 @@ def check_distinct_paths(model_dir: Path, specs: Iterable[ModelSpec]) -> None:
     """Entries may share a file only when they name the same source."""
     sources: dict[Path, tuple[str, tuple[str, str | None]]] = {}
     for spec in specs:
-        path, identity = local_path(model_dir, spec), (spec.source, spec.version_id)
+        path = local_path(model_dir, spec)
+        # A local file is its own source, however the entry spells its path.
+        identity = (spec.source, spec.version_id) if spec.is_remote else (str(path), None)
         first = sources.setdefault(path, (spec.name, identity))
         if first[1] != identity:
             raise ManifestError(f"models '{first[0]}' and '{spec.name}' have different sources but the same local "

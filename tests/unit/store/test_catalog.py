@@ -58,6 +58,8 @@ def test_different_sources_may_not_share_a_file(tmp_path):
     with pytest.raises(ManifestError, match="'remote' and 'local' have different sources"):
         check_distinct_paths(tmp_path, (remote, clash))
     check_distinct_paths(tmp_path, (remote, ModelSpec(name="twin", kind="embedding", source=remote.source)))
+    relative = ModelSpec(name="rel", kind="chat", source="a.gguf")
+    check_distinct_paths(tmp_path, (relative, ModelSpec(name="abs", kind="chat", source=str(tmp_path / "a.gguf"))))
 
 
 def test_requests_rescan_off_the_loop_at_most_once_per_interval(tmp_path, monkeypatch):
