@@ -17,8 +17,8 @@ demo_sha256 := "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 default:
     @just --list
 
-# What serving needs, from uv.lock (first run compiles llama-cpp-python: about 5 minutes on 2 cores).
-# No test, lint or bench tools; --inexact leaves them in place when a developer has them.
+# --inexact: a developer's test and lint tools stay in place; serving installs none of them.
+# Only what serving needs, from uv.lock (the first run compiles llama-cpp-python: ~5 min on 2 cores)
 install:
     uv sync --frozen --no-default-groups --inexact
     uv run --no-sync python -m compileall -q handler
