@@ -70,10 +70,6 @@ class Lease:
     _released: bool = False
 
     @property
-    def model(self) -> LoadedModel:
-        return self.entry.model
-
-    @property
     def chat_model(self) -> BatchingChatModel:
         """The model, leased as a chat model (the route checked the spec's kind)."""
         if not isinstance(self.entry.model, BatchingChatModel):

@@ -63,8 +63,11 @@ class RecordBook:
             stat = path.stat()
         except OSError:
             return None
-        record = self._in_memory.get(path) or _load_record(record_path(path))
-        return record if record and (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns) else None
+        # This process's record first; the one on disk when another worker has since replaced the file.
+        record = self._in_memory.get(path)
+        if not _describes(record, stat):
+            record = _load_record(record_path(path))
+        return record if _describes(record, stat) else None
 
     def write(self, path: Path, *, sha256: str, etag: str | None = None, version_id: str | None = None) -> FileRecord:
         stat = path.stat()
@@ -84,6 +87,10 @@ class RecordBook:
     def forget(self, path: Path) -> None:
         self._in_memory.pop(path, None)
         record_path(path).unlink(missing_ok=True)
+
+
+def _describes(record: FileRecord | None, stat: os.stat_result) -> bool:
+    return record is not None and (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
 
 
 def _load_record(where: Path) -> FileRecord | None:

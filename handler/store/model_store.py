@@ -135,13 +135,14 @@ class ModelStore:
         legacy = self.catalog.legacy_path_of(spec)
         if not legacy.is_file() or not self._is_current(spec, legacy, trust_local=False):  # evidence, not trust
             return False
-        record = self._records.read(legacy)
+        record = self._records.read(legacy)  # there is one: `_is_current` found or wrote it
+        if record is None:
+            return False
         try:
             os.link(legacy, path)
         except OSError:
             return False
-        self._records.write(path, sha256=record.sha256 if record else sha256_of(path),
-                            etag=record.etag if record else None, version_id=record.version_id if record else None)
+        self._records.write(path, sha256=record.sha256, etag=record.etag, version_id=record.version_id)
         log.info("using %s, synced by an earlier version, as %s", legacy.name, path.name)
         return True
 
