@@ -28,7 +28,8 @@ from handler.api.tool_choice import ToolPlan
 from handler.engine.chat import ChatEvent
 from handler.engine.types import ChatRequest, SamplingParams, SamplingRequest, Usage
 from handler.errors import InvalidRequest, ServiceUnavailable
-from handler.formats.qwen3_parser import merge_deltas
+from handler.formats.chat_format import ChatInput
+from handler.formats.output import merge_deltas
 
 
 def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
@@ -41,7 +42,7 @@ def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
     return bias
 
 
-def sampling_request(data: ChatCompletionRequest, grammar: str | None = None) -> SamplingRequest:
+def sampling_request(data: ChatCompletionRequest) -> SamplingRequest:
     """What the request set (None where it set nothing); the engine's `resolve_sampling` fills the rest."""
     stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
     return SamplingRequest(
@@ -49,7 +50,7 @@ def sampling_request(data: ChatCompletionRequest, grammar: str | None = None) ->
         top_p=data.top_p, top_k=data.top_k, min_p=data.min_p,
         repeat_penalty=data.repeat_penalty or None,  # 0 means off, as 1 does
         presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty,
-        seed=data.seed, stop=stop, logit_bias=_logit_bias(data.logit_bias), grammar=grammar,
+        seed=data.seed, stop=stop, logit_bias=_logit_bias(data.logit_bias),
     )
 
 
@@ -69,8 +70,9 @@ def enable_thinking(data: ChatCompletionRequest) -> bool | None:
 
 
 def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: ToolPlan) -> ChatRequest:
-    return ChatRequest(messages=[_message_dict(message) for message in data.messages], params=params,
-                       tools=plan.tools, enable_thinking=enable_thinking(data), parallel_tool_calls=plan.parallel)
+    chat = ChatInput(messages=[_message_dict(message) for message in data.messages], tools=plan.tools,
+                     json_schema=plan.json_schema, enable_thinking=enable_thinking(data))
+    return ChatRequest(chat=chat, params=params)
 
 
 def _usage(usage: Usage) -> UsageOut:

@@ -1,6 +1,6 @@
 """A chat completion from request to response: the one method the chat route calls.
 
-Find the model, plan tools and grammar (off the loop), open the request's scope (lease, cold start,
+Find the model, check tools and schemas (off the loop), open the request's scope (lease, cold start,
 client watch), decide sampling, wait for a slot, then answer as JSON or as a stream."""
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class ChatService:
     async def respond(self, data: ChatCompletionRequest,
                       request: Request[Any, Any, Any]) -> Response[ChatCompletion] | Stream:
         spec = await self.catalog.find(data.model)
-        plan = await asyncio.to_thread(plan_tools, data)  # grammar conversion takes a while
-        wanted = sampling_request(data, plan.grammar)
+        plan = await asyncio.to_thread(plan_tools, data)  # walks every schema
+        wanted = sampling_request(data)
         scope = await open_scope(request, self.lifecycle, self.cache, spec, "chat")
         streaming = False  # once the stream holds the scope, it releases it when it ends
         try:

@@ -36,7 +36,8 @@ from handler.engine.slots import Job, Slot
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
-from handler.formats.registry import ChatFormat, choose_format
+from handler.formats.chat_format import ChatFormat
+from handler.formats.registry import choose_format
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class BatchingChatModel:
         self.pieces = PieceReader(self.model.vocab)  # used on the scheduler thread only
         self.format: ChatFormat = choose_format(
             options.chat_format, self.model.metadata().get("tokenizer.chat_template"),
-            bos_token=_token_text(self.model, self.model.token_bos()),
+            custom_template=options.chat_template, bos_token=_token_text(self.model, self.model.token_bos()),
             eos_token=_token_text(self.model, self.model.token_eos()))
         self.slots = [Slot(seq_id=index) for index in range(self.n_parallel)]
         self._queue: collections.deque[Job] = collections.deque()
@@ -86,6 +87,16 @@ class BatchingChatModel:
         add_bos = self.model.add_bos_token() and not (bos and prompt.startswith(bos))
         return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
+    def special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
+        """The ids of those `texts` that are single special tokens of this vocabulary (a chat format's
+        markers, such as `[TOOL_CALLS]`, whose text its parser must see)."""
+        reader, ids = PieceReader(self.model.vocab), set()  # `self.pieces` belongs to the scheduler thread
+        for text in texts:
+            tokens = self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            if len(tokens) == 1 and not reader.piece(tokens[0]):  # no text unless rendered as special
+                ids.add(tokens[0])
+        return frozenset(ids)
+
     def compile_grammar(self, gbnf: str) -> LlamaGrammar:
         """Check that llama.cpp accepts `gbnf` before it reaches a sampler: a grammar that fails to
         parse there yields a NULL sampler, and adding that to a chain crashes the process; one nested
@@ -101,7 +112,8 @@ class BatchingChatModel:
         return LlamaGrammar.from_string(gbnf, verbose=False)
 
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
-                               grammar: LlamaGrammar | None = None) -> Generation:
+                               grammar: LlamaGrammar | None = None, *,
+                               preserved: frozenset[int] = frozenset()) -> Generation:
         """Queue the request and wait for its slot: `Overloaded` when too many already wait beyond
         the free slots, `ServiceUnavailable` after the queue timeout; either way before any response
         byte is sent. A request that stops waiting (timeout, client gone) leaves the line at once."""
@@ -109,7 +121,7 @@ class BatchingChatModel:
             raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
                              retry_after_s=2)
         generation = Generation()
-        job = Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=generation)
+        job = Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=generation, preserved=preserved)
         with self._wake:
             self._queue.append(job)
             self._wake.notify()
@@ -223,7 +235,9 @@ class BatchingChatModel:
                 gaps.append(now - slot.last_token_at)
             slot.last_token_at = now
             eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
-            reason = slot.accept(token, b"" if eog else self.pieces.piece(token), eog)
+            special = slot.job is not None and token in slot.job.preserved
+            piece = b"" if eog else self.pieces.piece(token, special=special)
+            reason = slot.accept(token, piece, eog)
             if reason is not None:
                 self._finish(slot, reason)
         seconds = self.clock() - started

@@ -1,6 +1,7 @@
-"""A chat completion end to end inside the engine: render → tokenize → check → generate → parse.
+"""A chat completion end to end inside the engine: plan → tokenize → check → generate → parse.
 
-`start_chat` does everything that can fail because of the request or the load (template errors,
+`start_chat` asks the model's chat format for the request's plan (prompt, output constraint,
+parser), and does everything that can fail because of the request or the load (template errors,
 prompt too long, bad grammar, a full queue) and waits for the model's turn before any byte is sent,
 so the API layer can still answer with a 4xx/5xx status; `events` then streams parsed deltas and
 ends with the finish reason and usage.
@@ -12,15 +13,18 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import attrs
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.batching import BatchingChatModel, GrammarError
 from handler.engine.generation import Generation
+from handler.engine.grammar import SchemaError, constraint_grammar
+from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.types import ChatRequest, FinishReason, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
+from handler.formats.chat_format import ChatPlan, ForcedCalls
 from handler.formats.content import UnsupportedContent
 from handler.formats.gguf_template import TemplateRenderError
-from handler.formats.qwen3_parser import OutputDelta
-from handler.formats.registry import OutputParser
+from handler.formats.output import OutputDelta, OutputParser
 
 
 @attrs.frozen
@@ -32,7 +36,6 @@ class ChatEvent:
 
 @attrs.define
 class StartedChat:
-    request: ChatRequest
     parser: OutputParser
     generation: Generation
 
@@ -45,10 +48,7 @@ class StartedChat:
                 if chunk.finish_reason is not None:
                     deltas += self.parser.finish()
                 for delta in deltas:
-                    if delta.tool_call is not None:
-                        if called_tools and not self.request.parallel_tool_calls:
-                            continue  # parallel_tool_calls=false: the first call only
-                        called_tools = True
+                    called_tools = called_tools or delta.tool_call is not None
                     yield ChatEvent(delta=delta)
                 if chunk.finish_reason is not None:
                     finish = "tool_calls" if called_tools and chunk.finish_reason == "stop" else chunk.finish_reason
@@ -58,25 +58,38 @@ class StartedChat:
             await chunks.aclose()
 
 
-async def start_chat(model: BatchingChatModel, request: ChatRequest) -> StartedChat:
+def _plan(model: BatchingChatModel, request: ChatRequest) -> ChatPlan:
     try:
-        prompt = model.format.render(request.messages, request.tools, enable_thinking=request.enable_thinking)
+        return model.format.plan(request.chat)
     except UnsupportedContent as exc:
         raise InvalidRequest(str(exc), param="messages", code="unsupported_content") from None
     except TemplateRenderError as exc:
         raise InvalidRequest(str(exc), param="messages") from None
-    tokens = await asyncio.to_thread(model.tokenize, prompt)
+
+
+def _grammar(model: BatchingChatModel, plan: ChatPlan) -> LlamaGrammar | None:
+    """The plan's constraint as a grammar llama.cpp accepts (blocking: conversion takes a while)."""
+    if plan.constraint is None:
+        return None
+    param = "tools" if isinstance(plan.constraint, ForcedCalls) else "response_format"
+    try:
+        gbnf = constraint_grammar(plan.constraint)
+        check_grammar(gbnf, param)
+        return model.compile_grammar(gbnf)
+    except SchemaLimitExceeded as exc:
+        raise InvalidRequest(str(exc), param=param, code="schema_too_complex") from None
+    except (SchemaError, GrammarError) as exc:
+        raise InvalidRequest(f"{exc}; check the JSON schemas in {param}", param=param) from None
+
+
+async def start_chat(model: BatchingChatModel, request: ChatRequest) -> StartedChat:
+    plan = _plan(model, request)
+    tokens = await asyncio.to_thread(model.tokenize, plan.prompt)
     if len(tokens) >= model.n_ctx:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.n_ctx} tokens, but the messages take "
             f"{len(tokens)} tokens. Please shorten the messages.", param="messages")
-    grammar = None
-    if request.params.grammar is not None:
-        try:
-            grammar = await asyncio.to_thread(model.compile_grammar, request.params.grammar)
-        except GrammarError as exc:
-            raise InvalidRequest(f"{exc}; check the JSON schemas in tools or response_format",
-                                 param="tools" if request.tools else "response_format") from None
-    parser = model.format.new_parser(request.tool_names, prompt)
-    generation = await model.start_generation(tokens, request.params, grammar)
-    return StartedChat(request=request, parser=parser, generation=generation)
+    grammar = await asyncio.to_thread(_grammar, model, plan)
+    generation = await model.start_generation(tokens, request.params, grammar,
+                                              preserved=model.special_tokens(plan.preserved_tokens))
+    return StartedChat(parser=plan.parser, generation=generation)

@@ -1,7 +1,7 @@
-"""GBNF grammars that constrain generation: tool calls in Qwen3 markup, and JSON content.
+"""GBNF grammars that constrain generation: forced tool calls in a format's own syntax, and JSON content.
 
 Built with llama-cpp-python's JSON-schema converter, so the argument rules are the ones llama.cpp
-itself would build; we only add the `<tool_call>` framing around them.
+itself would build; the chat format's `CallSyntax` says what frames them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_cpp.llama_grammar import SchemaConverter
+
+from handler.formats.chat_format import CallSyntax, Constraint, ForcedCalls, JsonContent
+
+QWEN3_SYNTAX = CallSyntax(open="<tool_call>\n", close="\n</tool_call>")
 
 
 class SchemaError(ValueError):
@@ -34,17 +38,23 @@ def _literal(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid GBNF literal
 
 
-def tool_call_grammar(functions: Sequence[Mapping[str, Any]], *, parallel: bool) -> str:
-    """One `<tool_call>` block (or several when `parallel`) calling one of `functions` with valid arguments."""
+def _sequence(*parts: str) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def tool_call_grammar(functions: Sequence[Mapping[str, Any]], *, parallel: bool,
+                      syntax: CallSyntax = QWEN3_SYNTAX) -> str:
+    """A call (or several when `parallel`) to one of `functions` with valid arguments, written in `syntax`."""
     converter = _converter()
     alternatives = []
     for index, function in enumerate(functions):
-        schema = function.get("parameters") or {"type": "object"}
-        arguments_rule = _visit(converter, schema, f"tool{index}-arguments")
-        opening = _literal(f'<tool_call>\n{{"name": "{function["name"]}", "arguments": ')
-        alternatives.append(f"{opening} {arguments_rule} {_literal(chr(10).join(['}', '</tool_call>']))}")
-    calls = "call (\"\\n\" call)*" if parallel else "call"
-    return converter.format_grammar() + f"\ncall ::= {' | '.join(alternatives)}\nroot ::= {calls}\n"
+        arguments_rule = _visit(converter, function.get("parameters") or {"type": "object"}, f"tool{index}-arguments")
+        opening = _literal(f'{syntax.open}{{"name": "{function["name"]}", "{syntax.arguments_key}": ')
+        alternatives.append(f"{opening} {arguments_rule} {_literal('}' + syntax.close)}")
+    calls = f"call ({_literal(syntax.separator)} call)*" if parallel else "call"
+    root = _sequence(_literal(syntax.before) if syntax.before else "", calls,
+                     _literal(syntax.after) if syntax.after else "")
+    return converter.format_grammar() + f"\ncall ::= {' | '.join(alternatives)}\nroot ::= {root}\n"
 
 
 def json_grammar(schema: Mapping[str, Any] | None) -> str:
@@ -52,3 +62,10 @@ def json_grammar(schema: Mapping[str, Any] | None) -> str:
     converter = _converter()
     _visit(converter, schema or {"type": "object"}, "")
     return converter.format_grammar()
+
+
+def constraint_grammar(constraint: Constraint) -> str:
+    if isinstance(constraint, ForcedCalls):
+        return tool_call_grammar(constraint.functions, parallel=constraint.parallel, syntax=constraint.syntax)
+    assert isinstance(constraint, JsonContent)
+    return json_grammar(constraint.schema)

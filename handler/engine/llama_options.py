@@ -53,6 +53,7 @@ class ModelOptions:
     seed: int | None = None  # sampling seed for requests that send none
     pooling: str | None = None  # embedding models; None: the GGUF's own, else mean
     chat_format: str | None = None  # chat models; None: chosen from the GGUF's template
+    chat_template: str | None = None  # Jinja text used instead of the GGUF's (the manifest's, file read)
 
     @property
     def micro_batch(self) -> int:

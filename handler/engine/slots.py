@@ -24,6 +24,7 @@ class Job:
     params: SamplingParams
     grammar: LlamaGrammar | None
     generation: Generation
+    preserved: frozenset[int] = frozenset()  # special tokens rendered as text (a format's markers)
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
 
 

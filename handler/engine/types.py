@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import attrs
 
+from handler.formats.chat_format import ChatInput
+
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 
 
@@ -41,7 +43,6 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logit_bias: dict[int, float] = attrs.field(factory=dict)
-    grammar: str | None = None  # GBNF text constraining the output
 
 
 @attrs.frozen
@@ -59,7 +60,6 @@ class SamplingRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logit_bias: dict[int, float] = attrs.field(factory=dict)
-    grammar: str | None = None
 
 
 @attrs.frozen
@@ -85,7 +85,7 @@ def resolve_sampling(request: SamplingRequest, *, model_seed: int | None, server
         presence_penalty=first(request.presence_penalty, PRESENCE_PENALTY),
         frequency_penalty=first(request.frequency_penalty, FREQUENCY_PENALTY),
         seed=request.seed if request.seed is not None else model_seed,
-        stop=request.stop, logit_bias=request.logit_bias, grammar=request.grammar,
+        stop=request.stop, logit_bias=request.logit_bias,
     )
 
 
@@ -111,14 +111,7 @@ class Usage:
 
 @attrs.frozen
 class ChatRequest:
-    """A chat completion as the engine sees it: messages and tools already validated."""
+    """A chat completion as the engine sees it: the checked conversation and how to sample the reply."""
 
-    messages: list[dict[str, Any]]
+    chat: ChatInput
     params: SamplingParams
-    tools: list[dict[str, Any]] | None = None
-    enable_thinking: bool | None = None
-    parallel_tool_calls: bool = True
-
-    @property
-    def tool_names(self) -> frozenset[str]:
-        return frozenset(tool["function"]["name"] for tool in self.tools or ())

@@ -1,18 +1,21 @@
-"""Qwen3 prompts: a pure re-implementation of the official Qwen3 chat template.
+"""Qwen3: a pure re-implementation of the official chat template, and the parser of its output.
 
 `render_prompt` gives byte-for-byte what Hugging Face transformers renders from the `chat_template` in
 Qwen3's tokenizer_config.json (tests compare both over many conversations), without running any
-template code. ChatML models (`<|im_start|>`) share the layout, so they are rendered here too.
-The output side is `handler.formats.qwen3_parser`.
+template code; `parse_output` reads a reply back into content, reasoning and tool calls. ChatML
+models (`<|im_start|>`) share the layout, so `Qwen3Format` serves them too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from handler.formats.chat_format import CallSyntax, ChatFormat, ChatInput
 from handler.formats.content import content_text
+from handler.formats.output import CallIds, OutputParser, ParsedOutput, new_call_id, parse_all
+from handler.formats.tagged_calls import TaggedCallParser
 
 TOOLS_PREAMBLE = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -105,3 +108,23 @@ def render_prompt(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | 
     if add_generation_prompt:
         parts.append("<|im_start|>assistant\n" + (EMPTY_THINK if enable_thinking is False else ""))
     return "".join(parts)
+
+
+def parse_output(text: str, tool_names: Collection[str] = (), *, in_think: bool = False,
+                 new_id: CallIds = new_call_id) -> ParsedOutput:
+    """Parse a whole reply; the same machine as streaming, fed all at once."""
+    return parse_all(TaggedCallParser(tool_names, in_think=in_think, new_id=new_id), text)
+
+
+class Qwen3Format(ChatFormat):
+    syntax = CallSyntax(open="<tool_call>\n", close="\n</tool_call>")
+
+    def __init__(self, name: str = "qwen3") -> None:
+        self.name = name
+
+    def render(self, chat: ChatInput) -> str:
+        return render_prompt(chat.messages, chat.tools.tools or None, enable_thinking=chat.enable_thinking)
+
+    def new_parser(self, chat: ChatInput, prompt: str) -> OutputParser:
+        # Some Qwen3 templates open the think block in the prompt; then only </think> is generated.
+        return TaggedCallParser(chat.tools.names, in_think=prompt.rstrip("\n").endswith("<think>"))

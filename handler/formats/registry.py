@@ -1,82 +1,53 @@
-"""Which prompt renderer and output parser a model gets, chosen once when it loads.
+"""Which chat format a model gets, chosen once when it loads: the manifest's `chat_format` if set,
+else the family its template's markers show.
 
-Qwen3 and ChatML models (`<|im_start|>` in their template, or `chat_format = "qwen3"`/"chatml" in the
-manifest) use the exact Qwen3 renderer and parser; any other model renders its own GGUF template in
-the sandbox and its output is passed through as content.
+- `<|im_start|>` with `<think>` and `<tool_call>` (Qwen3), or plain ChatML without tool markup
+  (SmolLM2, …), or no template at all: `Qwen3Format`, the exact pure renderer;
+- `<tool_call>` (Qwen2.5, Hermes): `HermesFormat`;  `[TOOL_CALLS]`: `MistralFormat`;
+  `<|start_header_id|>` (Llama 3.x): `Llama3Format`;  anything else: the generic `TemplateFormat`.
+
+`chat_format = "gguf"` renders with the template whatever it is (detecting the family among the
+template formats), as does a manifest `chat_template`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from handler.formats.chat_format import ChatFormat
+from handler.formats.families import HermesFormat, Llama3Format, MistralFormat
+from handler.formats.qwen3 import Qwen3Format
+from handler.formats.template_format import TemplateFormat
 
-import attrs
-
-from handler.formats.content import content_text
-from handler.formats.gguf_template import render_gguf_template
-from handler.formats.qwen3 import render_prompt
-from handler.formats.qwen3_parser import OutputDelta, Qwen3OutputParser
-
-Messages = Sequence[Mapping[str, Any]]
+TEMPLATE_FAMILIES: dict[str, type[TemplateFormat]] = {
+    "hermes": HermesFormat, "llama3": Llama3Format, "mistral": MistralFormat, "generic": TemplateFormat,
+}
+CHAT_FORMATS = ("qwen3", "chatml", "gguf", *TEMPLATE_FAMILIES)
 
 
-class OutputParser(Protocol):
-    def feed(self, text: str) -> list[OutputDelta]: ...
-    def finish(self) -> list[OutputDelta]: ...
+def template_family(template: str) -> str:
+    if "<tool_call>" in template:
+        return "hermes"
+    if "[TOOL_CALLS]" in template:
+        return "mistral"
+    if "<|start_header_id|>" in template:
+        return "llama3"
+    return "generic"
 
 
-class ChatFormat(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def render(self, messages: Messages, tools: Sequence[Any] | None, *, enable_thinking: bool | None) -> str: ...
-    def new_parser(self, tool_names: Collection[str], prompt: str) -> OutputParser: ...
+def _is_qwen3_renderable(template: str) -> bool:
+    chatml = "<|im_start|>" in template
+    return chatml and ("<think>" in template or "<tool_call>" not in template)
 
 
-class PassthroughParser:
-    """Output of models without a known markup: everything is content."""
-
-    def feed(self, text: str) -> list[OutputDelta]:
-        return [OutputDelta(content=text)] if text else []
-
-    def finish(self) -> list[OutputDelta]:
-        return []
-
-
-@attrs.frozen
-class Qwen3Format:
-    name: str = "qwen3"
-
-    def render(self, messages: Messages, tools: Sequence[Any] | None, *, enable_thinking: bool | None) -> str:
-        return render_prompt(messages, tools, enable_thinking=enable_thinking)
-
-    def new_parser(self, tool_names: Collection[str], prompt: str) -> OutputParser:
-        # Some Qwen3 templates open the think block in the prompt; then only </think> is generated.
-        return Qwen3OutputParser(tool_names, in_think=prompt.rstrip("\n").endswith("<think>"))
-
-
-@attrs.frozen
-class GgufTemplateFormat:
-    template: str
-    bos_token: str = ""
-    eos_token: str = ""
-    name: str = "gguf"
-
-    def render(self, messages: Messages, tools: Sequence[Any] | None, *, enable_thinking: bool | None) -> str:
-        flat = [{**message, "content": content_text(message.get("content"))} for message in messages]
-        extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-        return render_gguf_template(self.template, flat, tools=tools, bos_token=self.bos_token,
-                                    eos_token=self.eos_token, **extra)
-
-    def new_parser(self, tool_names: Collection[str], prompt: str) -> OutputParser:
-        return PassthroughParser()
-
-
-def choose_format(chat_format: str | None, template: str | None, *, bos_token: str = "",
-                  eos_token: str = "") -> ChatFormat:
-    """Pick the format from the manifest's `chat_format`, else from the GGUF's own template."""
+def choose_format(chat_format: str | None, template: str | None, *, custom_template: str | None = None,
+                  bos_token: str = "", eos_token: str = "") -> ChatFormat:
+    """The format for a model: `chat_format` from the manifest, `template` from the GGUF,
+    `custom_template` from the manifest's `chat_template` (used instead of the GGUF's)."""
     if chat_format in ("qwen3", "chatml"):
         return Qwen3Format(name=chat_format)
-    if chat_format != "gguf" and (not template or "<|im_start|>" in template):
+    source = custom_template or template
+    if not source:
         return Qwen3Format(name="chatml")  # no template at all: ChatML is the common default
-    return GgufTemplateFormat(template or "", bos_token=bos_token, eos_token=eos_token)
+    if chat_format is None and custom_template is None and _is_qwen3_renderable(source):
+        return Qwen3Format(name="qwen3" if "<think>" in source else "chatml")
+    family = chat_format if chat_format in TEMPLATE_FAMILIES else template_family(source)
+    return TEMPLATE_FAMILIES[family](source, bos_token=bos_token, eos_token=eos_token)

@@ -13,7 +13,8 @@ Format (TOML):
     ttl_s = 600                 # optional: unload after this long idle (0 = never)
     [models.options]            # llama.cpp options overriding the environment defaults
     n_ctx = 2048
-    chat_format = "qwen3"
+    chat_format = "qwen3"       # see handler.formats.registry
+    chat_template = "x.jinja"   # a Jinja file (relative to the manifest) or inline template text
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Literal
 
 import attrs
 
+from handler.formats.gguf_template import TemplateRenderError, compile_template
+from handler.formats.registry import CHAT_FORMATS
 from handler.store.names import is_valid_model_name
 
 ModelKind = Literal["chat", "embedding"]
@@ -35,10 +38,9 @@ LLAMA_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "n_ctx": int, "n_batch": int, "n_ubatch": int, "n_threads": int, "n_gpu_layers": int,
     "main_gpu": int, "flash_attn": bool, "use_mmap": bool, "use_mlock": bool,
     "rope_freq_base": (int, float), "rope_freq_scale": (int, float), "seed": int,
-    "pooling": str, "chat_format": str, "n_parallel": int,
+    "pooling": str, "chat_format": str, "chat_template": str, "n_parallel": int,
 }
 POOLING_NAMES = ("none", "mean", "cls", "last", "rank")
-CHAT_FORMATS = ("qwen3", "chatml", "gguf")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # The key's last segment becomes the local file name: it must be a plain `NAME.gguf`.
 _S3_URL = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,62}/(?:[^\x00]*/)?[^/\x00.][^/\x00]*\.gguf")
@@ -86,7 +88,28 @@ def _check_options(where: str, options: Any) -> dict[str, Any]:
     return dict(options)
 
 
-def _parse_entry(index: int, entry: Any) -> ModelSpec:
+def _is_inline_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def _read_template(where: str, value: str, base_dir: Path | None) -> str:
+    """`chat_template`: inline Jinja text, or a file relative to the manifest; compiled (in the
+    sandbox) now, so a broken template is refused at start, not on the first request."""
+    text = value
+    if not _is_inline_template(value):
+        path = (base_dir or Path.cwd()) / value
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{where}: chat_template file {str(path)!r} cannot be read: {exc}") from None
+    try:
+        compile_template(text)
+    except TemplateRenderError as exc:
+        raise ManifestError(f"{where}: chat_template: {exc}") from None
+    return text
+
+
+def _parse_entry(index: int, entry: Any, base_dir: Path | None) -> ModelSpec:
     where = f"models[{index}]"
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: must be a table")
@@ -116,11 +139,14 @@ def _parse_entry(index: int, entry: Any) -> ModelSpec:
     if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or ttl_s < 0):
         raise ManifestError(f"{where} ({name}): ttl_s must be a number of seconds >= 0")
     options = _check_options(f"{where} ({name})", entry.get("options", {}))
+    if "chat_template" in options:
+        options["chat_template"] = _read_template(f"{where} ({name})", options["chat_template"], base_dir)
     return ModelSpec(name=name, kind=kind, source=source, sha256=sha256 and sha256.lower(), size=size,
                      options=options, version_id=version_id, warm=warm, ttl_s=ttl_s)
 
 
-def parse_manifest(text: str) -> tuple[ModelSpec, ...]:
+def parse_manifest(text: str, base_dir: Path | None = None) -> tuple[ModelSpec, ...]:
+    """The manifest's entries; `base_dir` is where relative `chat_template` files are (the manifest's own)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -128,7 +154,7 @@ def parse_manifest(text: str) -> tuple[ModelSpec, ...]:
     entries = data.get("models", [])
     if not isinstance(entries, list):
         raise ManifestError("'models' must be an array of tables ([[models]])")
-    specs = tuple(_parse_entry(i, entry) for i, entry in enumerate(entries))
+    specs = tuple(_parse_entry(i, entry, base_dir) for i, entry in enumerate(entries))
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:
@@ -146,6 +172,6 @@ def load_manifest(path: Path) -> tuple[ModelSpec, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read: {exc}") from None
     try:
-        return parse_manifest(text)
+        return parse_manifest(text, path.parent)
     except ManifestError as exc:
         raise ManifestError(f"{path}: {exc}") from None

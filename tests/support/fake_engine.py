@@ -16,7 +16,7 @@ from handler.engine.generation import Generation
 from handler.engine.llama_options import LlamaDefaults, ModelOptions, resolve_options
 from handler.engine.loading import Loaded
 from handler.engine.types import QueueLimits, SamplingParams, TextChunk
-from handler.formats.registry import Qwen3Format
+from handler.formats.qwen3 import Qwen3Format
 from handler.store.manifest import ModelSpec
 
 REPLY = "Hello from the fake model."
@@ -37,8 +37,11 @@ class FakeChatModel(BatchingChatModel):
     def compile_grammar(self, gbnf: str) -> None:
         return None
 
-    async def start_generation(self, prompt_tokens: list[int], params: SamplingParams, grammar: object = None
-                               ) -> Generation:
+    def special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
+        return frozenset()
+
+    async def start_generation(self, prompt_tokens: list[int], params: SamplingParams, grammar: object = None, *,
+                               preserved: frozenset[int] = frozenset()) -> Generation:
         generation = Generation()
         words = REPLY.split(" ")
         produced = min(len(words), params.max_tokens)

@@ -10,9 +10,9 @@ import pytest
 
 from handler.engine.batching import BatchingChatModel
 from handler.engine.chat import start_chat
-from handler.engine.grammar import tool_call_grammar
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import ChatRequest, SamplingParams
+from handler.formats.chat_format import ChatInput, ToolUse
 from tests.support.demo import end_of_turn_bias
 
 PROMPTS = ["Name three fruits.", "What is the capital of France?", "Write a haiku about rain.",
@@ -32,7 +32,7 @@ def model(demo_model_path):
 
 
 def _request(prompt, max_tokens=24, **params):
-    return ChatRequest(messages=[{"role": "user", "content": prompt}],
+    return ChatRequest(chat=ChatInput([{"role": "user", "content": prompt}]),
                        params=SamplingParams(max_tokens=max_tokens, temperature=0, **params))
 
 
@@ -59,7 +59,7 @@ def test_batched_outputs_equal_solo_outputs(model):
 
 
 def test_seeded_sampling_is_reproducible_in_a_batch(model):
-    request = ChatRequest(messages=[{"role": "user", "content": "Tell me a story."}],
+    request = ChatRequest(chat=ChatInput([{"role": "user", "content": "Tell me a story."}]),
                           params=SamplingParams(max_tokens=20, temperature=1.0, seed=42))
 
     async def scenario():
@@ -93,9 +93,9 @@ def test_grammar_and_free_requests_share_a_batch(model):
     function = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                       "required": ["city"]}}
     tools = [{"type": "function", "function": function}]
-    grammar = tool_call_grammar([function], parallel=False)
-    constrained = ChatRequest(messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
-                              params=SamplingParams(max_tokens=60, temperature=0, grammar=grammar))
+    use = ToolUse(tuple(tools), mode="required", forced=("get_weather",), parallel=False)
+    constrained = ChatRequest(chat=ChatInput([{"role": "user", "content": "Weather in Paris?"}], tools=use),
+                              params=SamplingParams(max_tokens=60, temperature=0))
 
     async def call(request):
         started = await start_chat(model, request)
@@ -137,11 +137,11 @@ def test_a_follow_up_turn_reuses_the_cached_prefix(model):
     first = [{"role": "user", "content": "Tell me about the moon."}]
 
     async def scenario():
-        reply, _, _ = await _reply(model, ChatRequest(messages=first, params=SamplingParams(max_tokens=16, temperature=0)))
+        reply, _, _ = await _reply(model, ChatRequest(chat=ChatInput(first), params=SamplingParams(max_tokens=16, temperature=0)))
         follow_up = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "And the sun?"}]
-        prompt = model.tokenize(model.format.render(follow_up, None, enable_thinking=None))
+        prompt = model.tokenize(model.format.render(ChatInput(follow_up)))
         reuse = max(slot.reusable_prefix(prompt) for slot in model.slots)
-        await _reply(model, ChatRequest(messages=follow_up, params=SamplingParams(max_tokens=4, temperature=0)))
+        await _reply(model, ChatRequest(chat=ChatInput(follow_up), params=SamplingParams(max_tokens=4, temperature=0)))
         return reuse, len(prompt)
 
     reuse, total = asyncio.run(scenario())

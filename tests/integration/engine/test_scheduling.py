@@ -10,6 +10,7 @@ from handler.engine.chat import start_chat
 from handler.engine.llama_options import ModelOptions
 from handler.engine.step_budget import FIRST_GUESS_PREFILL, MIN_PREFILL
 from handler.engine.types import ChatRequest, SamplingParams
+from handler.formats.chat_format import ChatInput
 from tests.support.demo import end_of_turn_bias
 
 LONG_PROMPT = "Summarise this. " + " ".join(f"Item {index} is a small blue stone." for index in range(60))
@@ -22,7 +23,7 @@ def _model(demo_model_path, steps, **options):
 
 def _request(text, max_tokens):
     bias = {int(token): value for token, value in end_of_turn_bias().items()}
-    return ChatRequest(messages=[{"role": "user", "content": text}],
+    return ChatRequest(chat=ChatInput([{"role": "user", "content": text}]),
                        params=SamplingParams(max_tokens=max_tokens, temperature=0, logit_bias=bias))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from handler.formats.gguf_template import TemplateRenderError, render_gguf_template
-from handler.formats.registry import GgufTemplateFormat, Qwen3Format, choose_format
+from handler.formats.qwen3 import Qwen3Format
+from handler.formats.registry import choose_format
+from handler.formats.template_format import TemplateFormat
 
 LLAMA3_LIKE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
@@ -45,8 +47,8 @@ def test_format_choice():
     assert isinstance(choose_format(None, "<|im_start|>{{ x }}"), Qwen3Format)
     assert isinstance(choose_format(None, None), Qwen3Format)
     assert isinstance(choose_format("qwen3", LLAMA3_LIKE), Qwen3Format)
-    assert isinstance(choose_format(None, LLAMA3_LIKE), GgufTemplateFormat)
-    assert isinstance(choose_format("gguf", "<|im_start|>"), GgufTemplateFormat)
+    assert isinstance(choose_format(None, LLAMA3_LIKE), TemplateFormat)
+    assert isinstance(choose_format("gguf", "<|im_start|>"), TemplateFormat)
 
 
 def _gguf_with_template(path, template):

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handler.formats.qwen3_parser import ParsedOutput, Qwen3OutputParser, ToolCall, merge_deltas, parse_output
+from handler.formats.output import ParsedOutput, ToolCall, merge_deltas
+from handler.formats.qwen3 import parse_output
+from handler.formats.tagged_calls import TaggedCallParser
 
 TOOLS = ["get_weather", "get_time"]
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
@@ -63,7 +65,7 @@ def _expected(case) -> ParsedOutput:
 
 
 def _stream(text: str, sizes, *, in_think: bool, tools=TOOLS) -> ParsedOutput:
-    parser, deltas, position = Qwen3OutputParser(tools, in_think=in_think, new_id=_ids()), [], 0
+    parser, deltas, position = TaggedCallParser(tools, in_think=in_think, new_id=_ids()), [], 0
     for size in sizes:
         if position >= len(text):
             break
@@ -91,7 +93,7 @@ def test_stream_equals_non_stream(case, chunking):
 
 
 def test_tags_split_across_tokens_never_leak():
-    parser = Qwen3OutputParser(TOOLS)
+    parser = TaggedCallParser(TOOLS)
     leaked = [parser.feed(piece) for piece in ["Hi <", "tool", "_call>\n{\"name\": \"get_time\", ", '"arguments": {}}\n</tool_', "call>"]]
     contents = [delta.content for deltas in leaked for delta in deltas if delta.content]
     assert contents == ["Hi"]

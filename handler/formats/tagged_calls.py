@@ -1,12 +1,11 @@
-"""Qwen3 output → content, reasoning and OpenAI tool calls, one state machine for stream and non-stream.
+"""Output with tags: `<think>…</think>` (reasoning) and `<tool_call>{"name": …, "arguments": …}</tool_call>`
+blocks among the text, as Qwen3, Qwen2.5 and Hermes models write them.
 
-The model writes `<think>…</think>` (reasoning) and `<tool_call>{"name": …, "arguments": …}</tool_call>`
-blocks among its text. `Qwen3OutputParser.feed` takes text as it is generated and returns deltas;
-tags split across tokens are held back until they can be told apart from text, so markup never leaks
-into content. `parse_output` is the same machine fed the whole text at once, so both modes agree.
-A tool call whose JSON is malformed, or that names a function that was not offered, stays as text;
-a `</tool_call>` inside one of its JSON strings is part of the arguments, not the end of the call.
-Content and reasoning are each trimmed at their start and end (the template puts newlines around every
+`TaggedCallParser.feed` takes text as it is generated and returns deltas; tags split across tokens are
+held back until they can be told apart from text, so markup never leaks into content. A tool call
+whose JSON is malformed, or that names a function that was not offered, stays as text; a
+`</tool_call>` inside one of its JSON strings is part of the arguments, not the end of the call.
+Content and reasoning are each trimmed at their start and end (templates put newlines around every
 tag); whitespace between two pieces of content separated by a think block or a call is kept.
 """
 
@@ -14,40 +13,12 @@ from __future__ import annotations
 
 import enum
 import json
-import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
-import attrs
+from handler.formats.output import CallIds, OutputDelta, ToolCall, decode_call, new_call_id
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-@attrs.frozen
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # a JSON document, as OpenAI sends it
-
-
-@attrs.frozen
-class OutputDelta:
-    """One step of parsed output: exactly one of its fields is set."""
-
-    content: str = ""
-    reasoning: str = ""
-    tool_call: ToolCall | None = None
-
-
-@attrs.frozen
-class ParsedOutput:
-    content: str
-    reasoning_content: str | None
-    tool_calls: tuple[ToolCall, ...]
 
 
 class _Mode(enum.Enum):
@@ -67,29 +38,9 @@ def _partial_tag_length(text: str, tags: Collection[str]) -> int:
     return longest
 
 
-def _decode_tool_call(body: str, tool_names: Collection[str]) -> tuple[str, str] | None:
-    """(name, arguments JSON) from a tool-call body, or None when it is not a call to an offered tool."""
-    try:
-        call = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(call, dict) or call.get("name") not in tool_names:
-        return None
-    arguments = call.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            json.loads(arguments)
-        except ValueError:
-            return None
-        return call["name"], arguments
-    if not isinstance(arguments, dict):
-        return None
-    return call["name"], json.dumps(arguments, ensure_ascii=False)
-
-
-class Qwen3OutputParser:
+class TaggedCallParser:
     def __init__(self, tool_names: Collection[str] = (), *, in_think: bool = False,
-                 new_id: Callable[[], str] = new_call_id) -> None:
+                 new_id: CallIds = new_call_id) -> None:
         self._tool_names = frozenset(tool_names)
         self._new_id = new_id
         self._mode = _Mode.THINK if in_think else _Mode.CONTENT
@@ -153,7 +104,7 @@ class Qwen3OutputParser:
 
     def _close_tool_call(self, body: str, deltas: list[OutputDelta], *, closed: bool = True) -> None:
         self._mode = _Mode.CONTENT
-        decoded = _decode_tool_call(body.strip(), self._tool_names)
+        decoded = _decode_body(body.strip(), self._tool_names)
         if decoded is None:
             self._emit_text(CALL_OPEN + body + (CALL_CLOSE if closed else ""), deltas)
             return
@@ -170,6 +121,13 @@ class Qwen3OutputParser:
         out = self._held_space[field] + body
         self._held_space[field], self._started[field] = text[len(body):], True
         deltas.append(OutputDelta(reasoning=out) if field == "reasoning" else OutputDelta(content=out))
+
+
+def _decode_body(body: str, tool_names: Collection[str]) -> tuple[str, str] | None:
+    try:
+        return decode_call(json.loads(body), tool_names)
+    except ValueError:
+        return None
 
 
 class _JsonStringScan:
@@ -197,19 +155,3 @@ class _JsonStringScan:
                 return -1  # maybe the start of the tag: wait for more text
             self._position += 1
         return -1
-
-
-def merge_deltas(deltas: Collection[OutputDelta]) -> ParsedOutput:
-    reasoning = "".join(delta.reasoning for delta in deltas)
-    return ParsedOutput(
-        content="".join(delta.content for delta in deltas),
-        reasoning_content=reasoning or None,
-        tool_calls=tuple(delta.tool_call for delta in deltas if delta.tool_call is not None),
-    )
-
-
-def parse_output(text: str, tool_names: Collection[str] = (), *, in_think: bool = False,
-                 new_id: Callable[[], str] = new_call_id) -> ParsedOutput:
-    """Parse a whole reply; the same machine as streaming, fed all at once."""
-    parser = Qwen3OutputParser(tool_names, in_think=in_think, new_id=new_id)
-    return merge_deltas([*parser.feed(text), *parser.finish()])
