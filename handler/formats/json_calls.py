@@ -16,7 +16,9 @@ from handler.formats.json_scan import JsonValueScan
 from handler.formats.output import CallIds, OutputDelta, ToolCall, decode_call, new_call_id
 
 MAX_HELD_OBJECT = 65_536  # characters: an object longer than this is content, not a call
-_HELD_TAIL = re.compile(r"(?:\s*```(?:json)?)?\s*$")  # what may sit between text and a call
+# What may sit between text and a call (a code fence opening, or the start of one), held back until
+# it is known whether a call follows: then it is dropped, else it is content after all.
+_HELD_TAIL = re.compile(r"(?:\s*`{1,3}(?:j(?:s(?:on?)?)?)?)?\s*$")
 _AFTER_CALL = re.compile(r"^\s*(?:```|[;,\]])?")  # what may close a call
 
 
@@ -41,7 +43,9 @@ class JsonCallParser:
         while self._step(deltas, final=True):
             pass
         self._emit(self._buffer, deltas)
-        self._buffer = ""
+        self._buffer, held = "", self._held.rstrip()
+        if held.strip():  # a fence (or backticks) that no call followed: content
+            deltas.append(OutputDelta(content=held))
         return deltas
 
     def _step(self, deltas: list[OutputDelta], *, final: bool) -> bool:
@@ -110,15 +114,12 @@ class JsonCallParser:
     def _emit(self, text: str, deltas: list[OutputDelta]) -> None:
         """Content, less whitespace at its start and a tail (spaces, a code fence) that is only
         emitted once more content follows."""
+        text, self._held = self._held + text, ""
         if not self._started:
             text = text.lstrip()
-        if not text:
-            return
         tail = _HELD_TAIL.search(text)
         assert tail is not None  # the pattern matches the empty string at the end
-        body = text[: tail.start()]
-        if not body:
-            self._held += text
-            return
-        deltas.append(OutputDelta(content=self._held + body))
-        self._held, self._started = text[tail.start():], True
+        body, self._held = text[: tail.start()], text[tail.start():]
+        if body:
+            deltas.append(OutputDelta(content=body))
+            self._started = True

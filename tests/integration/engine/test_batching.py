@@ -13,7 +13,7 @@ from handler.engine.chat import start_chat
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import ChatRequest, SamplingParams
 from handler.formats.chat_format import ChatInput, ToolUse
-from tests.support.demo import end_of_turn_bias
+from tests.support.demo import end_of_turn_bias, tokenize
 
 PROMPTS = ["Name three fruits.", "What is the capital of France?", "Write a haiku about rain.",
            "Explain gravity in one sentence.", "List two colours.", "Say hello in Spanish."]
@@ -146,3 +146,19 @@ def test_a_follow_up_turn_reuses_the_cached_prefix(model):
 
     reuse, total = asyncio.run(scenario())
     assert reuse > total // 2
+
+
+def test_a_formats_marker_tokens_reach_its_parser_as_text(model):
+    """Special tokens render as nothing, unless the chat format preserves them (as Mistral's
+    `[TOOL_CALLS]`): the demo vocabulary's `<|im_start|>` stands in for such a marker."""
+    (marker,) = tokenize("<|im_start|>", special=True)
+    assert model.special_tokens(("<|im_start|>", "hello")) == frozenset({marker})
+    params = SamplingParams(max_tokens=3, temperature=0, logit_bias={marker: 100})
+
+    async def generated(preserved):
+        tokens = model.tokenize(model.format.render(ChatInput([{"role": "user", "content": "Hi"}])))
+        generation = await model.start_generation(tokens, params, preserved=preserved)
+        return "".join([chunk.text async for chunk in generation.chunks()])
+
+    assert asyncio.run(generated(frozenset())) == ""
+    assert asyncio.run(generated(frozenset({marker}))) == "<|im_start|>" * 3

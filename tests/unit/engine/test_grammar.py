@@ -79,3 +79,19 @@ def test_the_finished_grammar_is_measured():
     with pytest.raises(SchemaLimitExceeded, match="nests"):
         check_grammar("root ::= " + "(" * 5000 + '"a"' + ")" * 5000, "g")
     check_grammar('root ::= "((((" [(] "\\"(("', "g")  # parentheses in literals and classes do not count
+
+
+# ---- forced calls in each family's syntax
+from handler.formats.chat_format import CallSyntax  # noqa: E402
+
+
+def test_mistral_syntax_wraps_the_calls_in_one_list():
+    syntax = CallSyntax(before="[TOOL_CALLS][", separator=", ", after="]")
+    grammar = tool_call_grammar([WEATHER], parallel=True, syntax=syntax)
+    assert 'root ::= "[TOOL_CALLS][" call (", " call)* "]"' in grammar
+    assert 'call ::= "{\\"name\\": \\"get_weather\\", \\"arguments\\": " tool0-arguments "}"' in grammar
+
+
+def test_llama3_syntax_names_arguments_parameters():
+    grammar = tool_call_grammar([WEATHER], parallel=False, syntax=CallSyntax(arguments_key="parameters"))
+    assert '\\"parameters\\": " tool0-arguments "}"' in grammar and "root ::= call\n" in grammar

@@ -51,3 +51,34 @@ def test_missing_file_is_an_empty_manifest(tmp_path):
 def test_errors_say_what_is_wrong(text, message):
     with pytest.raises(ManifestError, match=message):
         parse_manifest(text)
+
+
+def _entry(options: str) -> str:
+    return f"[[models]]\nname = 'a'\nsource = 'a.gguf'\n[models.options]\n{options}\n"
+
+
+def test_chat_template_from_a_file_next_to_the_manifest(tmp_path):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "turns.jinja").write_text("{{ messages[0].content }}")
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(_entry("chat_template = 'templates/turns.jinja'"))
+    (spec,) = load_manifest(manifest)
+    assert spec.options["chat_template"] == "{{ messages[0].content }}"
+
+
+def test_inline_chat_template():
+    (spec,) = parse_manifest(_entry("chat_template = '{% for m in messages %}{{ m.content }}{% endfor %}'"))
+    assert spec.options["chat_template"].startswith("{% for m")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ("chat_template = 'missing.jinja'", "cannot be read"),
+    ("chat_template = '{% for %}'", "does not compile"),
+    ("chat_template = 3", "wrong type"),
+    ("chat_format = 'alpaca'", "chat_format must be one of"),
+])
+def test_bad_chat_templates_are_refused_at_start(tmp_path, options, message):
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(_entry(options))
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(manifest)
