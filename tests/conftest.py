@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "serverless-gguf"
+GEMMA_PATH = CACHE_DIR / "gemma-3-270m-q4_k_m.gguf"  # `just fetch-gemma` puts it there
 
 
 def demo_model_dir() -> Path:
@@ -22,6 +23,14 @@ def demo_model_path() -> Path:
     if not path.is_file():
         pytest.fail(f"the demo model is missing at {path}: run `just fetch-demo` (or `just test`, which does)")
     return path
+
+
+@pytest.fixture(scope="session")
+def gemma_model_path() -> Path:
+    """Gemma 3 270M (base, no chat template, sliding-window attention): the second architecture."""
+    if not GEMMA_PATH.is_file():
+        pytest.fail(f"Gemma 3 270M is missing at {GEMMA_PATH}: run `just fetch-gemma` (or `just test`, which does)")
+    return GEMMA_PATH
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,11 @@ from handler.formats.registry import choose_format
 
 log = logging.getLogger(__name__)
 
+# `deterministic` models prefill every prompt from its first token in chunks of this many tokens,
+# whatever else runs: llama.cpp's CPU kernels compute a row differently for small and large row
+# counts (flash attention's tiled path, quantized matmuls), so only a fixed split reproduces a reply.
+DETERMINISTIC_CHUNK = 64
+
 
 class GrammarError(ValueError):
     """A generation constraint llama.cpp cannot use."""
@@ -55,11 +60,14 @@ class BatchingChatModel:
         self.n_parallel = options.n_parallel
         self.n_ctx = options.n_ctx  # per request
         self.n_batch = options.n_batch
+        self.deterministic = options.deterministic
+        self.fixed_chunk = max(1, min(DETERMINISTIC_CHUNK, self.n_batch - self.n_parallel))
         llama_log_level(options.verbose)
         self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
         self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options.verbose)
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
+        self.n_swa = llama_cpp.llama_model_n_swa(self.model.model)  # 0 unless sliding-window attention
         self.pieces = PieceReader(self.model.vocab)  # used on the scheduler thread only
         self.format: ChatFormat = choose_format(
             options.chat_format, self.model.metadata().get("tokenizer.chat_template"),
@@ -198,8 +206,8 @@ class BatchingChatModel:
                 self.finished["cancelled"] += 1
                 continue
             slot = max(free, key=lambda candidate: candidate.reusable_prefix(job.prompt))
-            prefix = slot.reusable_prefix(job.prompt)
-            self._forget(slot, keep=prefix)
+            reusable = 0 if self.deterministic else self._still_cached(slot, slot.reusable_prefix(job.prompt))
+            prefix = self._forget(slot, keep=reusable)
             slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
             job.generation.mark_started()
 
@@ -220,7 +228,8 @@ class BatchingChatModel:
         prefilling = [slot for slot in active if slot.pending and slot.job is not None]
         prefilled: dict[int, int] = {}
         if prefilling:  # the cost model is consulted only when a prompt waits
-            prefilled = self._add_prefill(prefilling, outputs, self.budget.prefill_allowance(len(decoded)))
+            allowance = self.fixed_chunk if self.deterministic else self.budget.prefill_allowance(len(decoded))
+            prefilled = self._add_prefill(prefilling, outputs, allowance)
         tokens = self.batch.n_tokens()
         if tokens == 0:
             return
@@ -246,22 +255,20 @@ class BatchingChatModel:
             self.on_step(StepRecord(seconds=seconds, decoded=decoded, prefilled=prefilled, token_gaps=tuple(gaps)))
 
     def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int) -> dict[int, int]:
-        """Put up to `allowance` prompt tokens into the batch, oldest request first; the last token of
-        a prompt asks for logits (its first generated token comes from them)."""
-        prefilled: dict[int, int] = {}
-        for slot in sorted(prefilling, key=lambda slot: slot.job.arrived if slot.job else 0):
-            if allowance <= 0:
-                break
-            chunk, slot.pending = slot.pending[:allowance], slot.pending[allowance:]
-            for offset, token in enumerate(chunk):
-                last = offset == len(chunk) - 1 and not slot.pending
-                row = self._add(token, len(slot.cached), slot, logits=last)
-                slot.cached.append(token)
-                if last:
-                    outputs[row] = slot
-            prefilled[slot.seq_id] = len(chunk)
-            allowance -= len(chunk)
-        return prefilled
+        """Put up to `allowance` tokens of the oldest waiting prompt into the batch; the last token of
+        a prompt asks for logits (its first generated token comes from them). One prompt per step:
+        with two prompts' tokens in one llama_decode, a sliding-window model (Gemma 3) computes the
+        first prompt differently than alone (tests/integration/engine/test_gemma.py), and a reply
+        must not depend on who else arrived."""
+        slot = min(prefilling, key=lambda slot: slot.job.arrived if slot.job else 0)
+        chunk, slot.pending = slot.pending[:allowance], slot.pending[allowance:]
+        for offset, token in enumerate(chunk):
+            last = offset == len(chunk) - 1 and not slot.pending
+            row = self._add(token, len(slot.cached), slot, logits=last)
+            slot.cached.append(token)
+            if last:
+                outputs[row] = slot
+        return {slot.seq_id: len(chunk)}
 
     def _finish(self, slot: Slot, reason: FinishReason) -> None:
         self.finished[reason] += 1
@@ -275,10 +282,22 @@ class BatchingChatModel:
         batch.n_tokens = row + 1
         return row
 
-    def _forget(self, slot: Slot, keep: int) -> None:
-        """Drop the slot's KV cells from position `keep` on."""
-        llama_cpp.llama_memory_seq_rm(self.context.memory, slot.seq_id, keep, -1)
+    def _still_cached(self, slot: Slot, prefix: int) -> int:
+        """`prefix` if the KV cache still holds what decoding after it needs, else 0: a sliding-window
+        cache (`swa_full = false`) drops cells more than a window behind the sequence's end."""
+        if prefix == 0:
+            return 0
+        first = llama_cpp.llama_memory_seq_pos_min(self.context.memory, slot.seq_id)
+        return prefix if 0 <= first <= max(0, prefix - self.n_swa) else 0
+
+    def _forget(self, slot: Slot, keep: int) -> int:
+        """Drop the slot's KV cells from position `keep` on; returns how many it still holds. Recurrent
+        and hybrid models cannot drop part of a sequence: then all of it goes."""
+        if not llama_cpp.llama_memory_seq_rm(self.context.memory, slot.seq_id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self.context.memory, slot.seq_id, -1, -1)
+            keep = 0
         del slot.cached[keep:]
+        return keep
 
     def _free(self, slot: Slot) -> None:
         self._forget(slot, keep=0)
@@ -310,6 +329,7 @@ def _context_params(options: ModelOptions) -> Any:
     # One KV stream per sequence: attention then runs over a sequence's own cells only, so its
     # arithmetic (and its greedy output) does not change with whatever else shares the batch.
     params.kv_unified = False
+    params.swa_full = options.swa_full
     params.no_perf = True
     # Flash attention is on unless the manifest says otherwise: on CPU it decodes ~10% faster here, and
     # outputs still do not depend on batching (tests/integration/engine).

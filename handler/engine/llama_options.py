@@ -48,6 +48,15 @@ class ModelOptions:
     flash_attn: bool = True  # ~10% faster decoding on CPU here; outputs do not depend on batching
     use_mmap: bool = True
     use_mlock: bool = False
+    # llama.cpp's CPU weight repacking computes a row differently depending on how many rows share
+    # the batch, so a reply would depend on what else was decoding; off unless asked for (no speed
+    # difference measured here on AVX-512, see README "Batching").
+    repack: bool = False
+    # Sliding-window models (Gemma 3): keep every cell (llama.cpp's default), or only the window, which
+    # takes far less memory but means a cached prefix past the window cannot be reused.
+    swa_full: bool = True
+    # Replies at temperature 0 reproducible whatever the load: fixed prefill chunks, no cached prefixes.
+    deterministic: bool = False
     rope_freq_base: float | None = None
     rope_freq_scale: float | None = None
     seed: int | None = None  # sampling seed for requests that send none
@@ -88,4 +97,5 @@ def model_params(options: ModelOptions) -> Any:
     params.main_gpu = options.main_gpu
     params.use_mmap = options.use_mmap
     params.use_mlock = options.use_mlock
+    params.use_extra_bufts = options.repack
     return params

@@ -19,6 +19,7 @@ class MistralCallParser:
     def __init__(self, tool_names: Collection[str], *, new_id: CallIds) -> None:
         self._tool_names, self._new_id = frozenset(tool_names), new_id
         self._buffer, self._in_calls, self._started = "", False, False
+        self._held = ""  # trailing whitespace of the content, emitted only if more content follows
         self._scan: JsonValueScan | None = None
         self._value_at = 0  # where the JSON value being scanned starts in the buffer
         self._name: str | None = None  # the function named before `[ARGS]`, in the newer syntax
@@ -70,8 +71,8 @@ class MistralCallParser:
             self._emit(ready, deltas)
             self._buffer = self._buffer[len(ready):]
             return False
-        self._emit(self._buffer[:at].rstrip(), deltas)
-        self._buffer, self._in_calls = self._buffer[at + len(CALLS_MARK):], True
+        self._emit(self._buffer[:at], deltas)
+        self._buffer, self._in_calls, self._held = self._buffer[at + len(CALLS_MARK):], True, ""
         return True
 
     def _decode(self, value: str, name: str | None) -> list[ToolCall] | None:
@@ -87,8 +88,11 @@ class MistralCallParser:
         return [ToolCall(id=self._new_id(), name=call[0], arguments=call[1]) for call in calls if call]
 
     def _emit(self, text: str, deltas: list[OutputDelta]) -> None:
+        text = self._held + text
         if not self._started:
             text = text.lstrip()
-        if text:
+        body = text.rstrip()
+        self._held = text[len(body):]
+        if body:
             self._started = True
-            deltas.append(OutputDelta(content=text))
+            deltas.append(OutputDelta(content=body))

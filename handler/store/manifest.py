@@ -36,7 +36,8 @@ KINDS: tuple[ModelKind, ...] = ("chat", "embedding")
 # Options a manifest may set per model, with the type each must have.
 LLAMA_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "n_ctx": int, "n_batch": int, "n_ubatch": int, "n_threads": int, "n_gpu_layers": int,
-    "main_gpu": int, "flash_attn": bool, "use_mmap": bool, "use_mlock": bool,
+    "main_gpu": int, "flash_attn": bool, "use_mmap": bool, "use_mlock": bool, "repack": bool, "swa_full": bool,
+    "deterministic": bool,
     "rope_freq_base": (int, float), "rope_freq_scale": (int, float), "seed": int,
     "pooling": str, "chat_format": str, "chat_template": str, "n_parallel": int,
 }

@@ -1,5 +1,6 @@
 """Tool calling through every chat format on real models: the demo model rendered by its own GGUF
-template (a ChatML template that knows nothing of tools), and by a manifest `chat_template`."""
+template (a ChatML template that knows nothing of tools) and by a manifest `chat_template` (a file,
+and inline text), and Gemma 3 270M, a base model with no template, given one in the manifest."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_FILE, REPO
+from tests.conftest import DEMO_FILE, GEMMA_PATH, REPO
 from tests.integration.conftest import RunningServer, start_server
 
 ASK = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
@@ -25,6 +26,13 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
 TURNS_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# Gemma-style turns of our own (alternating user/model, the system text inside the first user turn).
+GEMMA_TURNS = (
+    "{{ bos_token }}{% set system = messages[0].content + '\n\n' if messages[0].role == 'system' else '' %}"
+    "{% for m in messages if m.role != 'system' %}{% if (m.role == 'user') != loop.first and loop.first %}"
+    "{{ raise_exception('the first turn must be the user\\'s') }}{% endif %}<start_of_turn>"
+    "{{ 'model' if m.role == 'assistant' else 'user' }}\n{{ system if loop.first else '' }}{{ m.content }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 
 
 def _manifest(directory: Path) -> Path:
@@ -47,12 +55,18 @@ options = {{ chat_template = "turns.jinja" }}
 name = "demo-inline-template"
 source = "{source}"
 options = {{ chat_template = {json.dumps(TURNS_TEMPLATE)} }}
+
+[[models]]
+name = "gemma3-270m"
+source = "{GEMMA_PATH}"
+options = {{ chat_template = {json.dumps(GEMMA_TURNS)}, n_ctx = 2048 }}
 """)
     return manifest
 
 
 @pytest.fixture(scope="module")
-def formats_server(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path) -> Iterator[RunningServer]:
+def formats_server(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path,
+                   gemma_model_path: Path) -> Iterator[RunningServer]:
     directory = tmp_path_factory.mktemp("formats")
     running = start_server(directory, {"MODELS_MANIFEST": str(_manifest(directory)), "N_PARALLEL": "2"})
     yield running
@@ -66,13 +80,15 @@ def client(formats_server: RunningServer):
     return OpenAI(base_url=f"{formats_server.base_url}/v1", api_key="unused", timeout=120, max_retries=0)
 
 
-MODELS = ["demo-gguf", "demo-file-template", "demo-inline-template"]
+MODELS = ["demo-gguf", "demo-file-template", "demo-inline-template", "gemma3-270m"]
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_required_tool_call_on_any_template(client, model):
+    # A base model never learned to stop after a call: with parallel calls allowed it writes more.
     completion = client.chat.completions.create(model=model, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                                max_tokens=80, temperature=0)
+                                                parallel_tool_calls=model != "gemma3-270m", max_tokens=80,
+                                                temperature=0)
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls", choice
     assert choice.message.content is None
@@ -118,3 +134,10 @@ def test_json_schema_response_on_a_gguf_template(client):
         model="demo-gguf", messages=[{"role": "user", "content": "A cat, as JSON."}], max_tokens=30, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "animal", "schema": schema}})
     assert isinstance(json.loads(completion.choices[0].message.content)["legs"], int)
+
+
+def test_gemma_answers_through_its_manifest_template(client):
+    completion = client.chat.completions.create(
+        model="gemma3-270m", max_tokens=12, temperature=0,
+        messages=[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a colour."}])
+    assert completion.choices[0].message.content and "<start_of_turn>" not in completion.choices[0].message.content
