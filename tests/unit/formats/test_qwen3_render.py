@@ -80,3 +80,20 @@ def test_random_conversations_match(official_render, conversation, tools, thinki
     options = {"enable_thinking": thinking, "add_generation_prompt": add_generation_prompt}
     ours, theirs = _render_both(official_render, messages, tools, options)
     assert ours == theirs, json.dumps(messages, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(("messages", "tools", "options"), [case[1:] for case in CONVERSATIONS],
+                         ids=[case[0] for case in CONVERSATIONS])
+def test_the_template_path_renders_qwen3_as_the_pure_renderer_does(qwen3_official_template, messages, tools,
+                                                                   options):
+    """`chat_format = "gguf"` on a Qwen3 GGUF: its own template, rendered by the Hermes format (sandbox,
+    argument objects), gives the same prompt as the built-in renderer."""
+    from handler.formats.chat_format import ChatInput, ToolUse
+    from handler.formats.families import HermesFormat
+    from handler.formats.registry import choose_format
+
+    chosen = choose_format("gguf", qwen3_official_template)
+    assert isinstance(chosen, HermesFormat)
+    chat = ChatInput(messages, ToolUse(tuple(tools or ())), enable_thinking=options.get("enable_thinking"))
+    if options.get("add_generation_prompt", True):
+        assert chosen.render(chat) == render_prompt(messages, tools, **options)
