@@ -44,6 +44,7 @@ from handler.api.metrics import StateCollector, record_step, register_state_coll
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
 from handler.api.request_log import request_log_middleware
+from handler.api.tokens import DetokenizeRequest, TokenizerController, TokenizeRequest
 from handler.engine.cache import Loader, ModelCache
 from handler.engine.loading import load_model
 from handler.lifecycle import Lifecycle
@@ -122,8 +123,8 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(
-        route_handlers=[ChatController, EmbeddingsController, ModelsController, ModelAdminController, health, ready,
-                        MetricsController],
+        route_handlers=[ChatController, EmbeddingsController, TokenizerController, ModelsController,
+                        ModelAdminController, health, ready, MetricsController],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings, declared, loader)],
@@ -132,7 +133,8 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
         cors_config=CORSConfig(allow_origins=list(settings.cors_allow_origins)),
         openapi_config=OpenAPIConfig(
             title="serverless-gguf", version="0.1.0", path="/schema",
-            render_plugins=[CompletedJsonRenderPlugin([ChatCompletionRequest, EmbeddingRequest]),
+            render_plugins=[CompletedJsonRenderPlugin([ChatCompletionRequest, EmbeddingRequest, TokenizeRequest,
+                                                       DetokenizeRequest]),
                             SwaggerRenderPlugin(), RedocRenderPlugin()]),
         request_max_body_size=settings.max_body_bytes,
     )

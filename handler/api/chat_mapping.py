@@ -54,7 +54,7 @@ def sampling_request(data: ChatCompletionRequest) -> SamplingRequest:
     )
 
 
-def _message_dict(message: Any) -> dict[str, Any]:
+def message_dict(message: Any) -> dict[str, Any]:
     as_dict: dict[str, Any] = msgspec.to_builtins(message)
     if as_dict["role"] == "developer":  # OpenAI's newer name for the system role
         as_dict["role"] = "system"
@@ -70,7 +70,7 @@ def enable_thinking(data: ChatCompletionRequest) -> bool | None:
 
 
 def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: ToolPlan) -> ChatRequest:
-    chat = ChatInput(messages=[_message_dict(message) for message in data.messages], tools=plan.tools,
+    chat = ChatInput(messages=[message_dict(message) for message in data.messages], tools=plan.tools,
                      json_schema=plan.json_schema, enable_thinking=enable_thinking(data))
     return ChatRequest(chat=chat, params=params)
 

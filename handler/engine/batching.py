@@ -29,7 +29,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
 from handler.engine.llama_options import ModelOptions, model_params
-from handler.engine.pieces import PieceReader
+from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot
@@ -89,11 +89,14 @@ class BatchingChatModel:
     def busy_slots(self) -> int:
         return sum(slot.busy for slot in self.slots)
 
-    def tokenize(self, prompt: str) -> list[int]:
+    def tokenize(self, prompt: str, *, add_bos: bool = True) -> list[int]:
         """Prompt tokens; special tokens in the text are parsed, BOS added once if the model wants it."""
         bos = getattr(self.format, "bos_token", "")
-        add_bos = self.model.add_bos_token() and not (bos and prompt.startswith(bos))
+        add_bos = add_bos and self.model.add_bos_token() and not (bos and prompt.startswith(bos))
         return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return detokenize(self.model.vocab, tokens)
 
     def special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
         """The ids of those `texts` that are single special tokens of this vocabulary (a chat format's

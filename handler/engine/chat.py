@@ -21,7 +21,7 @@ from handler.engine.grammar import SchemaError, constraint_grammar
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.types import ChatRequest, FinishReason, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
-from handler.formats.chat_format import ChatPlan, ForcedCalls
+from handler.formats.chat_format import ChatInput, ChatPlan, ForcedCalls
 from handler.formats.content import UnsupportedContent
 from handler.formats.gguf_template import TemplateRenderError
 from handler.formats.output import OutputDelta, OutputParser
@@ -58,9 +58,9 @@ class StartedChat:
             await chunks.aclose()
 
 
-def _plan(model: BatchingChatModel, request: ChatRequest) -> ChatPlan:
+def _plan(model: BatchingChatModel, chat: ChatInput) -> ChatPlan:
     try:
-        return model.format.plan(request.chat)
+        return model.format.plan(chat)
     except UnsupportedContent as exc:
         raise InvalidRequest(str(exc), param="messages", code="unsupported_content") from None
     except TemplateRenderError as exc:
@@ -82,9 +82,14 @@ def _grammar(model: BatchingChatModel, plan: ChatPlan) -> LlamaGrammar | None:
         raise InvalidRequest(f"{exc}; check the JSON schemas in {param}", param=param) from None
 
 
+async def prompt_tokens(model: BatchingChatModel, chat: ChatInput) -> tuple[ChatPlan, list[int]]:
+    """The plan for `chat`, and the tokens its prompt is: exactly what generation would read."""
+    plan = _plan(model, chat)
+    return plan, await asyncio.to_thread(model.tokenize, plan.prompt)
+
+
 async def start_chat(model: BatchingChatModel, request: ChatRequest) -> StartedChat:
-    plan = _plan(model, request)
-    tokens = await asyncio.to_thread(model.tokenize, plan.prompt)
+    plan, tokens = await prompt_tokens(model, request.chat)
     if len(tokens) >= model.n_ctx:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.n_ctx} tokens, but the messages take "

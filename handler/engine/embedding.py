@@ -23,6 +23,7 @@ from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 
 from handler.engine.llama_options import POOLING_TYPES, ModelOptions, model_params
+from handler.engine.pieces import detokenize
 from handler.engine.types import DEFAULT_QUEUE, QueueLimits
 from handler.errors import ContextLengthExceeded, InvalidRequest, Overloaded
 
@@ -78,6 +79,9 @@ class EmbeddingModel:
         params.embeddings, params.kv_unified, params.no_perf = True, False, True
         params.pooling_type = choose_pooling(self.model.metadata(), options.pooling)
         return params
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return detokenize(self.model.vocab, tokens)
 
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text.encode("utf-8"), add_bos=self.model.add_bos_token(), special=False)

@@ -27,3 +27,9 @@ class PieceReader:
                 return self._buffer.raw[:written]
             self._buffer = ctypes.create_string_buffer(-written)
         raise RuntimeError(f"llama.cpp kept asking for a larger buffer for token {token}")
+
+
+def detokenize(vocab: llama_cpp.llama_vocab_p, tokens: list[int]) -> str:
+    """The text of `tokens`, special tokens included (blocking; any thread: its own buffer)."""
+    reader = PieceReader(vocab)
+    return b"".join(reader.piece(token, special=True) for token in tokens).decode("utf-8", errors="replace")

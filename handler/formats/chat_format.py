@@ -43,6 +43,7 @@ class ChatInput:
     tools: ToolUse = ToolUse()
     json_schema: dict[str, Any] | None = None  # response_format: content must be this JSON ({} = any object)
     enable_thinking: bool | None = None
+    add_generation_prompt: bool = True  # False only for /tokenize: the conversation as it stands
 
 
 @attrs.frozen

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import attrs
+
 from handler.formats.chat_format import CallSyntax, ChatInput
 from handler.formats.json_calls import JsonCallParser
 from handler.formats.mistral_calls import ARGS_MARK, CALLS_MARK, MistralCallParser
@@ -57,7 +59,7 @@ class MistralFormat(TemplateFormat):
             if message.get("tool_call_id") is not None:
                 message["tool_call_id"] = _mistral_id(message["tool_call_id"])
             messages.append(message)
-        return super().render(ChatInput(messages, chat.tools, chat.json_schema, chat.enable_thinking))
+        return super().render(attrs.evolve(chat, messages=messages))
 
     def new_parser(self, chat: ChatInput, prompt: str) -> OutputParser:
         return MistralCallParser(chat.tools.names, new_id=new_call_id)

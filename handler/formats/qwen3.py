@@ -123,7 +123,8 @@ class Qwen3Format(ChatFormat):
         self.name = name
 
     def render(self, chat: ChatInput) -> str:
-        return render_prompt(chat.messages, chat.tools.tools or None, enable_thinking=chat.enable_thinking)
+        return render_prompt(chat.messages, chat.tools.tools or None, enable_thinking=chat.enable_thinking,
+                             add_generation_prompt=chat.add_generation_prompt)
 
     def new_parser(self, chat: ChatInput, prompt: str) -> OutputParser:
         # Some Qwen3 templates open the think block in the prompt; then only </think> is generated.

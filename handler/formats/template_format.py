@@ -68,7 +68,8 @@ class TemplateFormat(ChatFormat):
             messages = _fold_tool_turns(messages)
         extra = {} if chat.enable_thinking is None else {"enable_thinking": chat.enable_thinking}
         return render_gguf_template(self.template, messages, tools=tools, bos_token=self.bos_token,
-                                    eos_token=self.eos_token, **extra)
+                                    eos_token=self.eos_token, add_generation_prompt=chat.add_generation_prompt,
+                                    **extra)
 
     def new_parser(self, chat: ChatInput, prompt: str) -> OutputParser:
         return JsonCallParser(chat.tools.names)

@@ -13,7 +13,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 MAX_REPLY_TOKENS = 4
-REAL_MODELS = {"/v1/chat/completions": "smollm2-135m", "/v1/embeddings": "smollm2-135m-embed"}
+REAL_MODELS = {"/v1/chat/completions": "smollm2-135m", "/v1/embeddings": "smollm2-135m-embed",
+               "/tokenize": "smollm2-135m", "/detokenize": "smollm2-135m"}
 
 
 @pytest.fixture(scope="session")

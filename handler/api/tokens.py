@@ -1,0 +1,103 @@
+"""POST /tokenize and /detokenize (the shapes vLLM serves): a prompt, or a chat conversation exactly
+as the chat route would send it to the model, as token ids; and token ids back to text."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from msgspec import Meta
+
+from handler.api.chat_mapping import message_dict
+from handler.api.chat_protocol import ChatMessage, Tool
+from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
+from handler.api.errors import ERROR_RESPONSES
+from handler.api.serving import open_scope
+from handler.engine.cache import Lease
+from handler.engine.chat import prompt_tokens
+from handler.errors import InvalidRequest
+from handler.formats.chat_format import ChatInput, ToolUse
+
+MAX_TOKENS_IN = 1 << 20
+
+
+class TokenizeRequest(msgspec.Struct, kw_only=True):
+    model: Annotated[str, Meta(min_length=1)]
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)] | None = None
+    tools: list[Tool] | None = None
+    add_generation_prompt: bool = True
+    add_special_tokens: bool = True  # prompts only: the model's BOS, if it wants one
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class TokenizeResponse(msgspec.Struct, kw_only=True):
+    tokens: list[int]
+    count: int
+    max_model_len: int
+
+
+class DetokenizeRequest(msgspec.Struct, kw_only=True):
+    model: Annotated[str, Meta(min_length=1)]
+    tokens: Annotated[list[Annotated[int, Meta(ge=0)]], Meta(max_length=MAX_TOKENS_IN)]
+
+
+class DetokenizeResponse(msgspec.Struct, kw_only=True):
+    prompt: str
+
+
+def _chat_input(data: TokenizeRequest) -> ChatInput:
+    thinking = (data.chat_template_kwargs or {}).get("enable_thinking")
+    if thinking is not None and not isinstance(thinking, bool):
+        raise InvalidRequest("enable_thinking must be a boolean", param="chat_template_kwargs.enable_thinking")
+    tools = tuple(msgspec.to_builtins(tool) for tool in data.tools or ())
+    return ChatInput([message_dict(message) for message in data.messages or ()], ToolUse(tools),
+                     enable_thinking=thinking, add_generation_prompt=data.add_generation_prompt)
+
+
+async def _tokenize(data: TokenizeRequest, lease: Lease) -> TokenizeResponse:
+    if (data.prompt is None) == (data.messages is None):
+        raise InvalidRequest("send either prompt or messages", param="prompt")
+    if data.messages is not None:
+        if lease.entry.spec.kind != "chat":
+            raise InvalidRequest("messages need a chat model", param="messages")
+        _, tokens = await prompt_tokens(lease.chat_model, _chat_input(data))
+        return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=lease.chat_model.n_ctx)
+    if lease.entry.spec.kind == "chat":
+        model = lease.chat_model
+        tokens = await asyncio.to_thread(model.tokenize, data.prompt or "", add_bos=data.add_special_tokens)
+        return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=model.n_ctx)
+    embedder = lease.embedding_model
+    tokens = await asyncio.to_thread(embedder.tokenize, data.prompt or "")
+    return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=embedder.max_input_tokens)
+
+
+class TokenizerController(Controller):
+    tags = ["tokenizer"]
+
+    @post("/tokenize", status_code=200, responses=ERROR_RESPONSES,
+          summary="Tokenize a prompt, or a chat conversation exactly as /v1/chat/completions sends it")
+    async def tokenize(self, data: TokenizeRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+                       cache: CacheDep, lifecycle: LifecycleDep) -> Response[TokenizeResponse]:
+        spec = await catalog.find(data.model)
+        scope = await open_scope(request, lifecycle, cache, spec, spec.kind)
+        try:
+            return Response(await _tokenize(data, scope.lease), headers=scope.headers())
+        finally:
+            scope.close()
+
+    @post("/detokenize", status_code=200, responses=ERROR_RESPONSES, summary="Token ids back to text")
+    async def detokenize(self, data: DetokenizeRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+                         cache: CacheDep, lifecycle: LifecycleDep) -> Response[DetokenizeResponse]:
+        spec = await catalog.find(data.model)
+        scope = await open_scope(request, lifecycle, cache, spec, spec.kind)
+        try:
+            model = scope.lease.chat_model if spec.kind == "chat" else scope.lease.embedding_model
+            if any(token >= model.n_vocab for token in data.tokens):
+                raise InvalidRequest(f"token ids must be below the vocabulary size, {model.n_vocab}", param="tokens")
+            text = await asyncio.to_thread(model.detokenize, data.tokens)
+            return Response(DetokenizeResponse(prompt=text), headers=scope.headers())
+        finally:
+            scope.close()
