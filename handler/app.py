@@ -36,6 +36,8 @@ from handler.api.admin import ModelAdminController
 from handler.api.auth import api_key_guard
 from handler.api.chat import ChatController
 from handler.api.chat_protocol import ChatCompletionRequest
+from handler.api.completions import CompletionsController
+from handler.api.completions_protocol import CompletionRequest
 from handler.api.dependencies import DEPENDENCIES
 from handler.api.embeddings import EmbeddingRequest, EmbeddingsController
 from handler.api.errors import openai_error_handler
@@ -56,6 +58,8 @@ from handler.wiring import build_cache, build_catalog, build_store, load_checked
 
 log = logging.getLogger("handler")
 IDLE_CHECK_INTERVAL_S = 1.0
+REQUEST_TYPES: list[type] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest, TokenizeRequest,
+                             DetokenizeRequest]
 CUT_STREAMS_FLUSH_S = 5.0
 
 
@@ -123,8 +127,8 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(
-        route_handlers=[ChatController, EmbeddingsController, TokenizerController, ModelsController,
-                        ModelAdminController, health, ready, MetricsController],
+        route_handlers=[ChatController, CompletionsController, EmbeddingsController, TokenizerController,
+                        ModelsController, ModelAdminController, health, ready, MetricsController],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings, declared, loader)],
@@ -133,8 +137,7 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
         cors_config=CORSConfig(allow_origins=list(settings.cors_allow_origins)),
         openapi_config=OpenAPIConfig(
             title="serverless-gguf", version="0.1.0", path="/schema",
-            render_plugins=[CompletedJsonRenderPlugin([ChatCompletionRequest, EmbeddingRequest, TokenizeRequest,
-                                                       DetokenizeRequest]),
+            render_plugins=[CompletedJsonRenderPlugin(REQUEST_TYPES),
                             SwaggerRenderPlugin(), RedocRenderPlugin()]),
         request_max_body_size=settings.max_body_bytes,
     )

@@ -93,7 +93,7 @@ async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCom
             final = event
     reason = final.finish_reason
     if reason is None or reason == "cancelled" or final.usage is None:
-        raise _cut_short()
+        raise cut_short()
     parsed = merge_deltas(deltas)
     message = AssistantMessage(
         content=parsed.content if parsed.content or not parsed.tool_calls else None,
@@ -106,7 +106,7 @@ async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCom
                           usage=_usage(final.usage))
 
 
-def _cut_short() -> ServiceUnavailable:
+def cut_short() -> ServiceUnavailable:
     """A generation the server stopped (shutdown past DRAIN_TIMEOUT_S, or the model unloaded)."""
     return ServiceUnavailable("the reply was cut short: the server stopped this generation (shutting down or "
                               "unloading the model); retry the request", code="model_unloaded", retry_after_s=1)
@@ -145,7 +145,7 @@ async def stream_chunks(events: AsyncIterator[ChatEvent], model_name: str, *,
             parts = [chunk([ChunkChoice(index=0, delta=delta)]) for delta in _deltas_of(event, tool_index)]
             tool_index += 1 if event.delta is not None and event.delta.tool_call is not None else 0
             if event.finish_reason == "cancelled":
-                raise _cut_short()  # never a bare [DONE]: the client must see the reply is incomplete
+                raise cut_short()  # never a bare [DONE]: the client must see the reply is incomplete
             if event.finish_reason is not None:
                 finished = True
                 parts.append(chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.finish_reason)]))
@@ -155,7 +155,7 @@ async def stream_chunks(events: AsyncIterator[ChatEvent], model_name: str, *,
                 yield pending + b"".join(parts)
                 pending = b""
         if not finished:
-            raise _cut_short()
+            raise cut_short()
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         pending += sse_event(error_body(exc)[1])
     yield pending + DONE

@@ -29,6 +29,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
 from handler.engine.llama_options import ModelOptions, model_params
+from handler.engine.logprobs import token_logprob
 from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
@@ -124,7 +125,7 @@ class BatchingChatModel:
 
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
                                grammar: LlamaGrammar | None = None, *,
-                               preserved: frozenset[int] = frozenset()) -> Generation:
+                               preserved: frozenset[int] = frozenset(), logprobs: int | None = None) -> Generation:
         """Queue the request and wait for its slot: `Overloaded` when too many already wait beyond
         the free slots, `ServiceUnavailable` after the queue timeout; either way before any response
         byte is sent. A request that stops waiting (timeout, client gone) leaves the line at once."""
@@ -132,7 +133,8 @@ class BatchingChatModel:
             raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
                              retry_after_s=2)
         generation = Generation()
-        job = Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=generation, preserved=preserved)
+        job = Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=generation, preserved=preserved,
+                  logprobs=logprobs)
         with self._wake:
             self._queue.append(job)
             self._wake.notify()
@@ -247,9 +249,13 @@ class BatchingChatModel:
                 gaps.append(now - slot.last_token_at)
             slot.last_token_at = now
             eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
-            special = slot.job is not None and token in slot.job.preserved
-            piece = b"" if eog else self.pieces.piece(token, special=special)
-            reason = slot.accept(token, piece, eog)
+            job = slot.job
+            assert job is not None  # a slot that decodes serves a request
+            piece = b"" if eog else self.pieces.piece(token, special=token in job.preserved)
+            logprob = None
+            if job.logprobs is not None and not eog:
+                logprob = token_logprob(self.context.ctx, row, self.n_vocab, token, job.logprobs, self.pieces.piece)
+            reason = slot.accept(token, piece, eog, logprob)
             if reason is not None:
                 self._finish(slot, reason)
         seconds = self.clock() - started

@@ -12,8 +12,9 @@ from llama_cpp._internals import LlamaSampler
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
+from handler.engine.logprobs import LogprobQueue
 from handler.engine.text import StopMatcher
-from handler.engine.types import FinishReason, SamplingParams, TextChunk
+from handler.engine.types import FinishReason, SamplingParams, TextChunk, TokenLogprob
 
 _ARRIVALS = itertools.count()
 
@@ -25,6 +26,7 @@ class Job:
     grammar: LlamaGrammar | None
     generation: Generation
     preserved: frozenset[int] = frozenset()  # special tokens rendered as text (a format's markers)
+    logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the top k
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
 
 
@@ -42,6 +44,7 @@ class Slot:
     stop_string_hit: bool = False
     stops: StopMatcher = attrs.field(factory=lambda: StopMatcher(()))
     decoder: codecs.IncrementalDecoder = attrs.field(factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    logprobs: LogprobQueue = attrs.field(factory=LogprobQueue)
 
     @property
     def busy(self) -> bool:
@@ -65,20 +68,27 @@ class Slot:
         self.max_tokens = min(job.params.max_tokens, n_ctx - len(job.prompt))
         self.stops = StopMatcher(job.params.stop)
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.logprobs = LogprobQueue()
 
-    def accept(self, token: int, piece: bytes, end_of_generation: bool) -> FinishReason | None:
-        """Take a sampled token; returns why the generation ends, if it does."""
+    def accept(self, token: int, piece: bytes, end_of_generation: bool,
+               logprob: TokenLogprob | None = None) -> FinishReason | None:
+        """Take a sampled token (with its log probabilities, if asked for); returns why the generation
+        ends, if it does."""
         job = self.job
         assert job is not None
         if end_of_generation:
             return "stop"
         self.produced += 1
-        text, hit = self.stops.push(self.decoder.decode(piece))
-        if text:
-            job.generation.emit(TextChunk(text=text))
+        decoded = self.decoder.decode(piece)
+        if logprob is not None:
+            self.logprobs.add(attrs.evolve(logprob, text=decoded))
+        text, hit = self.stops.push(decoded)
         if hit:
             self.stop_string_hit = True
+            job.generation.emit(TextChunk(text=text, logprobs=self.logprobs.cut(text)))
             return "stop"
+        if text:
+            job.generation.emit(TextChunk(text=text, logprobs=self.logprobs.take(text)))
         if self.produced >= self.max_tokens:
             return "length"
         self.next_token = token
@@ -89,7 +99,10 @@ class Slot:
         assert job is not None
         if reason != "cancelled" and not self.stop_string_hit:  # text held back for a stop string that never came
             tail, _ = self.stops.push(self.decoder.decode(b"", final=True))
-            if tail := tail + self.stops.flush():
+            tail += self.stops.flush()
+            if entries := self.logprobs.cut(tail):
+                job.generation.emit(TextChunk(text=tail, logprobs=entries))
+            elif tail:
                 job.generation.emit(TextChunk(text=tail))
         job.generation.emit(TextChunk(finish_reason=reason, prompt_tokens=len(job.prompt),
                                       completion_tokens=self.produced))

@@ -90,10 +90,32 @@ def resolve_sampling(request: SamplingRequest, *, model_seed: int | None, server
 
 
 @attrs.frozen
+class TokenChoice:
+    """A token the model could have produced at one step, and its log probability."""
+
+    token: int
+    text: str  # the token's own bytes as text (a partial UTF-8 character shows as U+FFFD)
+    bytes: bytes
+    logprob: float
+
+
+@attrs.frozen
+class TokenLogprob:
+    """One generated token: the text it added to the reply, and the model's log probabilities (of the
+    model's own distribution, before temperature, penalties or grammar) for it and the top choices."""
+
+    text: str  # "" for a token that ends mid-character (the next one completes it)
+    bytes: bytes
+    logprob: float
+    top: tuple[TokenChoice, ...] = ()
+
+
+@attrs.frozen
 class TextChunk:
     """A piece of generated text; the last chunk of a generation carries `finish_reason` and counts."""
 
     text: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens behind `text`, when the request asked for them
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -162,3 +162,23 @@ def test_a_formats_marker_tokens_reach_its_parser_as_text(model):
 
     assert asyncio.run(generated(frozenset())) == ""
     assert asyncio.run(generated(frozenset({marker}))) == "<|im_start|>" * 3
+
+
+@pytest.mark.parametrize("stop", [(), ("e",), (" the",)])
+def test_logprobs_cover_exactly_the_text(model, stop):
+    async def generated():
+        tokens = model.tokenize(model.format.render(ChatInput([{"role": "user", "content": "Tell me a story."}])))
+        params = SamplingParams(max_tokens=24, temperature=0, stop=stop)
+        generation = await model.start_generation(tokens, params, logprobs=3)
+        return [chunk async for chunk in generation.chunks()]
+
+    chunks = asyncio.run(generated())
+    text = "".join(chunk.text for chunk in chunks)
+    entries = [entry for chunk in chunks for entry in chunk.logprobs]
+    assert text and "".join(entry.text for entry in entries) == text
+    for chunk in chunks:
+        assert "".join(entry.text for entry in chunk.logprobs) == chunk.text
+    for entry in entries:
+        assert entry.logprob <= 0 and len(entry.top) == 3
+        assert [choice.logprob for choice in entry.top] == sorted((c.logprob for c in entry.top), reverse=True)
+        assert entry.top[0].bytes == entry.bytes and entry.top[0].logprob == entry.logprob  # greedy: the best

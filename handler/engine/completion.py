@@ -1,0 +1,43 @@
+"""Raw-text completions (the legacy `/v1/completions` route): a prompt's tokens in, generated text out,
+with no chat format in between. The natural route for base models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import llama_cpp
+
+from handler.engine.batching import BatchingChatModel
+from handler.engine.generation import Generation
+from handler.engine.types import SamplingParams
+from handler.errors import ContextLengthExceeded, InvalidRequest
+
+
+def fill_in_the_middle(model: BatchingChatModel, prefix: list[int], suffix: list[int]) -> list[int]:
+    """The prompt that asks the model for what goes between `prefix` and `suffix` (prefix-suffix-middle
+    order), for models whose vocabulary has fill-in-the-middle tokens."""
+    vocab = model.model.vocab
+    pre, suf, mid = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab),
+                     llama_cpp.llama_vocab_fim_mid(vocab))
+    if min(pre, suf, mid) < 0:
+        raise InvalidRequest(f"model '{model.name}' has no fill-in-the-middle tokens, so it cannot use suffix",
+                             param="suffix", code="suffix_not_supported")
+    return [pre, *prefix, suf, *suffix, mid]
+
+
+async def start_completion(model: BatchingChatModel, prompt: list[int], params: SamplingParams,
+                           logprobs: int | None = None, *, param: str = "prompt") -> Generation:
+    """Check the prompt against the model, then wait for its turn (see `start_generation`)."""
+    if not prompt:
+        raise InvalidRequest("the prompt is empty", param=param)
+    if any(not 0 <= token < model.n_vocab for token in prompt):
+        raise InvalidRequest(f"token ids must be between 0 and {model.n_vocab - 1}", param=param)
+    if len(prompt) >= model.n_ctx:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {model.n_ctx} tokens, but the prompt takes "
+            f"{len(prompt)} tokens. Please shorten the prompt.", param=param)
+    return await model.start_generation(prompt, params, logprobs=logprobs)
+
+
+async def tokenize_prompt(model: BatchingChatModel, text: str) -> list[int]:
+    return await asyncio.to_thread(model.tokenize, text)

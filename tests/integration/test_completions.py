@@ -1,0 +1,127 @@
+"""POST /v1/completions on the real demo model, with the official client and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.support.demo import tokenize
+
+MODEL = "smollm2-135m"
+PROMPT = "The capital of France is"
+
+
+def test_a_completion(openai_client):
+    completion = openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
+    (choice,) = completion.choices
+    assert completion.object == "text_completion" and completion.id.startswith("cmpl-")
+    assert choice.text and choice.finish_reason in ("stop", "length") and choice.index == 0
+    assert completion.usage.prompt_tokens == len(tokenize(PROMPT, add_bos=True))
+    assert completion.usage.completion_tokens <= 8
+
+
+def test_default_max_tokens_is_openais(openai_client):
+    completion = openai_client.completions.create(model=MODEL, prompt="Once upon a time", temperature=0)
+    assert completion.usage.completion_tokens <= 16
+
+
+def test_token_prompts_equal_text_prompts(openai_client):
+    text = openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
+    tokens = openai_client.completions.create(model=MODEL, prompt=tokenize(PROMPT, add_bos=True), max_tokens=8,
+                                              temperature=0)
+    assert tokens.choices[0].text == text.choices[0].text
+
+
+def test_several_prompts_and_n(openai_client):
+    completion = openai_client.completions.create(model=MODEL, prompt=[PROMPT, "One, two, three,"], n=2,
+                                                  max_tokens=6, temperature=0)
+    assert [choice.index for choice in completion.choices] == [0, 1, 2, 3]
+    texts = [choice.text for choice in completion.choices]
+    assert texts[0] == texts[1] and texts[2] == texts[3] and texts[0] != texts[2]  # greedy: n equal copies
+    assert completion.usage.prompt_tokens == len(tokenize(PROMPT, add_bos=True)) + len(
+        tokenize("One, two, three,", add_bos=True))
+
+
+def test_n_with_a_seed_gives_different_reproducible_choices(openai_client):
+    def texts():
+        completion = openai_client.completions.create(model=MODEL, prompt="My favourite animal is", n=3,
+                                                      max_tokens=12, temperature=1.5, seed=7)
+        return [choice.text for choice in completion.choices]
+
+    first = texts()
+    assert texts() == first and len(set(first)) > 1
+
+
+def test_echo_and_stop(openai_client):
+    completion = openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0,
+                                                  echo=True, stop=["."])
+    assert completion.choices[0].text.startswith(PROMPT) and "." not in completion.choices[0].text[len(PROMPT):]
+
+
+def test_logprobs_legacy_shape(openai_client):
+    completion = openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=6, temperature=0,
+                                                  logprobs=2)
+    choice = completion.choices[0]
+    logprobs = choice.logprobs
+    assert "".join(logprobs.tokens) == choice.text
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.text_offset) == 6
+    assert logprobs.text_offset[0] == 0 and all(value <= 0 for value in logprobs.token_logprobs)
+    for token, best in zip(logprobs.tokens, logprobs.top_logprobs, strict=True):
+        assert len(best) <= 2 and max(best, key=best.get) == token  # greedy picks the most likely
+
+
+def test_streaming_interleaves_choices(openai_client):
+    stream = openai_client.completions.create(model=MODEL, prompt=[PROMPT, "One, two, three,"], max_tokens=6,
+                                              temperature=0, stream=True, stream_options={"include_usage": True})
+    texts, finishes, usage = {0: "", 1: ""}, {}, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            texts[choice.index] += choice.text
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    whole = openai_client.completions.create(model=MODEL, prompt=[PROMPT, "One, two, three,"], max_tokens=6,
+                                             temperature=0)
+    assert [texts[0], texts[1]] == [choice.text for choice in whole.choices]
+    assert set(finishes) == {0, 1} and usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_suffix_without_fill_in_the_middle_tokens_is_a_clear_400(http):
+    vocab_has_fim = all(len(tokenize(tag, special=True)) == 1 for tag in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+    response = http.post("/v1/completions", json={"model": MODEL, "prompt": "def add(a, b):", "suffix": "\n",
+                                                  "max_tokens": 4})
+    if vocab_has_fim:
+        assert response.status_code == 200, response.text
+    else:
+        assert response.status_code == 400 and response.json()["error"]["param"] == "suffix"
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"prompt": [1, "a"]}, "prompt"),
+    ({"prompt": [[10**8]]}, "prompt"),
+    ({"prompt": "a", "best_of": 3}, "best_of"),
+    ({"prompt": "a", "echo": True, "logprobs": 1}, "echo"),
+    ({"prompt": "a", "n": 99}, "n"),
+    ({"prompt": "a", "logprobs": 21}, "logprobs"),
+    ({"prompt": "a " * 5000}, "prompt"),
+])
+def test_bad_requests_are_openai_errors(http, body, param):
+    response = http.post("/v1/completions", json={"model": MODEL, "max_tokens": 2, **body})
+    assert response.status_code == 400, response.text
+    assert param in (response.json()["error"]["param"] or "")
+
+
+def test_an_embedding_model_is_refused(openai_client):
+    with pytest.raises(openai.BadRequestError):
+        openai_client.completions.create(model="smollm2-135m-embed", prompt="a")
+
+
+def test_raw_stream_ends_with_done(http):
+    with http.stream("POST", "/v1/completions", json={"model": MODEL, "prompt": PROMPT, "max_tokens": 3,
+                                                      "stream": True}) as response:
+        events = [line for line in response.iter_lines() if line]
+    assert events[-1] == "data: [DONE]"
+    assert all(json.loads(line[6:])["object"] == "text_completion" for line in events[:-1])
