@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -15,21 +15,24 @@ from handler.api.chat_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     FunctionCall,
+    TokenLogprobOut,
     ToolCallDelta,
     ToolCallOut,
+    TopLogprob,
     UsageOut,
 )
 from handler.api.errors import error_body
 from handler.api.sse import DONE, sse_event
 from handler.api.tool_choice import ToolPlan
 from handler.engine.chat import ChatEvent
-from handler.engine.types import ChatRequest, SamplingParams, SamplingRequest, Usage
+from handler.engine.types import ChatRequest, SamplingParams, SamplingRequest, TokenLogprob
 from handler.errors import InvalidRequest, ServiceUnavailable
 from handler.formats.chat_format import ChatInput
-from handler.formats.output import merge_deltas
+from handler.formats.output import OutputDelta, merge_deltas
 
 
 def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
@@ -61,6 +64,11 @@ def message_dict(message: Any) -> dict[str, Any]:
     return as_dict
 
 
+def check_choices(data: ChatCompletionRequest) -> None:
+    if data.top_logprobs is not None and not data.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+
+
 def enable_thinking(data: ChatCompletionRequest) -> bool | None:
     kwargs = data.chat_template_kwargs or {}
     value = kwargs.get("enable_thinking", data.enable_thinking)
@@ -72,28 +80,57 @@ def enable_thinking(data: ChatCompletionRequest) -> bool | None:
 def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: ToolPlan) -> ChatRequest:
     chat = ChatInput(messages=[message_dict(message) for message in data.messages], tools=plan.tools,
                      json_schema=plan.json_schema, enable_thinking=enable_thinking(data))
-    return ChatRequest(chat=chat, params=params)
+    logprobs = (data.top_logprobs or 0) if data.logprobs else None
+    return ChatRequest(chat=chat, params=params, logprobs=logprobs)
 
 
-def _usage(usage: Usage) -> UsageOut:
-    return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                    total_tokens=usage.total_tokens)
+def _usage(finals: dict[int, ChatEvent]) -> UsageOut:
+    """The prompt is read once whatever `n` is; every choice's tokens count."""
+    usages = [event.usage for event in finals.values() if event.usage is not None]
+    prompt, completion = usages[0].prompt_tokens, sum(usage.completion_tokens for usage in usages)
+    return UsageOut(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCompletion:
-    deltas, final = [], ChatEvent()
-    async for event in events:
-        if event.delta is not None:
-            deltas.append(event.delta)
-        if event.finish_reason is not None:
-            final = event
-    reason = final.finish_reason
-    if reason is None or reason == "cancelled" or final.usage is None:
+def _logprobs_out(entries: Sequence[TokenLogprob]) -> ChoiceLogprobs:
+    return ChoiceLogprobs(content=[
+        TokenLogprobOut(token=entry.text, logprob=entry.logprob, bytes=list(entry.bytes),
+                        top_logprobs=[TopLogprob(token=choice.text, logprob=choice.logprob, bytes=list(choice.bytes))
+                                      for choice in entry.top])
+        for entry in entries])
+
+
+def _final(finals: dict[int, ChatEvent], choices: int) -> dict[int, ChatEvent]:
+    """Every choice's final event, or the error for a reply the server cut short."""
+    if len(finals) != choices or any(event.finish_reason == "cancelled" or event.usage is None
+                                     for event in finals.values()):
         raise cut_short()
+    return finals
+
+
+async def complete(events: AsyncIterator[tuple[int, ChatEvent]], model_name: str, *, choices: int = 1,
+                   logprobs: bool = False) -> ChatCompletion:
+    deltas: dict[int, list[OutputDelta]] = {index: [] for index in range(choices)}
+    entries: dict[int, list[TokenLogprob]] = {index: [] for index in range(choices)}
+    finals: dict[int, ChatEvent] = {}
+    async for index, event in events:
+        if event.delta is not None:
+            deltas[index].append(event.delta)
+        entries[index].extend(event.logprobs)
+        if event.finish_reason is not None:
+            finals[index] = event
+    _final(finals, choices)
+    return ChatCompletion(id=new_completion_id(), created=int(time.time()), model=model_name,
+                          choices=[_choice(index, deltas[index], finals[index],
+                                           _logprobs_out(entries[index]) if logprobs else None)
+                                   for index in range(choices)],
+                          usage=_usage(finals))
+
+
+def _choice(index: int, deltas: list[OutputDelta], final: ChatEvent, logprobs: ChoiceLogprobs | None) -> Choice:
     parsed = merge_deltas(deltas)
     message = AssistantMessage(
         content=parsed.content if parsed.content or not parsed.tool_calls else None,
@@ -101,9 +138,8 @@ async def complete(events: AsyncIterator[ChatEvent], model_name: str) -> ChatCom
         tool_calls=[ToolCallOut(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
                     for call in parsed.tool_calls] or None,
     )
-    return ChatCompletion(id=new_completion_id(), created=int(time.time()), model=model_name,
-                          choices=[Choice(index=0, message=message, finish_reason=reason)],
-                          usage=_usage(final.usage))
+    return Choice(index=index, message=message, finish_reason=final.finish_reason,  # type: ignore[arg-type]
+                  logprobs=logprobs)
 
 
 def cut_short() -> ServiceUnavailable:
@@ -115,7 +151,7 @@ def cut_short() -> ServiceUnavailable:
 def _deltas_of(event: ChatEvent, tool_index: int) -> list[Delta]:
     delta = event.delta
     if delta is None:
-        return []
+        return [Delta()] if event.logprobs else []
     if delta.tool_call is not None:
         call = delta.tool_call
         opening = ToolCallDelta(index=tool_index, id=call.id, type="function",
@@ -127,35 +163,39 @@ def _deltas_of(event: ChatEvent, tool_index: int) -> list[Delta]:
     return [Delta(content=delta.content)]
 
 
-async def stream_chunks(events: AsyncIterator[ChatEvent], model_name: str, *,
-                        include_usage: bool) -> AsyncGenerator[bytes, None]:
+async def stream_chunks(events: AsyncIterator[tuple[int, ChatEvent]], model_name: str, *, include_usage: bool,
+                        choices: int = 1, logprobs: bool = False) -> AsyncGenerator[bytes, None]:
     """SSE bytes of a streamed completion; an error after the first byte becomes an error event."""
     completion_id, created = new_completion_id(), int(time.time())
 
-    def chunk(choices: list[ChunkChoice], usage: UsageOut | None = None) -> bytes:
+    def chunk(parts: list[ChunkChoice], usage: UsageOut | None = None) -> bytes:
         return sse_event(ChatCompletionChunk(id=completion_id, created=created, model=model_name,
-                                             choices=choices, usage=usage))
+                                             choices=parts, usage=usage))
 
-    # The role chunk leaves with the first text, and each event's chunks in one write: a lone small
+    # The role chunks leave with the first text, and each event's chunks in one write: a lone small
     # write followed by another waits on the client's delayed ACK (Nagle), adding tens of ms to TTFT.
-    pending = chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
-    tool_index, finished = 0, False
+    pending = b"".join(chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
+                       for index in range(choices))
+    tool_indexes, finals = dict.fromkeys(range(choices), 0), {}
     try:
-        async for event in events:
-            parts = [chunk([ChunkChoice(index=0, delta=delta)]) for delta in _deltas_of(event, tool_index)]
-            tool_index += 1 if event.delta is not None and event.delta.tool_call is not None else 0
+        async for index, event in events:
+            parts = []
+            for position, delta in enumerate(_deltas_of(event, tool_indexes[index])):
+                entries = _logprobs_out(event.logprobs) if logprobs and position == 0 else None
+                parts.append(chunk([ChunkChoice(index=index, delta=delta, logprobs=entries)]))
+            tool_indexes[index] += 1 if event.delta is not None and event.delta.tool_call is not None else 0
             if event.finish_reason == "cancelled":
                 raise cut_short()  # never a bare [DONE]: the client must see the reply is incomplete
             if event.finish_reason is not None:
-                finished = True
-                parts.append(chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.finish_reason)]))
-                if include_usage and event.usage is not None:
-                    parts.append(chunk([], usage=_usage(event.usage)))
+                finals[index] = event
+                parts.append(chunk([ChunkChoice(index=index, delta=Delta(),
+                                                finish_reason=event.finish_reason)]))
             if parts:
                 yield pending + b"".join(parts)
                 pending = b""
-        if not finished:
-            raise cut_short()
+        _final(finals, choices)
+        if include_usage:
+            yield chunk([], usage=_usage(finals))
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         pending += sse_event(error_body(exc)[1])
     yield pending + DONE

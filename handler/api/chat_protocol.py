@@ -16,6 +16,7 @@ Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 TokenId = Annotated[str, Meta(pattern=r"^[0-9]{1,9}$")]  # logit_bias keys: token ids as strings
+MAX_CHOICES = 16  # `n`: also bounded by the model's N_PARALLEL and queue (more choices wait their turn)
 
 
 class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -57,9 +58,10 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     stop: Annotated[str, Meta(min_length=1)] | Annotated[list[str], Meta(max_length=16)] | None = None
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
-    n: Annotated[int, Meta(ge=1, le=1)] = 1
+    n: Annotated[int, Meta(ge=1, le=MAX_CHOICES)] = 1
     logit_bias: dict[TokenId, Annotated[float, Meta(ge=-100, le=100)]] | None = None
     logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -95,11 +97,29 @@ class UsageOut(msgspec.Struct, kw_only=True):
     total_tokens: int
 
 
+class TopLogprob(msgspec.Struct, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(msgspec.Struct, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(msgspec.Struct, kw_only=True):
+    content: list[TokenLogprobOut]
+    refusal: None = None
+
+
 class Choice(msgspec.Struct, kw_only=True):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length", "tool_calls"] | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(msgspec.Struct, kw_only=True):
@@ -130,7 +150,7 @@ class ChunkChoice(msgspec.Struct, kw_only=True):
     index: int
     delta: Delta
     finish_reason: Literal["stop", "length", "tool_calls"] | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(msgspec.Struct, kw_only=True):

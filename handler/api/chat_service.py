@@ -1,7 +1,8 @@
 """A chat completion from request to response: the one method the chat route calls.
 
 Find the model, check tools and schemas (off the loop), open the request's scope (lease, cold start,
-client watch), decide sampling, wait for a slot, then answer as JSON or as a stream."""
+client watch), decide sampling, wait for slots (one generation per choice of `n`), then answer as
+JSON or as a stream."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import attrs
 from litestar import Request, Response
 from litestar.response import Stream
 
-from handler.api.chat_mapping import chat_request, complete, sampling_request, stream_chunks
+from handler.api.chat_mapping import chat_request, check_choices, complete, sampling_request, stream_chunks
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
 from handler.api.serving import close_after, open_scope
-from handler.api.tool_choice import plan_tools
+from handler.api.streams import merged
+from handler.api.tool_choice import ToolPlan, plan_tools
+from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ModelCache
-from handler.engine.chat import start_chat
-from handler.engine.types import ServerSampling, resolve_sampling
+from handler.engine.chat import StartedChat, start_chat
+from handler.engine.types import ServerSampling, for_choice, resolve_sampling
 from handler.lifecycle import Lifecycle
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
@@ -35,25 +38,39 @@ class ChatService:
 
     async def respond(self, data: ChatCompletionRequest,
                       request: Request[Any, Any, Any]) -> Response[ChatCompletion] | Stream:
+        check_choices(data)
         spec = await self.catalog.find(data.model)
         plan = await asyncio.to_thread(plan_tools, data)  # walks every schema
-        wanted = sampling_request(data)
         scope = await open_scope(request, self.lifecycle, self.cache, spec, "chat")
         streaming = False  # once the stream holds the scope, it releases it when it ends
         try:
-            model = scope.lease.chat_model
-            server = ServerSampling(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
-            params = resolve_sampling(wanted, model_seed=model.options.seed, server=server)
             # A client that leaves while waiting for a slot gives its place up (and its generation).
-            started = await scope.client.unless_gone(start_chat(model, chat_request(data, params, plan)))
-            events = scope.observe_chat(started.events())
+            started = await scope.client.unless_gone(self._start(scope.lease.chat_model, data, plan))
+            events = scope.observe_chat(merged([chat.events() for chat in started]))
             if data.stream:
                 include_usage = bool(data.stream_options and data.stream_options.include_usage)
-                body = close_after(scope, stream_chunks(events, spec.name, include_usage=include_usage))
+                body = close_after(scope, stream_chunks(events, spec.name, include_usage=include_usage,
+                                                        choices=data.n, logprobs=bool(data.logprobs)))
                 streaming = True
                 return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **scope.headers()})
-            completion = await scope.client.unless_gone(complete(events, spec.name))
+            completion = await scope.client.unless_gone(complete(events, spec.name, choices=data.n,
+                                                                 logprobs=bool(data.logprobs)))
             return Response(completion, headers=scope.headers())
         finally:
             if not streaming:
                 scope.close()
+
+    async def _start(self, model: BatchingChatModel, data: ChatCompletionRequest, plan: ToolPlan) -> list[StartedChat]:
+        """One generation per choice, all queued at once; if one cannot start, none runs."""
+        server = ServerSampling(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
+        params = resolve_sampling(sampling_request(data), model_seed=model.options.seed, server=server)
+        starts = [asyncio.ensure_future(start_chat(model, chat_request(data, for_choice(params, choice), plan)))
+                  for choice in range(data.n)]
+        try:
+            return list(await asyncio.gather(*starts))
+        except BaseException:
+            for start in starts:
+                start.cancel()
+                if start.done() and not start.cancelled() and start.exception() is None:
+                    start.result().generation.cancel.set()
+            raise

@@ -29,10 +29,18 @@ from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep, Setting
 from handler.api.errors import ERROR_RESPONSES, error_body
 from handler.api.serving import RequestScope, close_after, open_scope
 from handler.api.sse import DONE, sse_event
+from handler.api.streams import merged
 from handler.engine.batching import BatchingChatModel
 from handler.engine.completion import fill_in_the_middle, start_completion
 from handler.engine.generation import Generation
-from handler.engine.types import SamplingParams, SamplingRequest, ServerSampling, TextChunk, resolve_sampling
+from handler.engine.types import (
+    SamplingParams,
+    SamplingRequest,
+    ServerSampling,
+    TextChunk,
+    for_choice,
+    resolve_sampling,
+)
 from handler.errors import InvalidRequest
 from handler.settings import Settings
 
@@ -88,15 +96,13 @@ def _check(data: CompletionRequest) -> None:
 def _params(data: CompletionRequest, model: BatchingChatModel, settings: Settings, choice: int) -> SamplingParams:
     stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
     bias = {int(key): value for key, value in (data.logit_bias or {}).items()}
-    # Each choice samples with its own seed, derived from the request's: reproducible, yet not n copies.
-    seed = data.seed + choice if data.seed is not None else None
     wanted = SamplingRequest(
         max_tokens=data.max_tokens or DEFAULT_MAX_TOKENS, temperature=data.temperature, top_p=data.top_p,
         top_k=data.top_k, min_p=data.min_p, repeat_penalty=data.repeat_penalty or None,
-        presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty, seed=seed, stop=stop,
+        presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty, seed=data.seed, stop=stop,
         logit_bias=bias)
     server = ServerSampling(temperature=settings.temperature, max_tokens=settings.max_tokens)
-    return resolve_sampling(wanted, model_seed=model.options.seed, server=server)
+    return for_choice(resolve_sampling(wanted, model_seed=model.options.seed, server=server), choice)
 
 
 async def _start_all(model: BatchingChatModel, data: CompletionRequest, settings: Settings,
@@ -113,34 +119,6 @@ async def _start_all(model: BatchingChatModel, data: CompletionRequest, settings
             if start.done() and not start.cancelled() and start.exception() is None:
                 start.result().cancel.set()
         raise
-
-
-async def _merged(generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, TextChunk], None]:
-    """Every generation's chunks as they come, tagged with the generation's index."""
-    queue: asyncio.Queue[tuple[int, TextChunk] | BaseException | None] = asyncio.Queue()
-
-    async def pump(index: int, generation: Generation) -> None:
-        try:
-            async for chunk in generation.chunks():
-                queue.put_nowait((index, chunk))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
-            queue.put_nowait(exc)
-        queue.put_nowait(None)
-
-    tasks = [asyncio.ensure_future(pump(index, generation)) for index, generation in enumerate(generations)]
-    try:
-        running = len(tasks)
-        while running:
-            item = await queue.get()
-            if item is None:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def _legacy_logprobs(chunks: Sequence[TextChunk], offset: int) -> CompletionLogprobs:
@@ -244,7 +222,7 @@ class CompletionService:
         prompts = await asyncio.to_thread(_prompts, model, data)
         generations = await scope.client.unless_gone(_start_all(model, data, self.settings, prompts))
         tally = _Tally(scope, sum(len(prompt.tokens) for prompt in prompts))
-        chunks = _merged(generations)
+        chunks = merged([generation.chunks() for generation in generations])
         if data.stream:
             body = close_after(scope, _stream(data, prompts, chunks, tally, scope.model))
             return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **scope.headers()})

@@ -7,10 +7,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from handler.api.chat_protocol import Penalty, PositiveInt, Probability, StreamOptions, TokenId, UsageOut
+from handler.api.chat_protocol import MAX_CHOICES, Penalty, PositiveInt, Probability, StreamOptions, TokenId, UsageOut
 
 MAX_PROMPTS = 64
-MAX_CHOICES = 16
 TokenList = Annotated[list[Annotated[int, Meta(ge=0)]], Meta(min_length=1)]
 # msgspec allows one array type per union: the list's item shapes are checked in the route.
 Prompt = str | Annotated[list[str | int | TokenList], Meta(min_length=1, max_length=1 << 20)]

@@ -88,16 +88,22 @@ class RequestScope:
         metrics.record_outcome(self.model, endpoint, reason, prompt_tokens, completion_tokens)
         self.log_line.update(finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
-    async def observe_chat(self, events: AsyncIterator[ChatEvent]) -> AsyncGenerator[ChatEvent, None]:
-        """Pass a chat's events through, observing its first token and how it finished."""
-        waiting_for_first = True
-        async for event in events:
+    async def observe_chat(self, events: AsyncIterator[tuple[int, ChatEvent]]
+                           ) -> AsyncGenerator[tuple[int, ChatEvent], None]:
+        """Pass a chat's events (of every choice) through, observing its first token and how it finished."""
+        waiting_for_first, finals = True, []
+        async for index, event in events:
             if waiting_for_first and event.delta is not None:
                 waiting_for_first = False
                 self.first_token()
             if event.finish_reason is not None and event.usage is not None:
-                self.finished("chat", event.finish_reason, event.usage.prompt_tokens, event.usage.completion_tokens)
-            yield event
+                finals.append(event)
+            yield index, event
+        if finals:  # the prompt is read once, whatever `n` is
+            completion = sum(event.usage.completion_tokens for event in finals if event.usage is not None)
+            first = finals[0]
+            assert first.finish_reason is not None and first.usage is not None
+            self.finished("chat", first.finish_reason, first.usage.prompt_tokens, completion)
 
     def close(self) -> None:
         if not self._closed:

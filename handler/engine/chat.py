@@ -19,7 +19,7 @@ from handler.engine.batching import BatchingChatModel, GrammarError
 from handler.engine.generation import Generation
 from handler.engine.grammar import SchemaError, constraint_grammar
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
-from handler.engine.types import ChatRequest, FinishReason, Usage
+from handler.engine.types import ChatRequest, FinishReason, TokenLogprob, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
 from handler.formats.chat_format import ChatInput, ChatPlan, ForcedCalls
 from handler.formats.content import UnsupportedContent
@@ -30,6 +30,7 @@ from handler.formats.output import OutputDelta, OutputParser
 @attrs.frozen
 class ChatEvent:
     delta: OutputDelta | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens generated since the previous event, if asked for
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
 
@@ -47,9 +48,13 @@ class StartedChat:
                 deltas = self.parser.feed(chunk.text) if chunk.text else []
                 if chunk.finish_reason is not None:
                     deltas += self.parser.finish()
+                entries = chunk.logprobs
                 for delta in deltas:
                     called_tools = called_tools or delta.tool_call is not None
-                    yield ChatEvent(delta=delta)
+                    yield ChatEvent(delta=delta, logprobs=entries)
+                    entries = ()
+                if entries:  # text the parser holds back for now (a tag may be starting)
+                    yield ChatEvent(logprobs=entries)
                 if chunk.finish_reason is not None:
                     finish = "tool_calls" if called_tools and chunk.finish_reason == "stop" else chunk.finish_reason
                     yield ChatEvent(finish_reason=finish,
@@ -95,6 +100,6 @@ async def start_chat(model: BatchingChatModel, request: ChatRequest) -> StartedC
             f"This model's maximum context length is {model.n_ctx} tokens, but the messages take "
             f"{len(tokens)} tokens. Please shorten the messages.", param="messages")
     grammar = await asyncio.to_thread(_grammar, model, plan)
-    generation = await model.start_generation(tokens, request.params, grammar,
+    generation = await model.start_generation(tokens, request.params, grammar, logprobs=request.logprobs,
                                               preserved=model.special_tokens(plan.preserved_tokens))
     return StartedChat(parser=plan.parser, generation=generation)

@@ -89,6 +89,12 @@ def resolve_sampling(request: SamplingRequest, *, model_seed: int | None, server
     )
 
 
+def for_choice(params: SamplingParams, choice: int) -> SamplingParams:
+    """The parameters of choice `choice` of `n`: its own seed, derived from the decided one, so the
+    choices differ yet a seeded request reproduces all of them."""
+    return params if params.seed is None or choice == 0 else attrs.evolve(params, seed=params.seed + choice)
+
+
 @attrs.frozen
 class TokenChoice:
     """A token the model could have produced at one step, and its log probability."""
@@ -137,3 +143,4 @@ class ChatRequest:
 
     chat: ChatInput
     params: SamplingParams
+    logprobs: int | None = None  # None: none; k: each generated token's and its top k alternatives'

@@ -27,7 +27,7 @@ def test_malformed_json(http):
     ({"model": CHAT, "messages": [{"role": "wizard", "content": "hi"}]}, None),
     ({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
     ({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature"),
-    ({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+    ({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "n": 17}, "n"),
     ({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
     ({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "stop": ["x"] * 10_000}, "stop"),
     ({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"abc": 1}}, "logit_bias"),

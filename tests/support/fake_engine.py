@@ -41,7 +41,7 @@ class FakeChatModel(BatchingChatModel):
         return frozenset()
 
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams, grammar: object = None, *,
-                               preserved: frozenset[int] = frozenset()) -> Generation:
+                               preserved: frozenset[int] = frozenset(), logprobs: int | None = None) -> Generation:
         generation = Generation()
         words = REPLY.split(" ")
         produced = min(len(words), params.max_tokens)
