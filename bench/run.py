@@ -106,6 +106,7 @@ def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]
         report.add("ours embeddings/s (64 texts, HTTP)", f"{embeds:.1f}", f"{embeds / raw['embed']:.2f}× raw")
         ours["embed"] = embeds
         ours.update(prompt_reuse(report, server))
+        ours.update(n_choices(report, server, args.repeats))
         ours["join"] = long_prompt_joins(report, "ours", server)
         ours["rss"] = server.peak_rss_mb()
         report.add("ours peak RSS MB (chat + embedding model)", f"{ours['rss']:.0f}",
@@ -134,6 +135,14 @@ def long_prompt_joins(report: Report, name: str, server: servers.Server) -> dict
                f"{result['join_ttft'] * 1000:.0f} vs {result['alone_ttft'] * 1000:.0f}",
                f"{result['join_ttft'] / result['alone_ttft']:.2f}× alone")
     return result
+
+
+def n_choices(report: Report, server: servers.Server, repeats: int) -> dict[str, float]:
+    runs = [workloads.n_choices_vs_separate(server.base_url, server.model) for _ in range(repeats)]
+    together, separate = median([run[0] for run in runs]), median([run[1] for run in runs])
+    report.add("n = 4 choices vs 4 separate requests (700-token prompt, 32 tokens), s",
+               f"{together:.2f} vs {separate:.2f}", f"{separate / together:.2f}× faster (the prompt is read once)")
+    return {"n4_seconds": together, "four_requests_seconds": separate}
 
 
 def prompt_reuse(report: Report, server: servers.Server) -> dict[str, float]:

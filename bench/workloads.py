@@ -192,3 +192,26 @@ def long_prompt_joins(base_url: str, model: str) -> JoinResult:
     p99 = window[min(len(window) - 1, int(len(window) * 0.99))] if window else 0.0
     return JoinResult(running_max_gap=max(window, default=0.0), running_p99_gap=p99, join_ttft=join.ttft,
                       alone_ttft=alone, running_completed=completed)
+
+
+def n_choices_vs_separate(base_url: str, model: str, n: int = 4, tokens: int = 32) -> tuple[float, float]:
+    """(seconds for one request with `n` choices, seconds for `n` concurrent separate requests), same
+    ~700-token prompt, fresh each time (no prefix reuse): `n` reads the prompt once."""
+    def prompt() -> list[dict]:
+        return [{"role": "user", "content": f"[run {next(_runs)}] " + " ".join(
+            f"Item {index} is a small blue stone." for index in range(90)) + " Summarise."}]
+
+    body = {"model": model, "max_tokens": tokens, "temperature": 0.8, "seed": 1}
+    with httpx.Client(timeout=300) as client:
+        started = time.perf_counter()
+        client.post(f"{base_url}/v1/chat/completions", json={**body, "messages": prompt(), "n": n}).raise_for_status()
+        together = time.perf_counter() - started
+        messages = prompt()
+        with ThreadPoolExecutor(n) as pool:
+            started = time.perf_counter()
+            futures = [pool.submit(client.post, f"{base_url}/v1/chat/completions",
+                                   json={**body, "messages": messages}) for _ in range(n)]
+            for future in futures:
+                future.result().raise_for_status()
+            separate = time.perf_counter() - started
+    return together, separate

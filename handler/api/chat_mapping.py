@@ -81,7 +81,7 @@ def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: Tool
     chat = ChatInput(messages=[message_dict(message) for message in data.messages], tools=plan.tools,
                      json_schema=plan.json_schema, enable_thinking=enable_thinking(data))
     logprobs = (data.top_logprobs or 0) if data.logprobs else None
-    return ChatRequest(chat=chat, params=params, logprobs=logprobs)
+    return ChatRequest(chat=chat, params=params, logprobs=logprobs, choices=data.n)
 
 
 def _usage(finals: dict[int, ChatEvent]) -> UsageOut:

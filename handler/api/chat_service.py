@@ -20,8 +20,8 @@ from handler.api.streams import merged
 from handler.api.tool_choice import ToolPlan, plan_tools
 from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ModelCache
-from handler.engine.chat import StartedChat, start_chat
-from handler.engine.types import ServerSampling, for_choice, resolve_sampling
+from handler.engine.chat import StartedChat, start_chats
+from handler.engine.types import ServerSampling, resolve_sampling
 from handler.lifecycle import Lifecycle
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
@@ -61,16 +61,6 @@ class ChatService:
                 scope.close()
 
     async def _start(self, model: BatchingChatModel, data: ChatCompletionRequest, plan: ToolPlan) -> list[StartedChat]:
-        """One generation per choice, all queued at once; if one cannot start, none runs."""
         server = ServerSampling(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
         params = resolve_sampling(sampling_request(data), model_seed=model.options.seed, server=server)
-        starts = [asyncio.ensure_future(start_chat(model, chat_request(data, for_choice(params, choice), plan)))
-                  for choice in range(data.n)]
-        try:
-            return list(await asyncio.gather(*starts))
-        except BaseException:
-            for start in starts:
-                start.cancel()
-                if start.done() and not start.cancelled() and start.exception() is None:
-                    start.result().generation.cancel.set()
-            raise
+        return await start_chats(model, chat_request(data, params, plan))

@@ -93,7 +93,7 @@ def _check(data: CompletionRequest) -> None:
                              param="echo")
 
 
-def _params(data: CompletionRequest, model: BatchingChatModel, settings: Settings, choice: int) -> SamplingParams:
+def _params(data: CompletionRequest, model: BatchingChatModel, settings: Settings) -> SamplingParams:
     stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
     bias = {int(key): value for key, value in (data.logit_bias or {}).items()}
     wanted = SamplingRequest(
@@ -102,22 +102,25 @@ def _params(data: CompletionRequest, model: BatchingChatModel, settings: Setting
         presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty, seed=data.seed, stop=stop,
         logit_bias=bias)
     server = ServerSampling(temperature=settings.temperature, max_tokens=settings.max_tokens)
-    return for_choice(resolve_sampling(wanted, model_seed=model.options.seed, server=server), choice)
+    return resolve_sampling(wanted, model_seed=model.options.seed, server=server)
 
 
 async def _start_all(model: BatchingChatModel, data: CompletionRequest, settings: Settings,
                      prompts: Sequence[Prompt]) -> list[Generation]:
-    """One generation per choice, all queued at once; if one cannot start, none runs."""
-    starts = [asyncio.ensure_future(start_completion(model, prompt.tokens, _params(data, model, settings, index),
-                                                     data.logprobs))
-              for index, prompt in enumerate(prompt for prompt in prompts for _ in range(data.n))]
+    """`n` generations per prompt, all queued at once; if one prompt cannot start, none runs."""
+    params = _params(data, model, settings)
+    starts = [asyncio.ensure_future(start_completion(model, prompt.tokens,
+                                                     [for_choice(params, position * data.n + choice)
+                                                      for choice in range(data.n)], data.logprobs))
+              for position, prompt in enumerate(prompts)]
     try:
-        return list(await asyncio.gather(*starts))
+        return [generation for started in await asyncio.gather(*starts) for generation in started]
     except BaseException:
         for start in starts:
             start.cancel()
             if start.done() and not start.cancelled() and start.exception() is None:
-                start.result().cancel.set()
+                for generation in start.result():
+                    generation.cancel.set()
         raise
 
 

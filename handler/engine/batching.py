@@ -18,7 +18,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,30 +129,43 @@ class BatchingChatModel:
         """Queue the request and wait for its slot: `Overloaded` when too many already wait beyond
         the free slots, `ServiceUnavailable` after the queue timeout; either way before any response
         byte is sent. A request that stops waiting (timeout, client gone) leaves the line at once."""
-        if self._would_wait() > self.queue_limits.max_waiting:
+        (generation,) = await self.start_generations(prompt_tokens, [params], grammar, preserved=preserved,
+                                                     logprobs=logprobs)
+        return generation
+
+    async def start_generations(self, prompt_tokens: list[int], choices: Sequence[SamplingParams],
+                                grammar: LlamaGrammar | None = None, *, preserved: frozenset[int] = frozenset(),
+                                logprobs: int | None = None) -> list[Generation]:
+        """One generation per choice (`n`) of one prompt, which is prefilled once: the first choice
+        reads it, the others get a copy of its KV cells and sample from its logits."""
+        if self._would_wait(len(choices)) > self.queue_limits.max_waiting:
             raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
                              retry_after_s=2)
-        generation = Generation()
-        job = Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=generation, preserved=preserved,
-                  logprobs=logprobs)
+        jobs: list[Job] = []
+        for params in choices:
+            jobs.append(Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=Generation(),
+                            preserved=preserved, logprobs=logprobs, leader=jobs[0] if jobs else None))
         with self._wake:
-            self._queue.append(job)
+            self._queue.extend(jobs)
             self._wake.notify()
         try:
-            await asyncio.wait_for(generation.started.wait(), self.queue_limits.timeout_s)
+            waits = [job.generation.started.wait() for job in jobs]
+            await asyncio.wait_for(asyncio.gather(*waits), self.queue_limits.timeout_s)
         except TimeoutError:
-            self._withdraw(job)
+            for job in jobs:
+                self._withdraw(job)
             raise ServiceUnavailable(f"waited {self.queue_limits.timeout_s:g}s for model '{self.name}'",
                                      code="queue_timeout", retry_after_s=5) from None
         except BaseException:
-            self._withdraw(job)
+            for job in jobs:
+                self._withdraw(job)
             raise
-        return generation
+        return [job.generation for job in jobs]
 
-    def _would_wait(self) -> int:
-        """How many requests, this one included, would wait for a slot if this one joined now."""
+    def _would_wait(self, joining: int = 1) -> int:
+        """How many requests, these included, would wait for a slot if `joining` joined now."""
         free = sum(not slot.busy for slot in self.slots)
-        return max(0, len(self._queue) + 1 - free)
+        return max(0, len(self._queue) + joining - free)
 
     def _withdraw(self, job: Job) -> None:
         """Take a job that stopped waiting out of the line; one already admitted is cancelled."""
@@ -204,9 +217,10 @@ class BatchingChatModel:
         while True:
             free = [slot for slot in self.slots if not slot.busy]
             with self._wake:  # the loop appends and withdraws jobs; only this thread admits them
-                if not free or not self._queue:
+                job = next((job for job in self._queue if not job.awaits_copy), None) if free else None
+                if job is None:
                     return
-                job = self._queue.popleft()
+                self._queue.remove(job)
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
@@ -215,6 +229,30 @@ class BatchingChatModel:
             prefix = self._forget(slot, keep=reusable)
             slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
             job.generation.mark_started()
+
+    def _admit_copies(self, leader: Job, source: Slot, row: int, gaps: list[float]) -> None:
+        """`leader`'s prompt has just been read: its waiting sibling choices take free slots with a copy
+        of its KV cells and sample their first token from its logits (`row`). Siblings that find no
+        free slot read the prompt themselves later."""
+        with self._wake:
+            siblings = [job for job in self._queue if job.leader is leader]
+        for job in siblings:
+            slot = next((slot for slot in self.slots if not slot.busy), None)
+            if slot is None:
+                return
+            with self._wake:
+                if job not in self._queue:
+                    continue  # withdrawn meanwhile
+                self._queue.remove(job)
+            if job.generation.cancel.is_set():
+                self.finished["cancelled"] += 1
+                continue
+            self._forget(slot, keep=0)
+            llama_cpp.llama_memory_seq_cp(self.context.memory, source.seq_id, slot.seq_id, -1, -1)
+            slot.cached = list(job.prompt)
+            slot.assign(job, len(job.prompt), build_sampler(self.model, job.params, job.grammar), self.n_ctx)
+            job.generation.mark_started()
+            self._sample(slot, row, gaps)
 
     def _step(self, active: list[Slot]) -> None:
         for slot in active:
@@ -240,28 +278,37 @@ class BatchingChatModel:
             return
         started = self.clock()
         self.context.decode(self.batch)
-        gaps = []
+        gaps: list[float] = []
         for row, slot in outputs.items():
-            assert slot.sampler is not None  # every decoding slot has one
-            token = slot.sampler.sample(self.context, row)
-            now = self.clock()
-            if slot.last_token_at is not None:
-                gaps.append(now - slot.last_token_at)
-            slot.last_token_at = now
-            eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
             job = slot.job
             assert job is not None  # a slot that decodes serves a request
-            piece = b"" if eog else self.pieces.piece(token, special=token in job.preserved)
-            logprob = None
-            if job.logprobs is not None and not eog:
-                logprob = token_logprob(self.context.ctx, row, self.n_vocab, token, job.logprobs, self.pieces.piece)
-            reason = slot.accept(token, piece, eog, logprob)
-            if reason is not None:
-                self._finish(slot, reason)
+            first = job.prefilling and not slot.pending  # this step read the last of its prompt
+            self._sample(slot, row, gaps)
+            if first:
+                job.prefilling = False
+                self._admit_copies(job, slot, row, gaps)
         seconds = self.clock() - started
         self.budget.record(tokens, seconds, decoding=len(decoded))
         if self.on_step is not None:
             self.on_step(StepRecord(seconds=seconds, decoded=decoded, prefilled=prefilled, token_gaps=tuple(gaps)))
+
+    def _sample(self, slot: Slot, row: int, gaps: list[float]) -> None:
+        """Sample the slot's next token from the logits of batch row `row`, and hand it to the slot."""
+        job = slot.job
+        assert slot.sampler is not None and job is not None  # every decoding slot has both
+        token = slot.sampler.sample(self.context, row)
+        now = self.clock()
+        if slot.last_token_at is not None:
+            gaps.append(now - slot.last_token_at)
+        slot.last_token_at = now
+        eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
+        piece = b"" if eog else self.pieces.piece(token, special=token in job.preserved)
+        logprob = None
+        if job.logprobs is not None and not eog:
+            logprob = token_logprob(self.context.ctx, row, self.n_vocab, token, job.logprobs, self.pieces.piece)
+        reason = slot.accept(token, piece, eog, logprob)
+        if reason is not None:
+            self._finish(slot, reason)
 
     def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int) -> dict[int, int]:
         """Put up to `allowance` tokens of the oldest waiting prompt into the batch; the last token of

@@ -94,12 +94,18 @@ async def prompt_tokens(model: BatchingChatModel, chat: ChatInput) -> tuple[Chat
 
 
 async def start_chat(model: BatchingChatModel, request: ChatRequest) -> StartedChat:
+    (started,) = await start_chats(model, attrs.evolve(request, choices=1))
+    return started
+
+
+async def start_chats(model: BatchingChatModel, request: ChatRequest) -> list[StartedChat]:
+    """One reply per choice of `request` (its prompt read once), each with its own parser."""
     plan, tokens = await prompt_tokens(model, request.chat)
     if len(tokens) >= model.n_ctx:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.n_ctx} tokens, but the messages take "
             f"{len(tokens)} tokens. Please shorten the messages.", param="messages")
     grammar = await asyncio.to_thread(_grammar, model, plan)
-    generation = await model.start_generation(tokens, request.params, grammar, logprobs=request.logprobs,
-                                              preserved=model.special_tokens(plan.preserved_tokens))
-    return StartedChat(parser=plan.parser, generation=generation)
+    generations = await model.start_generations(tokens, request.choice_params, grammar, logprobs=request.logprobs,
+                                                preserved=model.special_tokens(plan.preserved_tokens))
+    return [StartedChat(parser=plan.new_parser(), generation=generation) for generation in generations]

@@ -25,9 +25,10 @@ def fill_in_the_middle(model: BatchingChatModel, prefix: list[int], suffix: list
     return [pre, *prefix, suf, *suffix, mid]
 
 
-async def start_completion(model: BatchingChatModel, prompt: list[int], params: SamplingParams,
-                           logprobs: int | None = None, *, param: str = "prompt") -> Generation:
-    """Check the prompt against the model, then wait for its turn (see `start_generation`)."""
+async def start_completion(model: BatchingChatModel, prompt: list[int], choices: list[SamplingParams],
+                           logprobs: int | None = None, *, param: str = "prompt") -> list[Generation]:
+    """Check the prompt against the model, then wait for its turn (see `start_generations`): one
+    generation per entry of `choices`, the prompt read once."""
     if not prompt:
         raise InvalidRequest("the prompt is empty", param=param)
     if any(not 0 <= token < model.n_vocab for token in prompt):
@@ -36,7 +37,7 @@ async def start_completion(model: BatchingChatModel, prompt: list[int], params: 
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.n_ctx} tokens, but the prompt takes "
             f"{len(prompt)} tokens. Please shorten the prompt.", param=param)
-    return await model.start_generation(prompt, params, logprobs=logprobs)
+    return await model.start_generations(prompt, choices, logprobs=logprobs)
 
 
 async def tokenize_prompt(model: BatchingChatModel, text: str) -> list[int]:

@@ -28,6 +28,16 @@ class Job:
     preserved: frozenset[int] = frozenset()  # special tokens rendered as text (a format's markers)
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the top k
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
+    leader: Job | None = None  # another choice of the same request, whose prompt this one copies
+    admitted: bool = False  # has had a slot
+    prefilling: bool = False  # in a slot, its prompt not read yet
+
+    @property
+    def awaits_copy(self) -> bool:
+        """A sibling choice waits while its leader reads the shared prompt, to copy it then."""
+        leader = self.leader
+        return (leader is not None and not leader.generation.cancel.is_set()
+                and (leader.prefilling or not leader.admitted))
 
 
 @attrs.define(eq=False)
@@ -62,6 +72,7 @@ class Slot:
 
     def assign(self, job: Job, prefix: int, sampler: LlamaSampler, n_ctx: int) -> None:
         self.job, self.sampler, self.last_token_at = job, sampler, None
+        job.admitted, job.prefilling = True, prefix < len(job.prompt)
         del self.cached[prefix:]
         self.pending = job.prompt[prefix:]
         self.next_token, self.produced, self.stop_string_hit = None, 0, False
@@ -106,10 +117,12 @@ class Slot:
                 job.generation.emit(TextChunk(text=tail))
         job.generation.emit(TextChunk(finish_reason=reason, prompt_tokens=len(job.prompt),
                                       completion_tokens=self.produced))
+        job.prefilling = False
         self.job, self.sampler, self.next_token, self.pending = None, None, None, []
 
     def fail(self, error: BaseException) -> None:
         if self.job is not None:
             self.job.generation.emit(error)
+            self.job.prefilling = False
         self.job, self.sampler, self.next_token, self.pending = None, None, None, []
         self.cached.clear()

@@ -144,3 +144,8 @@ class ChatRequest:
     chat: ChatInput
     params: SamplingParams
     logprobs: int | None = None  # None: none; k: each generated token's and its top k alternatives'
+    choices: int = 1  # `n`: replies to the one prompt, each with its own seed (see `for_choice`)
+
+    @property
+    def choice_params(self) -> list[SamplingParams]:
+        return [for_choice(self.params, choice) for choice in range(self.choices)]

@@ -9,7 +9,7 @@ builds the grammar that forces a call) and how its output is read back.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -82,7 +82,7 @@ Constraint = ForcedCalls | JsonContent
 class ChatPlan:
     prompt: str
     constraint: Constraint | None
-    parser: OutputParser
+    new_parser: Callable[[], OutputParser]  # one fresh parser per reply (a request with `n` has n replies)
     # Special tokens whose text the parser needs to see (`[TOOL_CALLS]`): the engine renders them.
     preserved_tokens: tuple[str, ...] = ()
 
@@ -102,10 +102,12 @@ class ChatFormat(abc.ABC):
 
     def plan(self, chat: ChatInput) -> ChatPlan:
         prompt = self.render(chat)
-        parser = self.new_parser(chat, prompt)
-        if not chat.tools.parallel:
-            parser = OneCallFilter(parser)
-        return ChatPlan(prompt=prompt, constraint=self._constraint(chat), parser=parser,
+
+        def new_parser() -> OutputParser:
+            parser = self.new_parser(chat, prompt)
+            return parser if chat.tools.parallel else OneCallFilter(parser)
+
+        return ChatPlan(prompt=prompt, constraint=self._constraint(chat), new_parser=new_parser,
                         preserved_tokens=self.preserved_tokens)
 
     def _constraint(self, chat: ChatInput) -> Constraint | None:

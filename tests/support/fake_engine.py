@@ -40,6 +40,11 @@ class FakeChatModel(BatchingChatModel):
     def special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
         return frozenset()
 
+    async def start_generations(self, prompt_tokens: list[int], choices: list[SamplingParams], grammar: object = None,
+                                *, preserved: frozenset[int] = frozenset(), logprobs: int | None = None
+                                ) -> list[Generation]:
+        return [await self.start_generation(prompt_tokens, params) for params in choices]
+
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams, grammar: object = None, *,
                                preserved: frozenset[int] = frozenset(), logprobs: int | None = None) -> Generation:
         generation = Generation()

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
 from handler.engine.batching import BatchingChatModel
-from handler.engine.chat import start_chat
+from handler.engine.chat import start_chat, start_chats
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import ChatRequest, SamplingParams
 from handler.formats.chat_format import ChatInput, ToolUse
@@ -182,3 +183,29 @@ def test_logprobs_cover_exactly_the_text(model, stop):
         assert entry.logprob <= 0 and len(entry.top) == 3
         assert [choice.logprob for choice in entry.top] == sorted((c.logprob for c in entry.top), reverse=True)
         assert entry.top[0].bytes == entry.bytes and entry.top[0].logprob == entry.logprob  # greedy: the best
+
+
+def test_n_choices_read_the_prompt_once(demo_model_path):
+    """The first choice prefills; the others copy its KV cells and sample from its logits, so at
+    temperature 0 every choice equals the solo reply, and only one sequence ever prefilled."""
+    steps = []
+    model = BatchingChatModel("choices", demo_model_path, _options(), on_step=steps.append)
+    try:
+        async def scenario():
+            alone = await _reply(model, _request(PROMPTS[2]))
+            steps.clear()
+            started = await start_chats(model, attrs.evolve(_request(PROMPTS[2]), choices=3))
+            replies = []
+            for chat in started:
+                text = ""
+                async for event in chat.events():
+                    text += event.delta.content if event.delta is not None else ""
+                replies.append(text)
+            return alone, replies
+
+        (alone_text, _, _), replies = asyncio.run(scenario())
+    finally:
+        model.close()
+    assert replies == [alone_text] * 3
+    assert len({seq for step in steps for seq in step.prefilled}) == 1
+    assert len({seq for step in steps for seq in step.decoded}) == 3

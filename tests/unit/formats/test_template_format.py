@@ -105,7 +105,7 @@ def test_required_calls_are_forced_in_the_family_syntax(chat_format, before, ope
 def test_response_format_and_parallel_limit_come_with_the_plan():
     plan = TemplateFormat(PLAIN).plan(ChatInput(ASK, ToolUse((WEATHER,), parallel=False), json_schema={}))
     assert plan.constraint == JsonContent(None)
-    assert isinstance(plan.parser, OneCallFilter)
+    assert isinstance(plan.new_parser(), OneCallFilter)
     assert TemplateFormat(PLAIN).plan(ChatInput(ASK)).constraint is None
 
 
