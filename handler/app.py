@@ -46,6 +46,8 @@ from handler.api.metrics import StateCollector, record_step, register_state_coll
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
 from handler.api.request_log import request_log_middleware
+from handler.api.responses import ResponsesController
+from handler.api.responses_protocol import ResponsesRequest
 from handler.api.tokens import DetokenizeRequest, TokenizerController, TokenizeRequest
 from handler.engine.cache import Loader, ModelCache
 from handler.engine.loading import load_model
@@ -58,8 +60,8 @@ from handler.wiring import build_cache, build_catalog, build_store, load_checked
 
 log = logging.getLogger("handler")
 IDLE_CHECK_INTERVAL_S = 1.0
-REQUEST_TYPES: list[type] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest, TokenizeRequest,
-                             DetokenizeRequest]
+REQUEST_TYPES: list[type] = [ChatCompletionRequest, CompletionRequest, ResponsesRequest, EmbeddingRequest,
+                             TokenizeRequest, DetokenizeRequest]
 CUT_STREAMS_FLUSH_S = 5.0
 
 
@@ -127,7 +129,8 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(
-        route_handlers=[ChatController, CompletionsController, EmbeddingsController, TokenizerController,
+        route_handlers=[ChatController, CompletionsController, ResponsesController, EmbeddingsController,
+                        TokenizerController,
                         ModelsController, ModelAdminController, health, ready, MetricsController],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},

@@ -27,15 +27,15 @@ class ModelAdminController(Controller):
 
     @post("/pull", status_code=200, responses=ERROR_RESPONSES,
           summary="Download a model's file without loading it (progress as Server-Sent Events with `?stream=true`)")
-    async def pull(self, name: str, request: Request[Any, Any, Any], catalog: CatalogDep, store: StoreDep,
+    async def pull(self, name: str, request: Request[Any, Any, Any], catalog: CatalogDep, model_store: StoreDep,
                    stream: bool = False) -> Any:
         spec = await catalog.find(name)
-        task = asyncio.ensure_future(store.ensure_local(spec))
+        task = asyncio.ensure_future(model_store.ensure_local(spec))
         if not _wants_events(request, stream):
             path = await task
-            progress = store.progress_of(spec)
+            progress = model_store.progress_of(spec)
             return {"model": spec.name, "file": path.name, **(progress.as_dict() if progress else {})}
-        return Stream(_progress_events(task, lambda: store.progress_of(spec)), media_type="text/event-stream")
+        return Stream(_progress_events(task, lambda: model_store.progress_of(spec)), media_type="text/event-stream")
 
     @post("/load", status_code=200, responses=ERROR_RESPONSES, summary="Sync if needed and load a model into memory")
     async def load(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
@@ -54,14 +54,15 @@ class ModelAdminController(Controller):
 
     @delete("/file", status_code=200, responses=ERROR_RESPONSES,
             summary="Delete a model's file from the volume (refused while loaded)")
-    async def delete_file(self, name: str, catalog: CatalogDep, cache: CacheDep, store: StoreDep) -> dict[str, Any]:
+    async def delete_file(self, name: str, catalog: CatalogDep, cache: CacheDep,
+                          model_store: StoreDep) -> dict[str, Any]:
         spec = await catalog.find(name)
         path = catalog.path_of(spec)
         users = [other.name for other in await catalog.list_all()
                  if catalog.path_of(other) == path and cache.is_loaded(other.name)]
         if users:
             raise Conflict(f"{path.name} is in use ({', '.join(users)}); unload it first", param="name")
-        return {"model": spec.name, "deleted": await store.delete_synced_copy(spec)}
+        return {"model": spec.name, "deleted": await model_store.delete_synced_copy(spec)}
 
 
 async def _progress_events(task: asyncio.Future[Any], progress: Any) -> AsyncIterator[bytes]:

@@ -15,7 +15,7 @@ from litestar.response import Stream
 
 from handler.api.chat_mapping import chat_request, check_choices, complete, sampling_request, stream_chunks
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
-from handler.api.serving import close_after, open_scope
+from handler.api.serving import RequestScope, close_after, open_scope
 from handler.api.streams import merged
 from handler.api.tool_choice import ToolPlan, plan_tools
 from handler.engine.batching import BatchingChatModel
@@ -38,27 +38,36 @@ class ChatService:
 
     async def respond(self, data: ChatCompletionRequest,
                       request: Request[Any, Any, Any]) -> Response[ChatCompletion] | Stream:
-        check_choices(data)
-        spec = await self.catalog.find(data.model)
-        plan = await asyncio.to_thread(plan_tools, data)  # walks every schema
-        scope = await open_scope(request, self.lifecycle, self.cache, spec, "chat")
+        scope, started = await self.begin(data, request)
         streaming = False  # once the stream holds the scope, it releases it when it ends
         try:
-            # A client that leaves while waiting for a slot gives its place up (and its generation).
-            started = await scope.client.unless_gone(self._start(scope.lease.chat_model, data, plan))
             events = scope.observe_chat(merged([chat.events() for chat in started]))
             if data.stream:
                 include_usage = bool(data.stream_options and data.stream_options.include_usage)
-                body = close_after(scope, stream_chunks(events, spec.name, include_usage=include_usage,
+                body = close_after(scope, stream_chunks(events, scope.model, include_usage=include_usage,
                                                         choices=data.n, logprobs=bool(data.logprobs)))
                 streaming = True
                 return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **scope.headers()})
-            completion = await scope.client.unless_gone(complete(events, spec.name, choices=data.n,
+            completion = await scope.client.unless_gone(complete(events, scope.model, choices=data.n,
                                                                  logprobs=bool(data.logprobs)))
             return Response(completion, headers=scope.headers())
         finally:
             if not streaming:
                 scope.close()
+
+    async def begin(self, data: ChatCompletionRequest,
+                    request: Request[Any, Any, Any]) -> tuple[RequestScope, list[StartedChat]]:
+        """The request's scope, and its replies started (a slot each): the caller closes the scope."""
+        check_choices(data)
+        spec = await self.catalog.find(data.model)
+        plan = await asyncio.to_thread(plan_tools, data)  # walks every schema
+        scope = await open_scope(request, self.lifecycle, self.cache, spec, "chat")
+        try:
+            # A client that leaves while waiting for a slot gives its place up (and its generation).
+            return scope, await scope.client.unless_gone(self._start(scope.lease.chat_model, data, plan))
+        except BaseException:
+            scope.close()
+            raise
 
     async def _start(self, model: BatchingChatModel, data: ChatCompletionRequest, plan: ToolPlan) -> list[StartedChat]:
         server = ServerSampling(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)

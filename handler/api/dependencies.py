@@ -20,7 +20,7 @@ from handler.store.model_store import ModelStore
 from handler.warmup import WarmUp
 
 # Dependency name → the app state key the lifespan stores the object under.
-STATE_KEYS = {"settings": "settings", "catalog": "catalog", "cache": "model_cache", "store": "model_store",
+STATE_KEYS = {"settings": "settings", "catalog": "catalog", "cache": "model_cache", "model_store": "model_store",
               "lifecycle": "lifecycle", "warmup": "warmup"}
 
 

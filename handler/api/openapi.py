@@ -18,7 +18,7 @@ import msgspec
 from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
-EVENT_STREAM_ROUTES = ("/v1/chat/completions", "/v1/completions", "/models/{name}/pull")
+EVENT_STREAM_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/models/{name}/pull")
 
 
 def complete_document(document: dict[str, Any], request_types: list[type]) -> dict[str, Any]:

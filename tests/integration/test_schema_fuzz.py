@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, settings
 
 MAX_REPLY_TOKENS = 4
 REAL_MODELS = {"/v1/chat/completions": "smollm2-135m", "/v1/embeddings": "smollm2-135m-embed",
+               "/v1/completions": "smollm2-135m", "/v1/responses": "smollm2-135m",
                "/tokenize": "smollm2-135m", "/detokenize": "smollm2-135m"}
+CHUNK_OBJECTS = {"/v1/chat/completions": "chat.completion.chunk", "/v1/completions": "text_completion"}
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +36,16 @@ def _check_event_stream(case, base_url):
         return
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [event for event in response.text.split("\n\n") if event]
+    if case.path == "/v1/responses":  # named events, no [DONE]: the last says how the response ended
+        payloads = [json.loads(event.split("data: ", 1)[1]) for event in events]
+        assert [payload["sequence_number"] for payload in payloads] == list(range(len(payloads)))
+        assert payloads[-1]["type"] in ("response.completed", "response.incomplete"), payloads[-1]
+        return
     assert events[-1] == "data: [DONE]"
     for event in events[:-1]:
         chunk = json.loads(event.removeprefix("data: "))
         assert "error" not in chunk, chunk
-        assert chunk["object"] == "chat.completion.chunk"
+        assert chunk["object"] == CHUNK_OBJECTS[case.path]
 
 
 @schema.parametrize()
@@ -48,11 +55,15 @@ def test_every_route_conforms(case, server):
         # Half the generated bodies name a real model, so the model paths are fuzzed too, not only 404s.
         if case.path in REAL_MODELS and zlib.crc32(json.dumps(case.body, default=str).encode()) % 2:
             case.body["model"] = REAL_MODELS[case.path]
-        for field in ("max_tokens", "max_completion_tokens"):
+        for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
             if isinstance(case.body.get(field), int):
                 case.body[field] = max(1, min(case.body[field], MAX_REPLY_TOKENS))
         if isinstance(case.body.get("messages"), list) and case.body.get("max_tokens") is None:
             case.body["max_tokens"] = MAX_REPLY_TOKENS  # absent or null: the server default is long
+        if case.path == "/v1/responses" and case.body.get("max_output_tokens") is None:
+            case.body["max_output_tokens"] = MAX_REPLY_TOKENS
+        if isinstance(case.body.get("n"), int):
+            case.body["n"] = max(1, min(case.body["n"], 2))
     if isinstance(case.body, dict) and case.body.get("stream") is True:
         _check_event_stream(case, server.base_url)
         return

@@ -95,3 +95,10 @@ def test_models_and_health(client):
     _error(client.get("/v1/models/missing"), 404)
     assert client.get("/health").status_code == 200
     assert client.get("/health/ready").status_code == 200
+
+
+def test_a_body_field_named_like_a_dependency_is_a_400_not_a_500(client):
+    """Litestar blames a dependency, not the client, for an invalid field sharing a dependency's name:
+    the Responses API's `store` once met a dependency called `store` and answered 500."""
+    response = client.post("/v1/responses", json={"model": CHAT, "input": "hi", "store": {}})
+    assert _error(response, 400)["param"] == "store"
