@@ -169,6 +169,12 @@ def test_api_key(launch):
         assert httpx.get(f"{server.base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     assert httpx.get(f"{server.base_url}/health").status_code == 200
     assert httpx.get(f"{server.base_url}/health/ready").status_code == 200
+    for path, body in [("/v1/completions", {"prompt": "a"}), ("/v1/responses", {"input": "a"}),
+                       ("/tokenize", {"prompt": "a"}), ("/detokenize", {"tokens": [1]})]:
+        body = {"model": CHAT, "max_tokens": 1, **body} if path == "/v1/completions" else {"model": CHAT, **body}
+        assert httpx.post(f"{server.base_url}{path}", json=body).status_code == 401, path
+        keyed = httpx.post(f"{server.base_url}{path}", json=body, headers={"Authorization": "Bearer first-key"})
+        assert keyed.status_code == 200, (path, keyed.text)
     assert "first-key" not in server.log()
 
 
