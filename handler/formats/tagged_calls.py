@@ -15,6 +15,7 @@ import enum
 import json
 from collections.abc import Collection
 
+from handler.formats.json_scan import JsonStrings
 from handler.formats.output import CallIds, OutputDelta, ToolCall, decode_call, new_call_id
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -135,23 +136,19 @@ class _JsonStringScan:
     the tag). Incremental: text already scanned is not scanned again as the body grows."""
 
     def __init__(self) -> None:
-        self._position, self._in_string, self._escaped = 0, False, False
+        self._position, self._strings = 0, JsonStrings()
+        self._pending = False  # the character at `_position` was taken, and is maybe the tag's start
 
     def find_outside_strings(self, text: str, tag: str) -> int:
         while self._position < len(text):
-            char = text[self._position]
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif char == "\\":
-                    self._escaped = True
-                elif char == '"':
-                    self._in_string = False
-            elif char == '"':
-                self._in_string = True
-            elif text.startswith(tag, self._position):
+            if not self._pending and not self._strings.structural(text[self._position]):
+                self._position += 1
+                continue
+            if text.startswith(tag, self._position):
                 return self._position
-            elif tag.startswith(text[self._position:]):
+            if tag.startswith(text[self._position:]):
+                self._pending = True
                 return -1  # maybe the start of the tag: wait for more text
+            self._pending = False
             self._position += 1
         return -1
