@@ -75,6 +75,7 @@ class BatchingChatModel:
             custom_template=options.chat_template, bos_token=_token_text(self.model, self.model.token_bos()),
             eos_token=_token_text(self.model, self.model.token_eos()))
         self.slots = [Slot(seq_id=index) for index in range(self.n_parallel)]
+        self._special_ids: dict[tuple[str, ...], frozenset[int]] = {}
         self._queue: collections.deque[Job] = collections.deque()
         self.finished: collections.Counter[str] = collections.Counter()  # generations by finish reason
         self._wake = threading.Condition()
@@ -102,12 +103,14 @@ class BatchingChatModel:
     def special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
         """The ids of those `texts` that are single special tokens of this vocabulary (a chat format's
         markers, such as `[TOOL_CALLS]`, whose text its parser must see)."""
-        reader, ids = PieceReader(self.model.vocab), set()  # `self.pieces` belongs to the scheduler thread
-        for text in texts:
-            tokens = self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-            if len(tokens) == 1 and not reader.piece(tokens[0]):  # no text unless rendered as special
-                ids.add(tokens[0])
-        return frozenset(ids)
+        if texts not in self._special_ids:  # a format's markers never change: looked up once
+            reader, ids = PieceReader(self.model.vocab), set()  # `self.pieces` belongs to the scheduler thread
+            for text in texts:
+                tokens = self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+                if len(tokens) == 1 and not reader.piece(tokens[0]):  # no text unless rendered as special
+                    ids.add(tokens[0])
+            self._special_ids[texts] = frozenset(ids)
+        return self._special_ids[texts]
 
     def compile_grammar(self, gbnf: str) -> LlamaGrammar:
         """Check that llama.cpp accepts `gbnf` before it reaches a sampler: a grammar that fails to

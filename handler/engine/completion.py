@@ -3,8 +3,6 @@ with no chat format in between. The natural route for base models."""
 
 from __future__ import annotations
 
-import asyncio
-
 import llama_cpp
 
 from handler.engine.batching import BatchingChatModel
@@ -38,7 +36,3 @@ async def start_completion(model: BatchingChatModel, prompt: list[int], choices:
             f"This model's maximum context length is {model.n_ctx} tokens, but the prompt takes "
             f"{len(prompt)} tokens. Please shorten the prompt.", param=param)
     return await model.start_generations(prompt, choices, logprobs=logprobs)
-
-
-async def tokenize_prompt(model: BatchingChatModel, text: str) -> list[int]:
-    return await asyncio.to_thread(model.tokenize, text)
