@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, delete, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from handler.api.dependencies import CacheDep, CatalogDep, StoreDep
@@ -27,8 +28,8 @@ class ModelAdminController(Controller):
 
     @post("/pull", status_code=200, responses=ERROR_RESPONSES,
           summary="Download a model's file without loading it (progress as Server-Sent Events with `?stream=true`)")
-    async def pull(self, name: str, request: Request[Any, Any, Any], catalog: CatalogDep, model_store: StoreDep,
-                   stream: bool = False) -> Any:
+    async def pull(self, name: FromPath[str], request: Request[Any, Any, Any], catalog: CatalogDep,
+                   model_store: StoreDep, stream: FromQuery[bool] = False) -> Any:
         spec = await catalog.find(name)
         task = asyncio.ensure_future(model_store.ensure_local(spec))
         if not _wants_events(request, stream):
@@ -38,7 +39,7 @@ class ModelAdminController(Controller):
         return Stream(_progress_events(task, lambda: model_store.progress_of(spec)), media_type="text/event-stream")
 
     @post("/load", status_code=200, responses=ERROR_RESPONSES, summary="Sync if needed and load a model into memory")
-    async def load(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
+    async def load(self, name: FromPath[str], catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
         spec = await catalog.find(name)
         lease = await cache.lease(spec)
         lease.release()
@@ -48,13 +49,13 @@ class ModelAdminController(Controller):
 
     @post("/unload", status_code=200, responses=ERROR_RESPONSES,
           summary="Free a loaded model (its file stays on the volume)")
-    async def unload(self, name: str, catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
+    async def unload(self, name: FromPath[str], catalog: CatalogDep, cache: CacheDep) -> dict[str, Any]:
         spec = await catalog.find(name)
         return {"model": spec.name, "unloaded": await cache.unload(spec.name)}
 
     @delete("/file", status_code=200, responses=ERROR_RESPONSES,
             summary="Delete a model's file from the volume (refused while loaded)")
-    async def delete_file(self, name: str, catalog: CatalogDep, cache: CacheDep,
+    async def delete_file(self, name: FromPath[str], catalog: CatalogDep, cache: CacheDep,
                           model_store: StoreDep) -> dict[str, Any]:
         spec = await catalog.find(name)
         path = catalog.path_of(spec)

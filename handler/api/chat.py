@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, post
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
@@ -19,7 +20,7 @@ class ChatController(Controller):
 
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a chat completion (OpenAI-compatible; `stream: true` for SSE)")
-    async def create(self, data: ChatCompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+    async def create(self, data: JSONBody[ChatCompletionRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, settings: SettingsDep,
                      lifecycle: LifecycleDep) -> Response[ChatCompletion] | Stream:
         return await ChatService(catalog, cache, settings, lifecycle).respond(data, request)

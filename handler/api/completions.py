@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 from litestar import Controller, Request, Response, post
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.chat_mapping import cut_short
@@ -239,7 +240,7 @@ class CompletionsController(Controller):
 
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a completion (OpenAI's legacy completions; `stream: true` for SSE)")
-    async def create(self, data: CompletionRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+    async def create(self, data: JSONBody[CompletionRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[Completion] | Stream:
         _check(data)
         spec = await catalog.find(data.model)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.params import JSONBody
 from msgspec import Meta
 
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
@@ -83,7 +84,7 @@ class EmbeddingsController(Controller):
     tags = ["embeddings"]
 
     @post(summary="Create embeddings (OpenAI-compatible)", status_code=200, responses=ERROR_RESPONSES)
-    async def create(self, data: EmbeddingRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+    async def create(self, data: JSONBody[EmbeddingRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, lifecycle: LifecycleDep) -> Response[EmbeddingResponse]:
         return await embed_request(data, request, catalog, cache, lifecycle)
 

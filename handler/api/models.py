@@ -8,6 +8,7 @@ from typing import Literal
 
 import msgspec
 from litestar import Controller, get
+from litestar.params import FromPath
 
 from handler.api.dependencies import CacheDep, CatalogDep
 from handler.api.errors import ERROR_RESPONSES
@@ -73,7 +74,7 @@ class ModelsController(Controller):
         return await _list(catalog, cache, "embedding")
 
     @get("/{model_id:str}", summary="Retrieve a model", responses=ERROR_RESPONSES)
-    async def retrieve(self, model_id: str, catalog: CatalogDep, cache: CacheDep) -> ModelCard:
+    async def retrieve(self, model_id: FromPath[str], catalog: CatalogDep, cache: CacheDep) -> ModelCard:
         spec = await catalog.find(model_id)
         card = _card(spec, catalog, cache)
         if card.downloaded:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.chat_mapping import cut_short
@@ -112,7 +113,7 @@ class ResponsesController(Controller):
 
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a model response (OpenAI's Responses API, stateless; `stream: true` for events)")
-    async def create(self, data: ResponsesRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+    async def create(self, data: JSONBody[ResponsesRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
                      cache: CacheDep, settings: SettingsDep, lifecycle: LifecycleDep) -> Response[Any] | Stream:
         chat = as_chat_request(data)
         scope, started = await ChatService(catalog, cache, settings, lifecycle).begin(chat, request)

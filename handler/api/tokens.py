@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.params import JSONBody
 from msgspec import Meta
 
 from handler.api.chat_mapping import message_dict
@@ -79,7 +80,7 @@ class TokenizerController(Controller):
 
     @post("/tokenize", status_code=200, responses=ERROR_RESPONSES,
           summary="Tokenize a prompt, or a chat conversation exactly as /v1/chat/completions sends it")
-    async def tokenize(self, data: TokenizeRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+    async def tokenize(self, data: JSONBody[TokenizeRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
                        cache: CacheDep, lifecycle: LifecycleDep) -> Response[TokenizeResponse]:
         spec = await catalog.find(data.model)
         scope = await open_scope(request, lifecycle, cache, spec, spec.kind)
@@ -89,7 +90,7 @@ class TokenizerController(Controller):
             scope.close()
 
     @post("/detokenize", status_code=200, responses=ERROR_RESPONSES, summary="Token ids back to text")
-    async def detokenize(self, data: DetokenizeRequest, request: Request[Any, Any, Any], catalog: CatalogDep,
+    async def detokenize(self, data: JSONBody[DetokenizeRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
                          cache: CacheDep, lifecycle: LifecycleDep) -> Response[DetokenizeResponse]:
         spec = await catalog.find(data.model)
         scope = await open_scope(request, lifecycle, cache, spec, spec.kind)
