@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # `deterministic` models prefill every prompt from its first token in chunks of this many tokens,
 # whatever else runs: llama.cpp's CPU kernels compute a row differently for small and large row
 # counts (flash attention's tiled path, quantized matmuls), so only a fixed split reproduces a reply.
+# (They also decode each sequence in its own llama_decode: see `_step`.)
 DETERMINISTIC_CHUNK = 64
 
 
@@ -263,15 +264,30 @@ class BatchingChatModel:
                 self._free(slot)
                 self._finish(slot, "cancelled")
         active = [slot for slot in active if slot.busy]
+        decoding = [slot for slot in active if slot.next_token is not None]
+        prefilling = [slot for slot in active if slot.pending and slot.job is not None]
+        if not self.deterministic:
+            self._decode(decoding, prefilling)
+            return
+        # llama.cpp computes a sequence's rows differently when other sequences share the llama_decode
+        # (it splits the batch into equal parts per sequence; attention spans the longest sequence's
+        # cells): a deterministic model decodes each sequence, and each fixed prompt chunk, on its own.
+        for slot in decoding:
+            self._decode([slot], [])
+        if prefilling:
+            self._decode([], prefilling)
+
+    def _decode(self, decoding: list[Slot], prefilling: list[Slot]) -> None:
+        """One llama_decode: the next token of each of `decoding`, and prompt tokens of `prefilling`'s
+        oldest; then sample every row that asked for logits."""
         self.batch.reset()
         outputs: dict[int, Slot] = {}  # batch row → the slot whose next token it samples
-        for slot in active:
-            if slot.next_token is not None:
-                outputs[self._add(slot.next_token, len(slot.cached), slot, logits=True)] = slot
-                slot.cached.append(slot.next_token)
-                slot.next_token = None
+        for slot in decoding:
+            assert slot.next_token is not None
+            outputs[self._add(slot.next_token, len(slot.cached), slot, logits=True)] = slot
+            slot.cached.append(slot.next_token)
+            slot.next_token = None
         decoded = tuple(slot.seq_id for slot in outputs.values())
-        prefilling = [slot for slot in active if slot.pending and slot.job is not None]
         prefilled: dict[int, int] = {}
         if prefilling:  # the cost model is consulted only when a prompt waits
             allowance = self.fixed_chunk if self.deterministic else self.budget.prefill_allowance(len(decoded))

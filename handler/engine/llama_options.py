@@ -55,7 +55,8 @@ class ModelOptions:
     # Sliding-window models (Gemma 3): keep every cell (llama.cpp's default), or only the window, which
     # takes far less memory but means a cached prefix past the window cannot be reused.
     swa_full: bool = True
-    # Replies at temperature 0 reproducible whatever the load: fixed prefill chunks, no cached prefixes.
+    # Bit-for-bit reproducible replies whatever the load: each sequence in its own llama_decode, fixed
+    # prefill chunks, no cached prefixes (slower: no batching across sequences).
     deterministic: bool = False
     rope_freq_base: float | None = None
     rope_freq_scale: float | None = None

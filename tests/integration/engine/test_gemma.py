@@ -39,6 +39,13 @@ async def _complete(model: BatchingChatModel, prompt: str, max_tokens: int = 24)
     return "".join([chunk.text async for chunk in generation.chunks()])
 
 
+async def _logprobs(model: BatchingChatModel, prompt: str, max_tokens: int = 24) -> list[float]:
+    """Each generated token's log probability: equal only if the computation was bit for bit the same."""
+    generation = await model.start_generation(model.tokenize(prompt), SamplingParams(max_tokens=max_tokens,
+                                                                                     temperature=0), logprobs=0)
+    return [entry.logprob async for chunk in generation.chunks() for entry in chunk.logprobs]
+
+
 async def _chat(model: BatchingChatModel, messages: list[dict], max_tokens: int = 16) -> str:
     started = await start_chat(model, ChatRequest(chat=ChatInput(messages),
                                                   params=SamplingParams(max_tokens=max_tokens, temperature=0)))
@@ -74,18 +81,20 @@ def test_batched_outputs_equal_solo_outputs(gemma_model_path, flash_attn):
 
 
 def test_a_deterministic_model_replies_the_same_whatever_runs_beside_it(gemma_model_path):
-    """A long prompt that joins a running stream is prefilled in chunks the step budget sizes; on its
-    own, in whole batches. With `deterministic`, both are the same fixed chunks, so the reply is too."""
+    """A long prompt that joins a running stream is prefilled in chunks the step budget sizes (and
+    llama.cpp splits a chunk that shares a batch with other sequences); on its own, in whole batches.
+    With `deterministic`, both are the same fixed chunks, alone in their batch: the log probabilities
+    of the reply, not only its text, are equal to the last bit."""
     model = _load(gemma_model_path, deterministic=True, step_target_ms=1)
     prompt = "Shelf inventory: " + " ".join(f"shelf {n} has {n + 2} jars;" for n in range(40)) + " The total is"
     try:
         async def scenario():
-            alone = await _complete(model, prompt)
-            running = asyncio.create_task(_complete(model, "Once upon a time", max_tokens=200))
-            while not any(slot.busy for slot in model.slots):
+            alone = await _logprobs(model, prompt)
+            running = asyncio.create_task(_complete(model, "Once upon a time", max_tokens=400))
+            while not any(slot.busy and slot.produced for slot in model.slots):  # it is decoding
                 await asyncio.sleep(0.01)
-            joined = await _complete(model, prompt)
-            await running
+            joined = await _logprobs(model, prompt)
+            running.cancel()
             return alone, joined
 
         alone, joined = asyncio.run(scenario())
