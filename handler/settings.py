@@ -70,6 +70,15 @@ def _read(environ: Mapping[str, str], name: str, parse: Callable[[str], T], defa
     return value
 
 
+# AWS Lambda refuses invocation payloads over 6 MB, and the request's JSON travels inside one (with
+# headers and, for binary bodies, base64): bodies above this would fail there before reaching us.
+LAMBDA_MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def on_lambda(environ: Mapping[str, str]) -> bool:
+    return bool(environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
 @attrs.frozen
 class Settings:
     model_dir: Path = Path("models")
@@ -86,7 +95,7 @@ class Settings:
     step_target_ms: int = STEP_TARGET_MS
     verbose: bool = False
     cors_allow_origins: tuple[str, ...] = ("*",)
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024  # on AWS Lambda: LAMBDA_MAX_BODY_BYTES
     s3_part_size_mb: int = 16
     s3_concurrency: int = 8
     s3_max_attempts: int = 5
@@ -99,6 +108,7 @@ class Settings:
     max_queue: int = DEFAULT_QUEUE.max_waiting
     queue_timeout_s: float = DEFAULT_QUEUE.timeout_s
     drain_timeout_s: float = 30.0
+    max_request_s: float = 0.0  # wall-clock cap per generation (0: none)
     api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
 
     @classmethod
@@ -131,7 +141,8 @@ class Settings:
             step_target_ms=read("STEP_TARGET_MS", int, d["step_target_ms"], **positive),
             verbose=read("VERBOSE", _parse_bool, d["verbose"]),
             cors_allow_origins=read("CORS_ALLOW_ORIGINS", _parse_list, d["cors_allow_origins"]),
-            max_body_bytes=read("MAX_BODY_BYTES", int, d["max_body_bytes"], **positive),
+            max_body_bytes=read("MAX_BODY_BYTES", int,
+                                LAMBDA_MAX_BODY_BYTES if on_lambda(environ) else d["max_body_bytes"], **positive),
             s3_part_size_mb=read("S3_PART_SIZE_MB", int, d["s3_part_size_mb"], lambda v: 5 <= v <= 5120, "5..5120"),
             s3_concurrency=read("S3_CONCURRENCY", int, d["s3_concurrency"], lambda v: 1 <= v <= 64, "1..64"),
             s3_max_attempts=read("S3_MAX_ATTEMPTS", int, d["s3_max_attempts"], lambda v: 1 <= v <= 20, "1..20"),
@@ -146,5 +157,6 @@ class Settings:
             max_queue=read("MAX_QUEUE", int, d["max_queue"], lambda v: v >= 0, ">= 0"),
             queue_timeout_s=read("QUEUE_TIMEOUT_S", float, d["queue_timeout_s"], **positive),
             drain_timeout_s=read("DRAIN_TIMEOUT_S", float, d["drain_timeout_s"], lambda v: v >= 0, ">= 0"),
+            max_request_s=read("MAX_REQUEST_S", float, d["max_request_s"], lambda v: v >= 0, ">= 0 (0 = no cap)"),
             api_keys=read("API_KEY", _parse_list, d["api_keys"]),
         )

@@ -28,7 +28,8 @@ def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = No
     return LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
                          n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose, n_parallel=settings.n_parallel,
                          queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s),
-                         step_target_ms=settings.step_target_ms, step_observer=step_observer)
+                         step_target_ms=settings.step_target_ms, step_observer=step_observer,
+                         max_request_s=settings.max_request_s)
 
 
 def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:

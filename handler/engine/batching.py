@@ -146,9 +146,11 @@ class BatchingChatModel:
             raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
                              retry_after_s=2)
         jobs: list[Job] = []
+        deadline = self.clock() + self.options.max_request_s if self.options.max_request_s > 0 else None
         for params in choices:
             jobs.append(Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=Generation(),
-                            preserved=preserved, logprobs=logprobs, leader=jobs[0] if jobs else None))
+                            preserved=preserved, logprobs=logprobs, leader=jobs[0] if jobs else None,
+                            deadline=deadline))
         with self._wake:
             self._queue.extend(jobs)
             self._wake.notify()
@@ -259,10 +261,13 @@ class BatchingChatModel:
             self._sample(slot, row, gaps)
 
     def _step(self, active: list[Slot]) -> None:
+        now = self.clock()
         for slot in active:
             if slot.job is not None and slot.job.generation.cancel.is_set():
                 self._free(slot)
                 self._finish(slot, "cancelled")
+            elif slot.job is not None and slot.job.deadline is not None and now >= slot.job.deadline:
+                self._finish(slot, "length")  # MAX_REQUEST_S: ends like a max_tokens cut, usage included
         active = [slot for slot in active if slot.busy]
         decoding = [slot for slot in active if slot.next_token is not None]
         prefilling = [slot for slot in active if slot.pending and slot.job is not None]

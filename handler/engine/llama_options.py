@@ -30,6 +30,7 @@ class LlamaDefaults:
     queue: QueueLimits
     step_target_ms: int
     step_observer: StepObserverOf | None = None  # metrics
+    max_request_s: float = 0.0
 
 
 @attrs.frozen
@@ -43,6 +44,9 @@ class ModelOptions:
     n_parallel: int
     verbose: bool = False
     step_target_ms: int = STEP_TARGET_MS  # how long a decode step may take while streams run
+    # A generation still running this long after its request arrived ends as if cut by max_tokens
+    # (AWS Lambda bills an invocation to its end even when the client has left). 0: no cap.
+    max_request_s: float = 0.0
     n_ubatch: int | None = None
     main_gpu: int = 0
     flash_attn: bool = True  # ~10% faster decoding on CPU here; outputs do not depend on batching
@@ -75,7 +79,8 @@ def resolve_options(defaults: LlamaDefaults, manifest: Mapping[str, Any]) -> Mod
     server environment's, else the built-in defaults of `ModelOptions`."""
     environment = ModelOptions(n_ctx=defaults.n_ctx, n_batch=defaults.n_batch, n_threads=defaults.n_threads,
                                n_gpu_layers=defaults.n_gpu_layers, n_parallel=defaults.n_parallel,
-                               verbose=defaults.verbose, step_target_ms=defaults.step_target_ms)
+                               verbose=defaults.verbose, step_target_ms=defaults.step_target_ms,
+                               max_request_s=defaults.max_request_s)
     return attrs.evolve(environment, **manifest)
 
 

@@ -29,6 +29,7 @@ class Job:
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the top k
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
     leader: Job | None = None  # another choice of the same request, whose prompt this one copies
+    deadline: float | None = None  # on the engine's clock: past it, the generation ends as "length"
     admitted: bool = False  # has had a slot
     prefilling: bool = False  # in a slot, its prompt not read yet
 

@@ -192,3 +192,19 @@ def test_metrics_parse_and_move(server, http):
     assert after[("gguf_models_loaded", ())] >= 1
     assert any(name == "gguf_time_to_first_token_seconds_count" for name, _ in after)
     assert any(name.startswith("gguf_http_requests_total") for name, _ in after)
+
+
+def test_max_request_s_ends_a_generation_as_length(launch):
+    """AWS Lambda bills an invocation until it ends: MAX_REQUEST_S caps a generation's wall-clock time,
+    and the reply ends as a max_tokens cut would (finish_reason "length", usage included)."""
+    server = launch({"MAX_REQUEST_S": "1"})
+    body = {**LONG, "max_tokens": 1800}  # far more than a second of decoding
+    whole = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=300).json()
+    assert whole["choices"][0]["finish_reason"] == "length"
+    assert 0 < whole["usage"]["completion_tokens"] < 1800
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=300,
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}}) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-3])["choices"][0]["finish_reason"] == "length"
+    assert 0 < json.loads(events[-2])["usage"]["completion_tokens"] < 1800

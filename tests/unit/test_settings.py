@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.settings import Settings, SettingsError, physical_cores
+from handler.settings import LAMBDA_MAX_BODY_BYTES, Settings, SettingsError, physical_cores
 
 
 def test_defaults_from_an_empty_environment():
@@ -47,3 +47,17 @@ def test_a_batch_smaller_than_the_parallel_sequences_is_refused():
     with pytest.raises(SettingsError, match=r"N_BATCH=2 must be at least N_PARALLEL=4"):
         Settings.from_env({"N_BATCH": "2", "N_PARALLEL": "4"})
     assert Settings.from_env({"N_BATCH": "4", "N_PARALLEL": "4"}).n_batch == 4
+
+
+def test_on_lambda_bodies_default_below_its_payload_limit():
+    assert Settings.from_env({}).max_body_bytes == 10 * 1024 * 1024
+    on_lambda = Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "llm"})
+    assert on_lambda.max_body_bytes == LAMBDA_MAX_BODY_BYTES < 6 * 1000 * 1000
+    assert Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "llm", "MAX_BODY_BYTES": "1000"}).max_body_bytes == 1000
+
+
+def test_max_request_s():
+    assert Settings.from_env({}).max_request_s == 0
+    assert Settings.from_env({"MAX_REQUEST_S": "30"}).max_request_s == 30
+    with pytest.raises(SettingsError, match="MAX_REQUEST_S"):
+        Settings.from_env({"MAX_REQUEST_S": "-1"})
