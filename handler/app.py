@@ -56,7 +56,14 @@ from handler.logs import configure_logging
 from handler.settings import Settings
 from handler.store.manifest import ModelSpec
 from handler.warmup import WarmUp
-from handler.wiring import build_cache, build_catalog, build_store, load_checked_manifest, warm_set
+from handler.wiring import (
+    build_cache,
+    build_catalog,
+    build_prefix_store,
+    build_store,
+    load_checked_manifest,
+    warm_set,
+)
 
 log = logging.getLogger("handler")
 IDLE_CHECK_INTERVAL_S = 1.0
@@ -88,7 +95,8 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...],
         store = build_store(settings, catalog)
         for leftover in await store.run_blocking(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
-        cache = build_cache(settings, store, loader, step_observer=record_step)
+        prefixes = build_prefix_store(settings)
+        cache = build_cache(settings, store, loader, step_observer=record_step, prefixes=prefixes)
         lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, settings.drain_timeout_s))
         warmup = WarmUp(warm_set(settings, catalog), store, cache)
         lifecycle.install_signal_handlers()
@@ -111,6 +119,8 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...],
             await warmup.stop()
             await cache.close()
             store.close()
+            if prefixes is not None:
+                await asyncio.to_thread(prefixes.close)  # the prefixes being written are finished
             # Streams cut by the unload still send their error event and [DONE] before the loop ends.
             await lifecycle.wait_idle(CUT_STREAMS_FLUSH_S)
             unregister_state_collector(collector)

@@ -109,6 +109,13 @@ class Settings:
     queue_timeout_s: float = DEFAULT_QUEUE.timeout_s
     drain_timeout_s: float = 30.0
     max_request_s: float = 0.0  # wall-clock cap per generation (0: none)
+    kv_cache_dir: Path | None = None  # saved prompt prefixes; None: MODEL_DIR/.kv
+    kv_cache_mb: int = 1024  # their budget on the volume (0: off)
+    kv_cache_min_tokens: int = 256  # shorter prompts are not saved
+
+    @property
+    def prefix_dir(self) -> Path:
+        return self.kv_cache_dir or self.model_dir / ".kv"
     api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
 
     @classmethod
@@ -158,5 +165,8 @@ class Settings:
             queue_timeout_s=read("QUEUE_TIMEOUT_S", float, d["queue_timeout_s"], **positive),
             drain_timeout_s=read("DRAIN_TIMEOUT_S", float, d["drain_timeout_s"], lambda v: v >= 0, ">= 0"),
             max_request_s=read("MAX_REQUEST_S", float, d["max_request_s"], lambda v: v >= 0, ">= 0 (0 = no cap)"),
+            kv_cache_dir=read("KV_CACHE_DIR", Path, d["kv_cache_dir"]),
+            kv_cache_mb=read("KV_CACHE_MB", int, d["kv_cache_mb"], lambda v: v >= 0, ">= 0 (0 = off)"),
+            kv_cache_min_tokens=read("KV_CACHE_MIN_TOKENS", int, d["kv_cache_min_tokens"], **positive),
             api_keys=read("API_KEY", _parse_list, d["api_keys"]),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from handler.engine.cache import CacheLimits, Loader, ModelCache
 from handler.engine.llama_options import LlamaDefaults, StepObserverOf, check_options, resolve_options
 from handler.engine.loading import load_model
+from handler.engine.prefix_store import PrefixStore
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog, check_distinct_paths
@@ -24,12 +25,20 @@ def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
                                            headroom_bytes=settings.disk_headroom_mb * 1024 * 1024))
 
 
-def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = None) -> LlamaDefaults:
+def build_prefix_store(settings: Settings) -> PrefixStore | None:
+    """Where prompt prefixes' KV state is kept across processes (None when KV_CACHE_MB is 0)."""
+    if settings.kv_cache_mb == 0:
+        return None
+    return PrefixStore(settings.prefix_dir, settings.kv_cache_mb * 1024 * 1024, settings.kv_cache_min_tokens)
+
+
+def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = None,
+                   prefixes: PrefixStore | None = None) -> LlamaDefaults:
     return LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
                          n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose, n_parallel=settings.n_parallel,
                          queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s),
                          step_target_ms=settings.step_target_ms, step_observer=step_observer,
-                         max_request_s=settings.max_request_s)
+                         max_request_s=settings.max_request_s, prefixes=prefixes)
 
 
 def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
@@ -46,8 +55,8 @@ def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:
 
 
 def build_cache(settings: Settings, store: ModelStore, loader: Loader = load_model,
-                step_observer: StepObserverOf | None = None) -> ModelCache:
-    defaults = llama_defaults(settings, step_observer)
+                step_observer: StepObserverOf | None = None, prefixes: PrefixStore | None = None) -> ModelCache:
+    defaults = llama_defaults(settings, step_observer, prefixes)
     limits = CacheLimits(max_loaded=settings.max_loaded_models,
                          max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
                          default_ttl_s=settings.model_ttl_s)

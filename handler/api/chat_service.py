@@ -39,6 +39,7 @@ class ChatService:
     async def respond(self, data: ChatCompletionRequest,
                       request: Request[Any, Any, Any]) -> Response[ChatCompletion] | Stream:
         scope, started = await self.begin(data, request)
+        scope.prefix_from_volume(started[0].generation.restored_tokens)
         streaming = False  # once the stream holds the scope, it releases it when it ends
         try:
             events = scope.observe_chat(merged([chat.events() for chat in started]))

@@ -73,11 +73,18 @@ class RequestScope:
     def headers(self) -> dict[str, str]:
         """`x-cold-start` and `Server-Timing` when this request waited for a sync or a load."""
         headers = {"x-first-request": "true"} if self.first_request else {}
+        if restored := self.log_line.get("prefix_from_volume"):
+            headers["x-prefix-from-volume"] = str(restored)  # prompt tokens whose KV state was restored
         if "sync_ms" in self.log_line:
             sync_ms, load_ms = self.log_line["sync_ms"], self.log_line["load_ms"]
             headers["x-cold-start"] = f"sync={sync_ms}ms;load={load_ms}ms"
             headers["Server-Timing"] = f"sync;dur={sync_ms}, load;dur={load_ms}"
         return headers
+
+    def prefix_from_volume(self, tokens: int) -> None:
+        if tokens:
+            self.log_line["prefix_from_volume"] = tokens
+            metrics.PREFIXES_RESTORED.labels(self.model).inc()
 
     def first_token(self) -> None:
         seconds = time.perf_counter() - self.began

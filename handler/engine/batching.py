@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from handler.engine.generation import Generation
 from handler.engine.llama_options import ModelOptions, model_params
 from handler.engine.logprobs import token_logprob
 from handler.engine.pieces import PieceReader, detokenize
+from handler.engine.prefix_store import PrefixStore, SavedPrefix, namespace
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot
@@ -55,7 +57,8 @@ class GrammarError(ValueError):
 
 class BatchingChatModel:
     def __init__(self, name: str, path: Path, options: ModelOptions, queue: QueueLimits = DEFAULT_QUEUE, *,
-                 on_step: StepObserver | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 on_step: StepObserver | None = None, clock: Callable[[], float] = time.perf_counter,
+                 prefixes: PrefixStore | None = None, identity: str = "") -> None:
         self.name, self.options, self.queue_limits = name, options, queue
         self.budget = StepBudget(target_s=options.step_target_ms / 1000, max_tokens=options.n_batch)
         self.on_step, self.clock = on_step, clock
@@ -77,6 +80,11 @@ class BatchingChatModel:
             eos_token=_token_text(self.model, self.model.token_eos()))
         self.slots = [Slot(seq_id=index) for index in range(self.n_parallel)]
         self._special_ids: dict[tuple[str, ...], frozenset[int]] = {}
+        # Prompt prefixes saved on the volume, under everything that makes a KV state valid.
+        self.prefixes = None if options.deterministic else prefixes
+        self.prefix_space = namespace(identity or path.name, options.n_ctx, options.flash_attn, options.swa_full,
+                                      options.rope_freq_base, options.rope_freq_scale, self.n_swa,
+                                      llama_cpp.__version__)
         self._queue: collections.deque[Job] = collections.deque()
         self.finished: collections.Counter[str] = collections.Counter()  # generations by finish reason
         self._wake = threading.Condition()
@@ -145,12 +153,13 @@ class BatchingChatModel:
         if self._would_wait(len(choices)) > self.queue_limits.max_waiting:
             raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
                              retry_after_s=2)
+        saved = await self._saved_prefix(prompt_tokens)
         jobs: list[Job] = []
         deadline = self.clock() + self.options.max_request_s if self.options.max_request_s > 0 else None
         for params in choices:
             jobs.append(Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=Generation(),
                             preserved=preserved, logprobs=logprobs, leader=jobs[0] if jobs else None,
-                            deadline=deadline))
+                            deadline=deadline, saved=None if jobs else saved))
         with self._wake:
             self._queue.extend(jobs)
             self._wake.notify()
@@ -167,6 +176,16 @@ class BatchingChatModel:
                 self._withdraw(job)
             raise
         return [job.generation for job in jobs]
+
+    async def _saved_prefix(self, prompt: list[int]) -> SavedPrefix | None:
+        """The saved KV state of this prompt's longest saved prefix, read off the loop, when no slot
+        holds as much of it already."""
+        store = self.prefixes
+        if store is None or len(prompt) <= store.min_tokens:
+            return None
+        if max(slot.reusable_prefix(prompt) for slot in self.slots) >= store.min_tokens:
+            return None
+        return await asyncio.to_thread(store.find, self.prefix_space, prompt)
 
     def _would_wait(self, joining: int = 1) -> int:
         """How many requests, these included, would wait for a slot if `joining` joined now."""
@@ -232,9 +251,36 @@ class BatchingChatModel:
                 continue
             slot = max(free, key=lambda candidate: candidate.reusable_prefix(job.prompt))
             reusable = 0 if self.deterministic else self._still_cached(slot, slot.reusable_prefix(job.prompt))
-            prefix = self._forget(slot, keep=reusable)
+            if job.saved is not None and min(job.saved.common, len(job.prompt) - 1) > reusable:
+                prefix = self._restore(slot, job.saved, len(job.prompt) - 1)
+                job.generation.restored_tokens = prefix
+            else:
+                prefix = self._forget(slot, keep=reusable)
             slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
             job.generation.mark_started()
+
+    def _restore(self, slot: Slot, saved: SavedPrefix, limit: int) -> int:
+        """Load a saved prefix's KV state into the slot and keep what the prompt shares with it (at most
+        `limit` tokens); returns how many tokens the slot now holds (0 if llama.cpp refused the state)."""
+        self._forget(slot, keep=0)
+        buffer = (ctypes.c_uint8 * len(saved.state)).from_buffer_copy(saved.state)
+        if not llama_cpp.llama_state_seq_set_data(self.context.ctx, buffer, len(saved.state), slot.seq_id):
+            log.warning("model %s: a saved prefix's KV state was refused; reading the prompt instead", self.name)
+            self._forget(slot, keep=0)
+            return 0
+        slot.cached = list(saved.tokens)
+        return self._forget(slot, keep=self._still_cached(slot, min(saved.common, limit)))
+
+    def _save_prefix(self, job: Job, slot: Slot) -> None:
+        """The slot has just read `job`'s whole prompt (its KV holds exactly that): hand a copy of its state
+        to the prefix store, unless the prompt is short or a saved prefix already covers it."""
+        store = self.prefixes
+        if store is None or len(job.prompt) < store.min_tokens or store.covers(self.prefix_space, job.prompt):
+            return
+        size = llama_cpp.llama_state_seq_get_size(self.context.ctx, slot.seq_id)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.context.ctx, buffer, size, slot.seq_id)
+        store.save_later(self.prefix_space, job.prompt, bytes(buffer)[:written])
 
     def _admit_copies(self, leader: Job, source: Slot, row: int, gaps: list[float]) -> None:
         """`leader`'s prompt has just been read: its waiting sibling choices take free slots with a copy
@@ -307,6 +353,8 @@ class BatchingChatModel:
             job = slot.job
             assert job is not None  # a slot that decodes serves a request
             first = job.prefilling and not slot.pending  # this step read the last of its prompt
+            if first:
+                self._save_prefix(job, slot)  # before sampling can end the reply: a reader may then look
             self._sample(slot, row, gaps)
             if first:
                 job.prefilling = False

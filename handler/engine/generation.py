@@ -18,6 +18,7 @@ class Generation:
         self.started = asyncio.Event()  # set when the request gets its turn (a slot)
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
+        self.restored_tokens = 0  # prompt tokens whose KV state came from the volume (set before `started`)
 
     def emit(self, item: TextChunk | BaseException) -> None:
         """Called on the model's thread."""

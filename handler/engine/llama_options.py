@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import llama_cpp
 
+from handler.engine.prefix_store import PrefixStore
 from handler.engine.step_budget import STEP_TARGET_MS, StepRecord
 from handler.engine.types import QueueLimits
 
@@ -31,6 +32,7 @@ class LlamaDefaults:
     step_target_ms: int
     step_observer: StepObserverOf | None = None  # metrics
     max_request_s: float = 0.0
+    prefixes: PrefixStore | None = None  # prompt prefixes saved on the volume (None: off)
 
 
 @attrs.frozen

@@ -25,6 +25,15 @@ class Loaded:
     memory_bytes: int  # what llama.cpp reported allocating for it
 
 
+def file_identity(spec: ModelSpec, path: Path) -> str:
+    """What names the model file's content: its sha256 when the manifest gives it, else its name, size
+    and modification time (a changed file is a new model to the saved prompt prefixes)."""
+    if spec.sha256:
+        return spec.sha256
+    stat = path.stat()
+    return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
     """Load `spec` from `path`; a failure names the model and llama.cpp's own reason."""
     options = resolve_options(defaults, spec.options)
@@ -35,7 +44,8 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
         else:
             observer = defaults.step_observer
             model = BatchingChatModel(spec.name, path, options, defaults.queue,
-                                      on_step=functools.partial(observer, spec.name) if observer else None)
+                                      on_step=functools.partial(observer, spec.name) if observer else None,
+                                      prefixes=defaults.prefixes, identity=file_identity(spec, path))
     except (ValueError, RuntimeError, OSError) as exc:
         cause = "; ".join(llama_log.take_messages()[-3:]) or str(exc)
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {cause}") from exc

@@ -13,6 +13,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
 from handler.engine.logprobs import LogprobQueue
+from handler.engine.prefix_store import SavedPrefix
 from handler.engine.text import StopMatcher
 from handler.engine.types import FinishReason, SamplingParams, TextChunk, TokenLogprob
 
@@ -30,6 +31,7 @@ class Job:
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
     leader: Job | None = None  # another choice of the same request, whose prompt this one copies
     deadline: float | None = None  # on the engine's clock: past it, the generation ends as "length"
+    saved: SavedPrefix | None = None  # a prefix of the prompt whose KV state the volume had
     admitted: bool = False  # has had a slot
     prefilling: bool = False  # in a slot, its prompt not read yet
 

@@ -46,7 +46,9 @@ class RunningServer:
 
 def start_server(tmp_path: Path, env: dict[str, str] | None = None, *, workers: int = 1) -> RunningServer:
     port = free_port()
-    environment = {**os.environ, "MODEL_DIR": str(REPO / "models"), "N_THREADS": "2",
+    # KV_CACHE_MB=0: test servers share ./models, and saved prompt prefixes must not carry from one test
+    # to another (tests that want them set a directory of their own).
+    environment = {**os.environ, "MODEL_DIR": str(REPO / "models"), "N_THREADS": "2", "KV_CACHE_MB": "0",
                    "MODELS_MANIFEST": str(REPO / "models_manifest" / "default.toml"), **(env or {})}
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--respawn-failed-workers", "--factory", "handler.app:build"]

@@ -1,0 +1,116 @@
+"""Prompt prefixes' KV state saved on the volume and restored by a new model instance (a new process,
+as far as the KV cache knows): the prompt is not read again, the reply is the same, and a damaged file
+is removed, never loaded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from handler.engine.batching import BatchingChatModel
+from handler.engine.llama_options import ModelOptions
+from handler.engine.prefix_store import SUFFIX, PrefixStore
+from handler.engine.types import SamplingParams
+
+SYSTEM = "You answer questions about this inventory. " + " ".join(
+    f"Shelf {n} holds {n * 3} red boxes and {n + 7} blue jars." for n in range(40))
+MIN_TOKENS = 64
+
+
+def _model(path, store=None, steps=None):
+    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=0, n_parallel=2)
+    return BatchingChatModel("demo", path, options, prefixes=store, identity="demo-file",
+                             on_step=None if steps is None else steps.append)
+
+
+async def _reply(model, text, max_tokens=12):
+    generation = await model.start_generation(model.tokenize(text), SamplingParams(max_tokens=max_tokens,
+                                                                                    temperature=0))
+    return "".join([chunk.text async for chunk in generation.chunks()]), generation.restored_tokens
+
+
+def _ask(question):
+    return f"{SYSTEM}\nQuestion: {question}\nAnswer:"
+
+
+@pytest.fixture
+def saved(tmp_path, demo_model_path):
+    """A store holding the prefix of one long prompt, written by a first model instance."""
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS)
+    first = _model(demo_model_path, store)
+    try:
+        asyncio.run(_reply(first, _ask("What is on shelf 3?")))
+        store.flush()
+    finally:
+        first.close()
+    files = list((tmp_path / "kv").rglob("*"))
+    saved_files = [path for path in files if path.suffix == SUFFIX]
+    assert len(saved_files) == 1, files
+    return tmp_path / "kv", saved_files[0]
+
+
+def _fresh_reply(demo_model_path, text):
+    model = _model(demo_model_path)
+    try:
+        return asyncio.run(_reply(model, text))[0]
+    finally:
+        model.close()
+
+
+def test_a_new_instance_restores_the_prefix_and_replies_the_same(saved, demo_model_path):
+    directory, _ = saved
+    steps = []
+    model = _model(demo_model_path, PrefixStore(directory, 1 << 30, MIN_TOKENS), steps)
+    question = _ask("What is on shelf 5?")
+    try:
+        reply, restored = asyncio.run(_reply(model, question))
+        total = len(model.tokenize(question))
+    finally:
+        model.close()
+    prefilled = sum(count for step in steps for count in step.prefilled.values())
+    assert restored > total - 20 and prefilled == total - restored  # only the new question was read
+    assert reply == _fresh_reply(demo_model_path, question)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_a_damaged_file_is_removed_not_loaded(saved, demo_model_path, damage):
+    directory, file = saved
+    data = bytearray(file.read_bytes())
+    if damage == "flip":
+        data[-100] ^= 0xFF
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data = bytearray(b"not a prefix file at all")
+    file.write_bytes(bytes(data))
+    question = _ask("What is on shelf 5?")
+    model = _model(demo_model_path, PrefixStore(directory, 1 << 30, MIN_TOKENS))
+    try:
+        reply, restored = asyncio.run(_reply(model, question))
+    finally:
+        model.close()
+    assert restored == 0 and not file.exists()
+    assert reply == _fresh_reply(demo_model_path, question)
+
+
+def test_another_model_configuration_does_not_see_it(saved, demo_model_path):
+    directory, _ = saved
+    options = ModelOptions(n_ctx=1024, n_batch=512, n_threads=2, n_gpu_layers=0, n_parallel=2)
+    model = BatchingChatModel("demo", demo_model_path, options, identity="demo-file",
+                              prefixes=PrefixStore(directory, 1 << 30, MIN_TOKENS))
+    try:
+        assert asyncio.run(_reply(model, _ask("What is on shelf 5?")))[1] == 0
+    finally:
+        model.close()
+
+
+def test_the_budget_keeps_the_most_recent(tmp_path, demo_model_path):
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1, min_tokens=MIN_TOKENS)
+    model = _model(demo_model_path, store)
+    try:
+        asyncio.run(_reply(model, _ask("What is on shelf 3?"), max_tokens=1))
+        store.flush()
+    finally:
+        model.close()
+    assert not list((tmp_path / "kv").glob(f"*/*{SUFFIX}"))  # over budget: evicted at once
