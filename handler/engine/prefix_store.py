@@ -14,6 +14,7 @@ evicting the least recently used.
 from __future__ import annotations
 
 import array
+import contextlib
 import hashlib
 import json
 import logging
@@ -104,7 +105,8 @@ class PrefixStore:
             log.warning("ignoring the saved prefix %s: %s", best.path.name, exc)
             self.discard(space, best.path)
             return None
-        os.utime(best.path)  # last use, for eviction
+        with contextlib.suppress(OSError):  # another process may have evicted it meanwhile
+            os.utime(best.path)  # last use, for eviction
         return SavedPrefix(tokens=tokens, common=common, state=state)
 
     def covers(self, space: str, prompt: Sequence[int]) -> bool:
@@ -164,11 +166,16 @@ class PrefixStore:
         self._evict()
 
     def _evict(self) -> None:
-        """Least recently used files go until the directory fits the budget."""
-        files = sorted(self.directory.glob(f"*/*{SUFFIX}"), key=lambda path: path.stat().st_mtime)
-        total = sum(path.stat().st_size for path in files)
-        for path in files:
+        """Least recently used files go until the directory fits the budget (other processes may be
+        writing and evicting in the same directory: a file gone meanwhile is simply skipped)."""
+        files = []
+        for path in self.directory.glob(f"*/*{SUFFIX}"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
             if total <= self.budget_bytes:
                 break
-            total -= path.stat().st_size
+            total -= size
             self.discard(path.parent.name, path)
