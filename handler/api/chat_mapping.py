@@ -29,13 +29,23 @@ from handler.api.errors import error_body
 from handler.api.sse import DONE, sse_event
 from handler.api.tool_choice import ToolPlan
 from handler.engine.chat import ChatEvent
-from handler.engine.types import ChatRequest, SamplingParams, SamplingRequest, TokenLogprob
+from handler.engine.types import ChatRequest, SamplingParams, SamplingRequest, ServerSampling, TokenLogprob
 from handler.errors import InvalidRequest, ServiceUnavailable
 from handler.formats.chat_format import ChatInput
 from handler.formats.output import OutputDelta, merge_deltas
+from handler.settings import Settings
 
 
-def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    return (stop,) if isinstance(stop, str) else tuple(stop or ())
+
+
+def server_sampling(settings: Settings) -> ServerSampling:
+    """The server environment's sampling defaults, as `resolve_sampling` takes them."""
+    return ServerSampling(temperature=settings.temperature, max_tokens=settings.max_tokens)
+
+
+def logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
     bias: dict[int, float] = {}
     for key, value in (raw or {}).items():
         try:
@@ -47,13 +57,12 @@ def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
 
 def sampling_request(data: ChatCompletionRequest) -> SamplingRequest:
     """What the request set (None where it set nothing); the engine's `resolve_sampling` fills the rest."""
-    stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
     return SamplingRequest(
         max_tokens=data.max_completion_tokens or data.max_tokens, temperature=data.temperature,
         top_p=data.top_p, top_k=data.top_k, min_p=data.min_p,
         repeat_penalty=data.repeat_penalty or None,  # 0 means off, as 1 does
         presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty,
-        seed=data.seed, stop=stop, logit_bias=_logit_bias(data.logit_bias),
+        seed=data.seed, stop=stop_strings(data.stop), logit_bias=logit_bias(data.logit_bias),
     )
 
 
@@ -69,17 +78,18 @@ def check_choices(data: ChatCompletionRequest) -> None:
         raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
 
 
-def enable_thinking(data: ChatCompletionRequest) -> bool | None:
-    kwargs = data.chat_template_kwargs or {}
-    value = kwargs.get("enable_thinking", data.enable_thinking)
+def enable_thinking(template_kwargs: dict[str, Any] | None, direct: bool | None = None) -> bool | None:
+    """`chat_template_kwargs.enable_thinking`, else the top-level `enable_thinking` (vLLM sends both)."""
+    value = (template_kwargs or {}).get("enable_thinking", direct)
     if value is not None and not isinstance(value, bool):
         raise InvalidRequest("enable_thinking must be a boolean", param="chat_template_kwargs.enable_thinking")
     return value
 
 
 def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: ToolPlan) -> ChatRequest:
+    thinking = enable_thinking(data.chat_template_kwargs, data.enable_thinking)
     chat = ChatInput(messages=[message_dict(message) for message in data.messages], tools=plan.tools,
-                     json_schema=plan.json_schema, enable_thinking=enable_thinking(data))
+                     json_schema=plan.json_schema, enable_thinking=thinking)
     logprobs = (data.top_logprobs or 0) if data.logprobs else None
     return ChatRequest(chat=chat, params=params, logprobs=logprobs, choices=data.n)
 

@@ -13,7 +13,14 @@ import attrs
 from litestar import Request, Response
 from litestar.response import Stream
 
-from handler.api.chat_mapping import chat_request, check_choices, complete, sampling_request, stream_chunks
+from handler.api.chat_mapping import (
+    chat_request,
+    check_choices,
+    complete,
+    sampling_request,
+    server_sampling,
+    stream_chunks,
+)
 from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
 from handler.api.serving import RequestScope, close_after, open_scope
 from handler.api.streams import merged
@@ -21,7 +28,7 @@ from handler.api.tool_choice import ToolPlan, plan_tools
 from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ModelCache
 from handler.engine.chat import StartedChat, start_chats
-from handler.engine.types import ServerSampling, resolve_sampling
+from handler.engine.types import resolve_sampling
 from handler.lifecycle import Lifecycle
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
@@ -71,6 +78,6 @@ class ChatService:
             raise
 
     async def _start(self, model: BatchingChatModel, data: ChatCompletionRequest, plan: ToolPlan) -> list[StartedChat]:
-        server = ServerSampling(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
-        params = resolve_sampling(sampling_request(data), model_seed=model.options.seed, server=server)
+        params = resolve_sampling(sampling_request(data), model_seed=model.options.seed,
+                                  server=server_sampling(self.settings))
         return await start_chats(model, chat_request(data, params, plan))

@@ -16,7 +16,7 @@ from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from handler.api.chat_mapping import cut_short
+from handler.api.chat_mapping import cut_short, logit_bias, server_sampling, stop_strings
 from handler.api.chat_protocol import UsageOut
 from handler.api.chat_service import SSE_HEADERS
 from handler.api.completions_protocol import (
@@ -37,7 +37,6 @@ from handler.engine.generation import Generation
 from handler.engine.types import (
     SamplingParams,
     SamplingRequest,
-    ServerSampling,
     TextChunk,
     for_choice,
     resolve_sampling,
@@ -95,15 +94,12 @@ def _check(data: CompletionRequest) -> None:
 
 
 def _params(data: CompletionRequest, model: BatchingChatModel, settings: Settings) -> SamplingParams:
-    stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
-    bias = {int(key): value for key, value in (data.logit_bias or {}).items()}
     wanted = SamplingRequest(
         max_tokens=data.max_tokens or DEFAULT_MAX_TOKENS, temperature=data.temperature, top_p=data.top_p,
         top_k=data.top_k, min_p=data.min_p, repeat_penalty=data.repeat_penalty or None,
-        presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty, seed=data.seed, stop=stop,
-        logit_bias=bias)
-    server = ServerSampling(temperature=settings.temperature, max_tokens=settings.max_tokens)
-    return resolve_sampling(wanted, model_seed=model.options.seed, server=server)
+        presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty, seed=data.seed,
+        stop=stop_strings(data.stop), logit_bias=logit_bias(data.logit_bias))
+    return resolve_sampling(wanted, model_seed=model.options.seed, server=server_sampling(settings))
 
 
 async def _start_all(model: BatchingChatModel, data: CompletionRequest, settings: Settings,

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from handler.api.chat_mapping import message_dict
+from handler.api.chat_mapping import enable_thinking, message_dict
 from handler.api.chat_protocol import ChatMessage, Tool
 from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
 from handler.api.errors import ERROR_RESPONSES
@@ -50,9 +50,7 @@ class DetokenizeResponse(msgspec.Struct, kw_only=True):
 
 
 def _chat_input(data: TokenizeRequest) -> ChatInput:
-    thinking = (data.chat_template_kwargs or {}).get("enable_thinking")
-    if thinking is not None and not isinstance(thinking, bool):
-        raise InvalidRequest("enable_thinking must be a boolean", param="chat_template_kwargs.enable_thinking")
+    thinking = enable_thinking(data.chat_template_kwargs)
     tools = tuple(msgspec.to_builtins(tool) for tool in data.tools or ())
     return ChatInput([message_dict(message) for message in data.messages or ()], ToolUse(tools),
                      enable_thinking=thinking, add_generation_prompt=data.add_generation_prompt)
