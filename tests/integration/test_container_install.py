@@ -66,5 +66,8 @@ def test_the_image_install_path_serves_a_chat(tmp_path, demo_model_path):
             "model": "demo", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0})
         assert reply.status_code == 200, reply.text
         assert reply.json()["usage"]["completion_tokens"] > 0
+        # The playground's files ship inside the installed package, not only in a source checkout.
+        for path in ("/", "/playground/main.js", "/playground/chat.js", "/playground/playground.css"):
+            assert httpx.get(server.base_url + path, timeout=30).status_code == 200, path
     finally:
         assert server.stop() == 0, server.log()[-4000:]
