@@ -35,7 +35,7 @@ from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.prefix_store import PrefixStore, SavedPrefix, namespace
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
-from handler.engine.slots import Job, Slot
+from handler.engine.slots import Job, Slot, choose_slot
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
@@ -249,7 +249,7 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            slot = max(free, key=lambda candidate: candidate.reusable_prefix(job.prompt))
+            slot = choose_slot(free, job.prompt)
             reusable = 0 if self.deterministic else self._still_cached(slot, slot.reusable_prefix(job.prompt))
             if job.saved is not None and min(job.saved.common, len(job.prompt) - 1) > reusable:
                 prefix = self._restore(slot, job.saved, len(job.prompt) - 1)

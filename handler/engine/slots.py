@@ -18,6 +18,10 @@ from handler.engine.text import StopMatcher
 from handler.engine.types import FinishReason, SamplingParams, TextChunk, TokenLogprob
 
 _ARRIVALS = itertools.count()
+_ASSIGNMENTS = itertools.count(1)
+# A shared prefix this long (a system prompt, a tool list) is worth taking a slot for even when that
+# evicts the rest of another conversation: reading it again costs seconds on a CPU.
+LONG_SHARED_PREFIX = 256
 
 
 @attrs.define(eq=False)
@@ -58,6 +62,7 @@ class Slot:
     stops: StopMatcher = attrs.field(factory=lambda: StopMatcher(()))
     decoder: codecs.IncrementalDecoder = attrs.field(factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     logprobs: LogprobQueue = attrs.field(factory=LogprobQueue)
+    last_assigned: int = 0  # order of the slot's latest assignment (0: never used)
 
     @property
     def busy(self) -> bool:
@@ -75,6 +80,7 @@ class Slot:
 
     def assign(self, job: Job, prefix: int, sampler: LlamaSampler, n_ctx: int) -> None:
         self.job, self.sampler, self.last_token_at = job, sampler, None
+        self.last_assigned = next(_ASSIGNMENTS)
         job.admitted, job.prefilling = True, prefix < len(job.prompt)
         del self.cached[prefix:]
         self.pending = job.prompt[prefix:]
@@ -129,3 +135,14 @@ class Slot:
             self.job.prefilling = False
         self.job, self.sampler, self.next_token, self.pending = None, None, None, []
         self.cached.clear()
+
+
+def choose_slot(free: Sequence[Slot], prompt: Sequence[int]) -> Slot:
+    """The free slot a prompt should take: the one it continues (it reuses at least half of what the slot
+    holds, or a long shared prefix), else the least recently used, so a new conversation does not
+    overwrite another one that shares only a short system prompt with it."""
+    best = max(free, key=lambda slot: slot.reusable_prefix(prompt))
+    reused = best.reusable_prefix(prompt)
+    if reused and (2 * reused >= len(best.cached) or reused >= LONG_SHARED_PREFIX):
+        return best
+    return min(free, key=lambda slot: slot.last_assigned)

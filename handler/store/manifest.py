@@ -11,6 +11,7 @@ Format (TOML):
     version_id = "…"            # optional, pins an S3 object version
     warm = true                 # optional: sync and load in the background at start
     ttl_s = 600                 # optional: unload after this long idle (0 = never)
+    warm_prompts = ["You are…", { file = "agent.json" }]   # optional, warm models: prefixes read at warm-up
     [models.options]            # llama.cpp options overriding the environment defaults
     n_ctx = 2048
     chat_format = "qwen3"       # see handler.formats.registry
@@ -19,6 +20,7 @@ Format (TOML):
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -63,6 +65,9 @@ class ModelSpec:
     warm: bool = False  # synced and loaded in the background at start
     ttl_s: float | None = None  # unload after this long idle (0: never; None: the server default)
     declared: bool = True  # False for files found in MODEL_DIR without a manifest entry
+    # Chat request bodies (without `model`) whose prompts warm-up reads before readiness, so their KV
+    # state is in a slot and, with KV_CACHE_MB, on the volume for the next process.
+    warm_prompts: tuple[dict[str, Any], ...] = ()
 
     @property
     def is_remote(self) -> bool:
@@ -110,11 +115,44 @@ def _read_template(where: str, value: str, base_dir: Path | None) -> str:
     return text
 
 
+def _warm_prompt(where: str, value: Any, base_dir: Path | None) -> dict[str, Any]:
+    """A text is a system prompt; `{ file = "…" }` is a file relative to the manifest: a `.json` file
+    holds a chat request body (messages, tools, …), any other file a system prompt."""
+    if isinstance(value, str) and value.strip():
+        return {"messages": [{"role": "system", "content": value}]}
+    if not (isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str)):
+        raise ManifestError(f"{where}: each warm prompt is a text or {{ file = \"path\" }}")
+    path = (base_dir or Path.cwd()) / value["file"]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{where}: warm prompt file {str(path)!r} cannot be read: {exc}") from None
+    if path.suffix != ".json":
+        return {"messages": [{"role": "system", "content": text}]}
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise ManifestError(f"{where}: warm prompt file {str(path)!r} is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise ManifestError(f"{where}: warm prompt file {str(path)!r} must be a chat request body with messages")
+    return body
+
+
+def _warm_prompts(where: str, entry: dict[str, Any], kind: ModelKind, base_dir: Path | None) -> tuple[dict[str, Any], ...]:
+    prompts = entry.get("warm_prompts", [])
+    if not isinstance(prompts, list):
+        raise ManifestError(f"{where}: warm_prompts must be a list")
+    if prompts and kind != "chat":
+        raise ManifestError(f"{where}: warm_prompts are for chat models")
+    return tuple(_warm_prompt(f"{where}: warm_prompts[{i}]", value, base_dir) for i, value in enumerate(prompts))
+
+
 def _parse_entry(index: int, entry: Any, base_dir: Path | None) -> ModelSpec:
     where = f"models[{index}]"
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: must be a table")
-    unknown = set(entry) - {"name", "kind", "source", "sha256", "size", "version_id", "warm", "ttl_s", "options"}
+    unknown = set(entry) - {"name", "kind", "source", "sha256", "size", "version_id", "warm", "ttl_s", "options",
+                            "warm_prompts"}
     if unknown:
         raise ManifestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     name, kind, source = entry.get("name"), entry.get("kind", "chat"), entry.get("source")
@@ -142,8 +180,9 @@ def _parse_entry(index: int, entry: Any, base_dir: Path | None) -> ModelSpec:
     options = _check_options(f"{where} ({name})", entry.get("options", {}))
     if "chat_template" in options:
         options["chat_template"] = _read_template(f"{where} ({name})", options["chat_template"], base_dir)
+    warm_prompts = _warm_prompts(f"{where} ({name})", entry, kind, base_dir)
     return ModelSpec(name=name, kind=kind, source=source, sha256=sha256 and sha256.lower(), size=size,
-                     options=options, version_id=version_id, warm=warm, ttl_s=ttl_s)
+                     options=options, version_id=version_id, warm=warm, ttl_s=ttl_s, warm_prompts=warm_prompts)
 
 
 def parse_manifest(text: str, base_dir: Path | None = None) -> tuple[ModelSpec, ...]:

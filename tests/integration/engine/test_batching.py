@@ -149,6 +149,28 @@ def test_a_follow_up_turn_reuses_the_cached_prefix(model):
     assert reuse > total // 2
 
 
+def test_two_conversations_taking_turns_keep_their_prefixes(model):
+    """The second conversation shares only the default system prompt with the first: it takes a slot of its
+    own instead of overwriting the first one's, so both follow-ups reuse their whole history."""
+    first = [{"role": "user", "content": "Tell me about the moon and its phases."}]
+    second = [{"role": "user", "content": "Describe a busy harbour at dawn."}]
+
+    async def scenario():
+        replies = [await _reply(model, ChatRequest(chat=ChatInput(chat), params=SamplingParams(max_tokens=16, temperature=0)))
+                   for chat in (first, second)]
+        shares = []
+        for chat, (reply, _, _) in zip((first, second), replies, strict=True):
+            follow_up = [*chat, {"role": "assistant", "content": reply}, {"role": "user", "content": "Go on."}]
+            prompt = model.tokenize(model.format.render(ChatInput(follow_up)))
+            asked = model.tokenize(model.format.render(ChatInput(chat)))  # what the first turn read
+            shares.append(max(slot.reusable_prefix(prompt) for slot in model.slots) - len(asked))
+            await _reply(model, ChatRequest(chat=ChatInput(follow_up), params=SamplingParams(max_tokens=4, temperature=0)))
+        return shares
+
+    beyond_first_turn = asyncio.run(scenario())  # tokens reused past the first turn's prompt
+    assert all(extra >= 0 for extra in beyond_first_turn), beyond_first_turn
+
+
 def test_a_formats_marker_tokens_reach_its_parser_as_text(model):
     """Special tokens render as nothing, unless the chat format preserves them (as Mistral's
     `[TOOL_CALLS]`): the demo vocabulary's `<|im_start|>` stands in for such a marker."""

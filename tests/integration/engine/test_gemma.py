@@ -66,16 +66,18 @@ def test_gemma_is_a_sliding_window_model(gemma):
 
 @pytest.mark.parametrize("flash_attn", [True, False])
 def test_batched_outputs_equal_solo_outputs(gemma_model_path, flash_attn):
-    model = _load(gemma_model_path, flash_attn=flash_attn)
-    try:
-        async def scenario():
-            alone = [await _complete(model, prompt) for prompt in PROMPTS]
-            together = await asyncio.gather(*(_complete(model, prompt) for prompt in PROMPTS))
-            return alone, list(together)
+    """Each phase on a model of its own: the batch reads every prompt in full, as the solo runs did (a
+    prompt already cached from its solo run would only decode its last token in the batch)."""
+    async def run(together):
+        model = _load(gemma_model_path, flash_attn=flash_attn)
+        try:
+            if together:
+                return list(await asyncio.gather(*(_complete(model, prompt) for prompt in PROMPTS)))
+            return [await _complete(model, prompt) for prompt in PROMPTS]
+        finally:
+            model.close()
 
-        alone, together = asyncio.run(scenario())
-    finally:
-        model.close()
+    alone, together = asyncio.run(run(False)), asyncio.run(run(True))
     assert together == alone
     assert len(set(alone)) == len(PROMPTS)
 
