@@ -50,12 +50,14 @@ from handler.api.request_log import request_log_middleware
 from handler.api.responses import ResponsesController
 from handler.api.responses_protocol import ResponsesRequest
 from handler.api.tokens import DetokenizeRequest, TokenizerController, TokenizeRequest
+from handler.api.warm_prompts import WarmPromptError, warm_prompt_request
 from handler.engine.cache import Loader, ModelCache
 from handler.engine.loading import load_model
+from handler.engine.types import ChatRequest
 from handler.lifecycle import Lifecycle
 from handler.logs import configure_logging
 from handler.settings import Settings
-from handler.store.manifest import ModelSpec
+from handler.store.manifest import ManifestError, ModelSpec
 from handler.warmup import WarmUp
 from handler.wiring import (
     build_cache,
@@ -88,8 +90,20 @@ async def _cut_overdue_requests(lifecycle: Lifecycle, cache: ModelCache, timeout
         await cache.close()
 
 
-def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...],
-              loader: Loader) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def _warm_prompts(declared: tuple[ModelSpec, ...]) -> dict[str, list[ChatRequest]]:
+    """Each model's manifest warm prompts as chat requests, checked at start like the rest of the manifest."""
+    prompts: dict[str, list[ChatRequest]] = {}
+    for spec in declared:
+        for number, body in enumerate(spec.warm_prompts, 1):
+            try:
+                prompts.setdefault(spec.name, []).append(warm_prompt_request(spec.name, body))
+            except WarmPromptError as exc:
+                raise ManifestError(f"{spec.name}: warm prompt {number} is not a valid chat request: {exc}") from None
+    return prompts
+
+
+def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loader,
+              prompts: dict[str, list[ChatRequest]]) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         catalog = build_catalog(settings, declared)
@@ -99,7 +113,10 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...],
         prefixes = build_prefix_store(settings)
         cache = build_cache(settings, store, loader, step_observer=record_step, prefixes=prefixes)
         lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, settings.drain_timeout_s))
-        warmup = WarmUp(warm_set(settings, catalog), store, cache)
+        warmup = WarmUp(warm_set(settings, catalog), store, cache, prompts)
+        for name in set(prompts) - {spec.name for spec in warmup.specs}:
+            log.warning("%s has warm prompts but is not in the warm set (warm = true or WARM_MODELS): "
+                        "they are not read", name)
         lifecycle.install_signal_handlers()
         app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache,
                          lifecycle=lifecycle, warmup=warmup)
@@ -137,6 +154,7 @@ class MetricsController(PrometheusController):
 def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
     """The app for `settings`; `loader` loads a model file (tests pass a fake one to run without llama.cpp)."""
     declared = load_checked_manifest(settings)
+    prompts = _warm_prompts(declared)
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(
@@ -146,7 +164,7 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
                         *playground_routes()],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
-        lifespan=[_lifespan(settings, declared, loader)],
+        lifespan=[_lifespan(settings, declared, loader, prompts)],
         guards=[api_key_guard(settings.api_keys)],
         exception_handlers={HTTPException: openai_error_handler, Exception: openai_error_handler},
         cors_config=CORSConfig(allow_origins=list(settings.cors_allow_origins)),

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ModelCache
+from handler.engine.chat import read_prompt
+from handler.engine.types import ChatRequest
 from handler.store.manifest import ModelSpec
 from handler.store.model_store import ModelStore
 
@@ -20,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class WarmUp:
-    def __init__(self, specs: Sequence[ModelSpec], store: ModelStore, cache: ModelCache) -> None:
+    def __init__(self, specs: Sequence[ModelSpec], store: ModelStore, cache: ModelCache,
+                 prompts: Mapping[str, Sequence[ChatRequest]] | None = None) -> None:
         self.specs, self.store, self.cache = list(specs), store, cache
+        self.prompts = prompts or {}  # model name → its manifest warm prompts, read before it counts as ready
         self.sync_errors: dict[str, str] = {}  # load failures are the cache's (`cache.failures`)
         self.done: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -82,5 +87,23 @@ class WarmUp:
         except Exception:
             log.error("warm-up of %s failed: %s", spec.name, self.cache.failures.get(spec.name))
             return
-        lease.release()
+        try:
+            for number, request in enumerate(self.prompts.get(spec.name, ()), 1):
+                await self._read_prompt(spec, lease.chat_model, number, request)
+        finally:
+            lease.release()
         self.done.add(spec.name)
+
+    @staticmethod
+    async def _read_prompt(spec: ModelSpec, model: BatchingChatModel, number: int, request: ChatRequest) -> None:
+        """A warm prompt that cannot be read (too long for the context, say) is logged; the model
+        still serves, so it still counts as ready."""
+        try:
+            started = await read_prompt(model, request)
+        except Exception as exc:
+            log.error("warm prompt %d of %s could not be read: %s", number, spec.name,
+                      getattr(exc, "message", None) or exc)
+            return
+        restored = started.generation.restored_tokens
+        log.info("warm prompt %d of %s read%s", number, spec.name,
+                 f" ({restored} tokens restored from the volume)" if restored else "")

@@ -19,6 +19,7 @@ from handler.api.chat_protocol import (
     ChunkChoice,
     Delta,
     FunctionCall,
+    PromptTokensDetails,
     TokenLogprobOut,
     ToolCallDelta,
     ToolCallOut,
@@ -98,7 +99,8 @@ def _usage(finals: dict[int, ChatEvent]) -> UsageOut:
     """The prompt is read once whatever `n` is; every choice's tokens count."""
     usages = [event.usage for event in finals.values() if event.usage is not None]
     prompt, completion = usages[0].prompt_tokens, sum(usage.completion_tokens for usage in usages)
-    return UsageOut(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    return UsageOut(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                    prompt_tokens_details=PromptTokensDetails(cached_tokens=usages[0].cached_tokens))
 
 
 def new_completion_id() -> str:

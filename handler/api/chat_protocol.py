@@ -91,10 +91,15 @@ class AssistantMessage(msgspec.Struct, kw_only=True):
     tool_calls: list[ToolCallOut] | None = None
 
 
+class PromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int  # prompt tokens whose KV state was reused (kept from an earlier request or restored)
+
+
 class UsageOut(msgspec.Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class TopLogprob(msgspec.Struct, kw_only=True):

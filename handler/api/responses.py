@@ -64,7 +64,7 @@ class _Reply:
             "text": data.text or {"format": {"type": "text"}}, "reasoning": data.reasoning, "store": False,
             "metadata": data.metadata or {}, "previous_response_id": None,
             "usage": None if usage is None else {
-                "input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},
                 "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": usage.total_tokens},
         }

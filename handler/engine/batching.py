@@ -256,6 +256,7 @@ class BatchingChatModel:
                 job.generation.restored_tokens = prefix
             else:
                 prefix = self._forget(slot, keep=reusable)
+            job.generation.cached_tokens = prefix
             slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
             job.generation.mark_started()
 

@@ -58,7 +58,8 @@ class StartedChat:
                 if chunk.finish_reason is not None:
                     finish = "tool_calls" if called_tools and chunk.finish_reason == "stop" else chunk.finish_reason
                     yield ChatEvent(finish_reason=finish,
-                                    usage=Usage(chunk.prompt_tokens, chunk.completion_tokens))
+                                    usage=Usage(chunk.prompt_tokens, chunk.completion_tokens,
+                                                cached_tokens=self.generation.cached_tokens))
         finally:
             await chunks.aclose()
 
@@ -109,3 +110,12 @@ async def start_chats(model: BatchingChatModel, request: ChatRequest) -> list[St
     generations = await model.start_generations(tokens, request.choice_params, grammar, logprobs=request.logprobs,
                                                 preserved=model.special_tokens(plan.preserved_tokens))
     return [StartedChat(parser=plan.new_parser(), generation=generation) for generation in generations]
+
+
+async def read_prompt(model: BatchingChatModel, request: ChatRequest) -> StartedChat:
+    """Read the request's prompt into a slot and let its (short) reply run out: the prompt's KV state
+    stays cached in the slot, and goes to the prefix store when one is set (warm-up's warm prompts)."""
+    started = await start_chat(model, request)
+    async for _ in started.events():
+        pass
+    return started

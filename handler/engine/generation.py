@@ -19,6 +19,7 @@ class Generation:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
         self.restored_tokens = 0  # prompt tokens whose KV state came from the volume (set before `started`)
+        self.cached_tokens = 0  # prompt tokens not read again: kept in the slot or restored (set before `started`)
 
     def emit(self, item: TextChunk | BaseException) -> None:
         """Called on the model's thread."""

@@ -131,6 +131,7 @@ class TextChunk:
 class Usage:
     prompt_tokens: int
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV state was reused (slot or volume), not read again
 
     @property
     def total_tokens(self) -> int:

@@ -138,7 +138,8 @@ def _warm_prompt(where: str, value: Any, base_dir: Path | None) -> dict[str, Any
     return body
 
 
-def _warm_prompts(where: str, entry: dict[str, Any], kind: ModelKind, base_dir: Path | None) -> tuple[dict[str, Any], ...]:
+def _warm_prompts(where: str, entry: dict[str, Any], kind: ModelKind,
+                  base_dir: Path | None) -> tuple[dict[str, Any], ...]:
     prompts = entry.get("warm_prompts", [])
     if not isinstance(prompts, list):
         raise ManifestError(f"{where}: warm_prompts must be a list")

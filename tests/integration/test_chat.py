@@ -125,3 +125,14 @@ def test_context_overflow_is_a_400(openai_client):
 def test_embedding_model_refuses_chat(openai_client):
     with pytest.raises(openai.BadRequestError):
         openai_client.chat.completions.create(model="smollm2-135m-embed", messages=HELLO)
+
+
+def test_usage_says_how_many_prompt_tokens_were_reused(openai_client):
+    """`usage.prompt_tokens_details.cached_tokens`: a follow-up turn reuses the first turn's KV state."""
+    first = [{"role": "user", "content": "Describe a lighthouse keeper's morning in three sentences (cached-tokens test)."}]
+    reply = openai_client.chat.completions.create(model=CHAT, messages=first, max_tokens=12, temperature=0)
+    follow_up = [*first, {"role": "assistant", "content": reply.choices[0].message.content},
+                 {"role": "user", "content": "And the evening?"}]
+    again = openai_client.chat.completions.create(model=CHAT, messages=follow_up, max_tokens=4, temperature=0)
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert reply.usage.prompt_tokens <= cached < again.usage.prompt_tokens

@@ -3,6 +3,8 @@ on the volume; the next server process restores it for its first request and say
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 CHAT = "smollm2-135m"
@@ -37,3 +39,35 @@ def test_kv_cache_mb_zero_turns_it_off(launch, tmp_path):
     assert _ask(server, "What is on shelf 3?").status_code == 200
     server.stop()
     assert not (tmp_path / "kv").exists()
+
+
+def _ready(server, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.base_url}/health/ready", timeout=10).status_code == 200:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_warm_prompts_are_read_before_readiness_and_restored_by_the_next_process(launch, tmp_path):
+    (tmp_path / "system.txt").write_text(SYSTEM["content"])
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'[[models]]\nname = "{CHAT}"\nsource = "SmolLM2-135M-Instruct.Q4_1.gguf"\nwarm = true\n'
+                        'warm_prompts = [{ file = "system.txt" }]\n')
+    env = {"MODELS_MANIFEST": str(manifest), "KV_CACHE_DIR": str(tmp_path / "kv"), "KV_CACHE_MB": "512",
+           "KV_CACHE_MIN_TOKENS": "64"}
+    first = launch(env)
+    assert _ready(first)
+    answer = _ask(first, "What is on shelf 3?")  # the system prompt is already in a slot
+    system_tokens = answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert system_tokens > 64 and "x-prefix-from-volume" not in answer.headers
+    assert first.stop() == 0
+    assert list((tmp_path / "kv").glob("*/*.kvprefix"))
+
+    second = launch(env)
+    assert _ready(second)
+    assert "warm prompt 1 of smollm2-135m read (" in second.log()  # … tokens restored from the volume
+    answer = _ask(second, "What is on shelf 5?")
+    assert answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"] >= system_tokens
+    assert "x-prefix-from-volume" not in answer.headers  # restored at warm-up, before this request

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,38 @@ def test_bad_chat_templates_are_refused_at_start(tmp_path, options, message):
     manifest.write_text(_entry(options))
     with pytest.raises(ManifestError, match=message):
         load_manifest(manifest)
+
+
+def test_warm_prompts_are_texts_or_files_next_to_the_manifest(tmp_path):
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "system.txt").write_text("You sort boxes.")
+    body = {"messages": [{"role": "system", "content": "You call tools."}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}
+    (tmp_path / "prompts" / "agent.json").write_text(json.dumps(body))
+    (spec,) = parse_manifest("[[models]]\nname = 'a'\nsource = 'a.gguf'\nwarm = true\n"
+                             "warm_prompts = ['You help.', { file = 'prompts/system.txt' }, { file = 'prompts/agent.json' }]\n",
+                             base_dir=tmp_path)
+    assert spec.warm_prompts == ({"messages": [{"role": "system", "content": "You help."}]},
+                                 {"messages": [{"role": "system", "content": "You sort boxes."}]},
+                                 body)
+
+
+@pytest.mark.parametrize(("prompts", "message"), [
+    ("'not a list'", "must be a list"),
+    ("[3]", "a text or"),
+    ("['']", "a text or"),
+    ("[{ file = 'missing.txt' }]", "cannot be read"),
+    ("[{ file = 'bad.json' }]", "is not JSON"),
+    ("[{ file = 'list.json' }]", "chat request body with messages"),
+    ("[{ path = 'x.txt' }]", "a text or"),
+])
+def test_bad_warm_prompts_are_refused_at_start(tmp_path, prompts, message):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(f"[[models]]\nname = 'a'\nsource = 'a.gguf'\nwarm_prompts = {prompts}\n", base_dir=tmp_path)
+
+
+def test_warm_prompts_are_for_chat_models():
+    with pytest.raises(ManifestError, match="for chat models"):
+        parse_manifest("[[models]]\nname = 'e'\nkind = 'embedding'\nsource = 'a.gguf'\nwarm_prompts = ['x']\n")
