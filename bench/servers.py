@@ -79,10 +79,11 @@ def _running(name: str, command: list[str], ready_path: str, model: str, port: i
             process.wait(10)
 
 
-def ours(model_dir: Path, threads: int, parallel: int, *, port: int | None = None) -> Iterator[Server]:
+def ours(model_dir: Path, threads: int, parallel: int, *, port: int | None = None,
+         env: dict[str, str] | None = None) -> Iterator[Server]:
     port = port or free_port()
     env = {"MODEL_DIR": str(model_dir), "N_THREADS": str(threads), "N_PARALLEL": str(parallel), "N_CTX": "2048",
-           "MAX_QUEUE": "64", "WARM_MODELS": "smollm2-135m"}
+           "MAX_QUEUE": "64", "WARM_MODELS": "smollm2-135m", "KV_CACHE_MB": "0", **(env or {})}
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
                "handler.app:app"]
     return _running("serverless-gguf", command, "/health/ready", "smollm2-135m", port, env)

@@ -215,3 +215,25 @@ def n_choices_vs_separate(base_url: str, model: str, n: int = 4, tokens: int = 3
                 future.result().raise_for_status()
             separate = time.perf_counter() - started
     return together, separate
+
+
+SYSTEM_1400 = "You answer questions about this inventory. " + " ".join(
+    f"Shelf {n} holds {n * 3} red boxes, {n + 7} blue jars and {n % 5} green tins." for n in range(70))
+
+
+def greedy_reply(base_url: str, model: str, messages: list, tokens: int = 24) -> tuple[float, str, int]:
+    """(seconds to the first text, the whole text at temperature 0, prompt tokens), streamed."""
+    body = {"model": model, "messages": messages, "max_tokens": tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    started, first, text, prompt = time.perf_counter(), None, "", 0
+    with CLIENT.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line.removeprefix("data: "))
+            prompt = (chunk.get("usage") or {}).get("prompt_tokens", prompt)
+            content = ((chunk.get("choices") or [{}])[0].get("delta") or {}).get("content")
+            if content:
+                first = first or time.perf_counter()
+                text += content
+    return (first or time.perf_counter()) - started, text, prompt
