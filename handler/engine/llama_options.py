@@ -98,12 +98,21 @@ def check_options(name: str, options: ModelOptions) -> None:
                            "N_PARALLEL): every decode step holds one token of each parallel sequence")
 
 
+# (use_mmap, use_mlock) → llama.cpp's load mode. llama_model_params has no use_mmap / use_mlock fields any
+# more: setting them on the ctypes structure was silently a no-op.
+LOAD_MODES = {
+    (False, False): llama_cpp.LLAMA_LOAD_MODE_NONE,  # read the weights into process memory
+    (False, True): llama_cpp.LLAMA_LOAD_MODE_MLOCK,
+    (True, True): llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
+}
+
+
 def model_params(options: ModelOptions) -> Any:
     """llama.cpp model parameters (weights placement)."""
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
     params.main_gpu = options.main_gpu
-    params.use_mmap = options.use_mmap
-    params.use_mlock = options.use_mlock
+    if not options.use_mmap or options.use_mlock:  # else llama.cpp's own choice (it maps the file)
+        params.load_mode = LOAD_MODES[options.use_mmap, options.use_mlock]
     params.use_extra_bufts = options.repack
     return params

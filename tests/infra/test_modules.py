@@ -114,3 +114,59 @@ def test_examples_wire_the_modules_and_print_a_curl_command():
     for example in ("aws_lambda", "cloud_run_gpu"):
         parsed = parse(INFRA / "examples" / example / "main.tf")
         assert parsed["module"] and any("curl_command" in output for output in parsed["output"])
+
+
+def _evaluate(expression: str, module: Module, variables: dict[str, float]) -> float:
+    """One of the module's numeric locals, evaluated here (no terraform binary can run): `var.X` from
+    `variables` or the variable's default, `local.X` recursively, `ceil` and `max` as Terraform's."""
+    import math
+    import re
+
+    locals_ = {name: value(block, name) for parsed in module.files.values() for block in parsed.get("locals", [])
+               for name in block}
+
+    def substitute(match: re.Match[str]) -> str:
+        kind, name = match.groups()
+        if kind == "var":
+            return repr(variables.get(name, value(module.variable(name), "default")))
+        inner = locals_[name]
+        return repr(_evaluate(inner if isinstance(inner, str) else repr(inner), module, variables))
+
+    text = re.sub(r"\b(var|local)\.(\w+)", substitute, str(expression).removeprefix("${").removesuffix("}"))
+    return eval(text, {"__builtins__": {}}, {"ceil": math.ceil, "max": max})  # noqa: S307 (our own Terraform)
+
+
+@pytest.mark.parametrize(("warm_bytes", "expected_seconds"), [(0, 45), (98_362_432, 50), (5_027_783_488, 130)])
+def test_the_startup_probe_budget_covers_the_warm_sets_sync_and_load(modules, warm_bytes, expected_seconds):
+    gpu = modules["gpu_service"]
+    container = blocks(blocks(gpu.resource("google_cloud_run_v2_service", "server"), "template")[0], "containers")[0]
+    probe = blocks(container, "startup_probe")[0]
+    assert value(probe, "failure_threshold") == "${local.startup_failure_threshold}"
+    assert value(probe, "period_seconds") == "${local.startup_period_seconds}"
+    variables = {"warm_model_bytes": warm_bytes}
+    budget = _evaluate("local.startup_failure_threshold * local.startup_period_seconds", gpu, variables)
+    assert budget == expected_seconds
+    # Never less than the sync and load at the assumed throughputs (100 MB/s, 1 GB/s) plus 30 s overhead.
+    assert budget >= 30 + warm_bytes / 100e6 + warm_bytes / 1e9
+
+
+def test_a_warm_set_no_startup_probe_can_wait_for_fails_the_plan(modules):
+    gpu = modules["gpu_service"]
+    (check,) = blocks(blocks(gpu.resource("google_cloud_run_v2_service", "server"), "lifecycle")[0], "precondition")
+    condition = value(check, "condition")
+    assert _evaluate(condition, gpu, {"warm_model_bytes": 50_000_000_000}) is True
+    assert _evaluate(condition, gpu, {"warm_model_bytes": 200_000_000_000}) is False  # ~2,000 s of download
+    assert "warm fewer or smaller models" in value(check, "error_message")
+
+
+def test_the_web_adapter_streams_every_event_as_it_is_produced(modules):
+    """Response streaming on, compression off (a gzip layer holds small SSE events back until its buffer
+    fills), readiness on /health/ready: in the Terraform and in the image alike."""
+    environment = value(blocks(modules["lambda_function"].resource("aws_lambda_function", "server"), "environment")[0],
+                        "variables")
+    settings = str(environment)
+    containerfile = (INFRA.parent / "Containerfile").read_text()
+    for name, expected in (("AWS_LWA_INVOKE_MODE", "response_stream"), ("AWS_LWA_ENABLE_COMPRESSION", "false"),
+                           ("AWS_LWA_READINESS_CHECK_PATH", "/health/ready")):
+        assert f"'{name}': '{expected}'" in settings or f'"{name}": "{expected}"' in settings, (name, settings)
+        assert f"{name}={expected}" in containerfile, name

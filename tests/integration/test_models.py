@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -48,3 +49,28 @@ def test_unknown_model_in_requests_is_404(openai_client):
     assert raised.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.NotFoundError):
         openai_client.embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def _worker_maps(server):
+    """The memory map of granian's worker (the process that loads the models)."""
+    with open(f"/proc/{server.process.pid}/task/{server.process.pid}/children") as listing:
+        (worker,) = [int(child) for child in listing.read().split()]
+    with open(f"/proc/{worker}/maps") as maps:
+        return maps.read()
+
+
+def test_use_mmap_false_reads_the_weights_into_process_memory(launch, tmp_path, demo_model_path):
+    """The memory-snapshot recipe: with `use_mmap = false` no mapping of the model file remains, so a
+    snapshot of the process holds the weights themselves (with mmap they are file-backed pages)."""
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'[[models]]\nname = "in-memory"\nsource = "{demo_model_path.name}"\nwarm = true\n'
+                        '[models.options]\nuse_mmap = false\n\n'
+                        f'[[models]]\nname = "mapped"\nsource = "{demo_model_path.name}"\n')
+    server = launch({"MODELS_MANIFEST": str(manifest)})
+    ask = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
+    reply = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": "in-memory", **ask}, timeout=120)
+    assert reply.status_code == 200, reply.text
+    assert demo_model_path.name not in _worker_maps(server)
+    reply = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": "mapped", **ask}, timeout=120)
+    assert reply.status_code == 200, reply.text
+    assert demo_model_path.name in _worker_maps(server)  # the default maps the file

@@ -45,6 +45,12 @@ variable "invoker_members" {
   default     = []
 }
 
+variable "warm_models" {
+  description = "The warm set: manifest model names and their sizes in bytes (the manifest's `size`), e.g. { \"qwen3-8b\" = 5027783488 }. The startup probe's budget is computed from their total."
+  type        = map(number)
+  default     = {}
+}
+
 module "gpu" {
   source               = "../../modules/gpu_service"
   project_id           = var.project_id
@@ -54,8 +60,9 @@ module "gpu" {
   s3_secret_key_secret = "gguf-s3-secret-access-key"
   s3_endpoint_url      = var.s3_endpoint_url
   invoker_members      = var.invoker_members
+  warm_model_bytes     = sum(concat([0], values(var.warm_models)))
   environment = {
-    WARM_MODELS = ""
+    WARM_MODELS = join(",", keys(var.warm_models))
   }
 }
 
@@ -67,4 +74,9 @@ output "service_url" {
 output "curl_command" {
   description = "List the models."
   value       = module.gpu.curl_command
+}
+
+output "startup_budget_seconds" {
+  description = "How long a new instance may take to sync and load the warm set before Cloud Run gives up on it."
+  value       = module.gpu.startup_budget_seconds
 }

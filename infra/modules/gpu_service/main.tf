@@ -17,6 +17,15 @@ resource "google_secret_manager_secret_iam_member" "s3_credentials" {
 }
 
 locals {
+  # The startup probe's budget covers the warm set's sync and load: overhead (container start, CUDA
+  # init, imports) + download at the assumed bucket throughput + load at the assumed load throughput,
+  # with 50% headroom, checked every `startup_period_seconds`.
+  startup_period_seconds    = 5
+  startup_transfer_seconds  = var.warm_model_bytes / var.sync_bytes_per_second + var.warm_model_bytes / var.load_bytes_per_second
+  startup_unpadded_seconds  = var.startup_overhead_seconds + local.startup_transfer_seconds
+  startup_budget_seconds    = ceil(local.startup_unpadded_seconds * 1.5)
+  startup_failure_threshold = max(1, ceil(local.startup_budget_seconds / local.startup_period_seconds))
+
   environment = merge({
     MODEL_DIR          = "/models"
     AWS_DEFAULT_REGION = var.s3_region
@@ -99,9 +108,9 @@ resource "google_cloud_run_v2_service" "server" {
           path = "/health/ready"
         }
         initial_delay_seconds = 2
-        period_seconds        = 5
+        period_seconds        = local.startup_period_seconds
         timeout_seconds       = 3
-        failure_threshold     = 120 # up to ten minutes for a first model download and load
+        failure_threshold     = local.startup_failure_threshold # the warm set's sync and load, see locals
       }
       liveness_probe {
         http_get {
@@ -109,6 +118,13 @@ resource "google_cloud_run_v2_service" "server" {
         }
         period_seconds = 30
       }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.startup_failure_threshold * local.startup_period_seconds <= var.startup_probe_ceiling_seconds
+      error_message = "The warm set needs about ${local.startup_budget_seconds} s to sync and load, more than a startup probe may wait (${var.startup_probe_ceiling_seconds} s): warm fewer or smaller models, or raise the assumed throughputs if measured."
     }
   }
 

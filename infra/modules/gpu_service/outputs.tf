@@ -12,3 +12,8 @@ output "curl_command" {
   description = "A ready request, authenticated with your gcloud identity."
   value       = "curl -H \"Authorization: Bearer $(gcloud auth print-identity-token)\" ${google_cloud_run_v2_service.server.uri}/v1/models"
 }
+
+output "startup_budget_seconds" {
+  description = "How long the startup probe waits for /health/ready, from the warm set's size and the assumed throughputs."
+  value       = local.startup_failure_threshold * local.startup_period_seconds
+}

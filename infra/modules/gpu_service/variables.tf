@@ -93,3 +93,45 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "warm_model_bytes" {
+  description = "Total size in bytes of the warm set's GGUF files (the manifest's `size` of each warm model): sizes the startup probe."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.warm_model_bytes >= 0
+    error_message = "warm_model_bytes is a size in bytes."
+  }
+}
+
+variable "sync_bytes_per_second" {
+  description = "Assumed download throughput from the bucket to the in-memory model volume (measure yours: `just bench-sync`)."
+  type        = number
+  default     = 100000000
+  validation {
+    condition     = var.sync_bytes_per_second > 0
+    error_message = "sync_bytes_per_second must be positive."
+  }
+}
+
+variable "load_bytes_per_second" {
+  description = "Assumed model load throughput from the volume into GPU memory."
+  type        = number
+  default     = 1000000000
+  validation {
+    condition     = var.load_bytes_per_second > 0
+    error_message = "load_bytes_per_second must be positive."
+  }
+}
+
+variable "startup_overhead_seconds" {
+  description = "Container start, CUDA initialisation and imports before the warm set starts syncing."
+  type        = number
+  default     = 30
+}
+
+variable "startup_probe_ceiling_seconds" {
+  description = "The longest a Cloud Run startup probe may run (failure threshold x period): 1800 s with a GPU."
+  type        = number
+  default     = 1800
+}

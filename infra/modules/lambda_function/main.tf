@@ -99,6 +99,7 @@ resource "aws_lambda_function" "server" {
       AWS_LWA_PORT                 = "8000"
       AWS_LWA_READINESS_CHECK_PATH = "/health/ready"
       AWS_LWA_INVOKE_MODE          = "response_stream"
+      AWS_LWA_ENABLE_COMPRESSION   = "false" # a compressor holds small SSE events back until its buffer fills
       DISK_HEADROOM_MB             = "64"
     }, var.environment)
   }
