@@ -16,6 +16,7 @@ import attrs
 
 from handler.engine.step_budget import STEP_TARGET_MS
 from handler.engine.types import DEFAULT_QUEUE, TEMPERATURE
+from handler.store.prefix_mirror import parse_url
 
 T = TypeVar("T")
 
@@ -54,6 +55,14 @@ def _parse_bool(raw: str) -> bool:
 
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _is_s3_prefix_url(url: str) -> bool:
+    try:
+        parse_url(url)
+    except ValueError:
+        return False
+    return True
 
 
 def _read(environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T,
@@ -112,6 +121,7 @@ class Settings:
     kv_cache_dir: Path | None = None  # saved prompt prefixes; None: MODEL_DIR/.kv
     kv_cache_mb: int = 1024  # their budget on the volume (0: off)
     kv_cache_min_tokens: int = 256  # shorter prompts are not saved
+    kv_cache_s3: str | None = None  # s3://bucket/prefix/ shared by every instance (None: this volume only)
 
     @property
     def prefix_dir(self) -> Path:
@@ -168,5 +178,6 @@ class Settings:
             kv_cache_dir=read("KV_CACHE_DIR", Path, d["kv_cache_dir"]),
             kv_cache_mb=read("KV_CACHE_MB", int, d["kv_cache_mb"], lambda v: v >= 0, ">= 0 (0 = off)"),
             kv_cache_min_tokens=read("KV_CACHE_MIN_TOKENS", int, d["kv_cache_min_tokens"], **positive),
+            kv_cache_s3=read("KV_CACHE_S3", str, d["kv_cache_s3"], _is_s3_prefix_url, "s3://bucket/prefix/"),
             api_keys=read("API_KEY", _parse_list, d["api_keys"]),
         )

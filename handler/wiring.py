@@ -11,6 +11,7 @@ from handler.settings import Settings
 from handler.store.catalog import ModelCatalog, check_distinct_paths
 from handler.store.manifest import ModelSpec, load_manifest
 from handler.store.model_store import ModelStore, StoreConfig
+from handler.store.prefix_mirror import S3PrefixMirror
 from handler.store.s3 import S3Tuning
 
 
@@ -18,10 +19,13 @@ def build_catalog(settings: Settings, declared: tuple[ModelSpec, ...]) -> ModelC
     return ModelCatalog(model_dir=settings.model_dir, declared=declared)
 
 
+def s3_tuning(settings: Settings) -> S3Tuning:
+    return S3Tuning(part_size_mb=settings.s3_part_size_mb, concurrency=settings.s3_concurrency,
+                    max_attempts=settings.s3_max_attempts)
+
+
 def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
-    tuning = S3Tuning(part_size_mb=settings.s3_part_size_mb, concurrency=settings.s3_concurrency,
-                      max_attempts=settings.s3_max_attempts)
-    return ModelStore(catalog, StoreConfig(tuning=tuning, trust_local=settings.trust_local_models,
+    return ModelStore(catalog, StoreConfig(tuning=s3_tuning(settings), trust_local=settings.trust_local_models,
                                            headroom_bytes=settings.disk_headroom_mb * 1024 * 1024))
 
 
@@ -29,7 +33,9 @@ def build_prefix_store(settings: Settings) -> PrefixStore | None:
     """Where prompt prefixes' KV state is kept across processes (None when KV_CACHE_MB is 0)."""
     if settings.kv_cache_mb == 0:
         return None
-    return PrefixStore(settings.prefix_dir, settings.kv_cache_mb * 1024 * 1024, settings.kv_cache_min_tokens)
+    mirror = None if settings.kv_cache_s3 is None else S3PrefixMirror(settings.kv_cache_s3, s3_tuning(settings))
+    return PrefixStore(settings.prefix_dir, settings.kv_cache_mb * 1024 * 1024, settings.kv_cache_min_tokens,
+                       mirror=mirror)
 
 
 def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = None,

@@ -71,3 +71,46 @@ def test_warm_prompts_are_read_before_readiness_and_restored_by_the_next_process
     answer = _ask(second, "What is on shelf 5?")
     assert answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"] >= system_tokens
     assert "x-prefix-from-volume" not in answer.headers  # restored at warm-up, before this request
+
+
+def _shared(s3, tmp_path, volume):
+    return {**s3.app_env(), "KV_CACHE_DIR": str(tmp_path / volume), "KV_CACHE_MB": "512", "KV_CACHE_MIN_TOKENS": "64",
+            "KV_CACHE_S3": "s3://kv-cache/shared/"}
+
+
+def test_an_instance_with_an_empty_volume_starts_with_the_prefixes_others_shared(launch, tmp_path, s3_servers):
+    s3 = s3_servers()
+    s3.client().create_bucket(Bucket="kv-cache")
+    first = launch(_shared(s3, tmp_path, "volume-a"))
+    assert _ask(first, "What is on shelf 3?").status_code == 200
+    assert first.stop() == 0  # the upload follows the local write, before the process ends
+    shared = [item["Key"] for item in s3.client().list_objects_v2(Bucket="kv-cache").get("Contents", [])]
+    assert len(shared) == 1 and shared[0].startswith("shared/") and shared[0].endswith(".kvprefix")
+
+    second = launch(_shared(s3, tmp_path, "volume-b"))  # nothing on this volume yet
+    restored = _ask(second, "What is on shelf 5?")
+    assert restored.status_code == 200
+    assert int(restored.headers["x-prefix-from-volume"]) >= 64
+    assert [path.name for path in (tmp_path / "volume-b").glob("*/*.kvprefix")] == [shared[0].rsplit("/", 1)[1]]
+    assert not list((tmp_path / "volume-b").glob("*/.*.part"))
+
+
+def test_a_damaged_shared_prefix_is_never_loaded(launch, tmp_path, s3_servers):
+    s3 = s3_servers()
+    s3.client().create_bucket(Bucket="kv-cache")
+    first = launch(_shared(s3, tmp_path, "volume-a"))
+    expected = _ask(first, "What is on shelf 3?").json()["choices"][0]["message"]["content"]
+    assert first.stop() == 0
+    (key,) = [item["Key"] for item in s3.client().list_objects_v2(Bucket="kv-cache")["Contents"]]
+    whole = s3.client().get_object(Bucket="kv-cache", Key=key)["Body"].read()
+    damaged = whole[:-100] + bytes(100)  # the same header and tokens, a corrupt state
+    s3.upload("kv-cache", key, damaged)
+    s3.upload("kv-cache", key.rsplit("/", 1)[0] + "/../escape.kvprefix", b"not ours")  # a name we never write
+
+    second = launch(_shared(s3, tmp_path, "volume-b"))
+    answer = _ask(second, "What is on shelf 3?")
+    assert answer.status_code == 200 and "x-prefix-from-volume" not in answer.headers
+    assert answer.json()["choices"][0]["message"]["content"] == expected
+    assert not list((tmp_path / "volume-b").rglob("*.kvprefix.*part"))
+    assert "ignoring the shared prefix" in second.log()
+    assert not (tmp_path / "escape.kvprefix").exists() and not list(tmp_path.rglob("escape*"))

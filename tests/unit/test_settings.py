@@ -61,3 +61,21 @@ def test_max_request_s():
     assert Settings.from_env({"MAX_REQUEST_S": "30"}).max_request_s == 30
     with pytest.raises(SettingsError, match="MAX_REQUEST_S"):
         Settings.from_env({"MAX_REQUEST_S": "-1"})
+
+
+@pytest.mark.parametrize(("url", "bucket", "prefix"), [
+    ("s3://kv-cache/shared/", "kv-cache", "shared/"), ("s3://kv-cache/a/b", "kv-cache", "a/b/"), ("s3://kv-cache", "kv-cache", ""),
+])
+def test_kv_cache_s3_is_a_bucket_and_prefix(url, bucket, prefix):
+    from handler.store.prefix_mirror import S3PrefixMirror
+    from handler.store.s3 import S3Tuning
+
+    settings = Settings.from_env({"KV_CACHE_S3": url})
+    mirror = S3PrefixMirror(settings.kv_cache_s3, S3Tuning())
+    assert (mirror.bucket, mirror.prefix) == (bucket, prefix)
+
+
+@pytest.mark.parametrize("url", ["kv-cache/shared", "s3://", "s3://UPPER/x", "https://bucket/x"])
+def test_kv_cache_s3_must_be_an_s3_url(url):
+    with pytest.raises(SettingsError, match="KV_CACHE_S3"):
+        Settings.from_env({"KV_CACHE_S3": url})
