@@ -26,8 +26,10 @@ def chromium_path() -> str | None:
     return next((path for path in candidates if path and Path(path).is_file()), None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    """Per test module: Playwright's sync API runs an event loop on this thread while it is open, and
+    tests elsewhere that call asyncio.run() must not find one running."""
     path = chromium_path()
     if path is None:
         pytest.skip(MISSING)
