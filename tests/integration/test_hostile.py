@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO
-from tests.integration.test_lifecycle import LONG, _samples, _wait_for, sigterm_during_a_stream
+from tests.integration.test_lifecycle import LONG, _samples, sigterm_during_a_stream
+from tests.support.waiting import wait_for
 
 CHAT = "smollm2-135m"
 HI = [{"role": "user", "content": "hi"}]
@@ -168,7 +169,7 @@ def test_requests_that_stop_waiting_leave_the_queue(launch):
         assert _error(timed_out, 503)["code"] == "queue_timeout" and timed_out.headers["retry-after"]
         assert _metric(server, "gguf_queue_depth", model=CHAT) == 0  # not left behind to run for nobody
         assert _metric(server, "gguf_slots_busy", model=CHAT) == 1  # while the long reply still runs
-    assert _wait_for(lambda: _metric(server, "gguf_slots_busy", model=CHAT) == 0)
+    assert wait_for(lambda: _metric(server, "gguf_slots_busy", model=CHAT) == 0)
     cancelled = _metric(server, "gguf_generations_total", model=CHAT, finish_reason="cancelled")
     assert cancelled == 2  # the one that timed out in the line, and the stream we left
 
@@ -182,7 +183,7 @@ def test_a_client_that_leaves_the_queue_is_withdrawn(launch):
         next(lines)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{server.base_url}/v1/chat/completions", json=_chat_body(), timeout=2)
-        assert _wait_for(lambda: _metric(server, "gguf_queue_depth", model=CHAT) == 0)
+        assert wait_for(lambda: _metric(server, "gguf_queue_depth", model=CHAT) == 0)
         assert _metric(server, "gguf_slots_busy", model=CHAT) == 1
         assert _metric(server, "gguf_generations_total", model=CHAT, finish_reason="cancelled") == 1
 
@@ -229,7 +230,7 @@ def test_a_killed_worker_is_respawned(launch):
     server = launch()
     (worker,) = _children(server.process.pid)
     os.kill(worker, signal.SIGKILL)
-    assert _wait_for(lambda: _children(server.process.pid) not in ([], [worker]), timeout=120)
+    assert wait_for(lambda: _children(server.process.pid) not in ([], [worker]), timeout=120)
 
     def serves():
         with contextlib.suppress(httpx.TransportError):
@@ -237,5 +238,5 @@ def test_a_killed_worker_is_respawned(launch):
                               timeout=120).status_code == 200
         return False
 
-    assert _wait_for(serves, timeout=120, interval=0.5)
+    assert wait_for(serves, timeout=120, interval=0.5)
     assert server.process.poll() is None

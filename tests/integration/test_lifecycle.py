@@ -7,13 +7,13 @@ import concurrent.futures
 import hashlib
 import json
 import signal
-import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.demo import end_of_turn_bias
+from tests.support.waiting import wait_for
 
 CHAT, EMBED = "smollm2-135m", "smollm2-135m-embed"
 LONG = {"model": CHAT, "messages": [{"role": "user", "content": "Tell me a very long story about the sea."}],
@@ -23,15 +23,6 @@ LONG = {"model": CHAT, "messages": [{"role": "user", "content": "Tell me a very 
 def _chat(base_url, max_tokens=4, timeout=300, **extra):
     return httpx.post(f"{base_url}/v1/chat/completions", timeout=timeout,
                       json={**LONG, "max_tokens": max_tokens, **extra})
-
-
-def _wait_for(predicate, timeout=120, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_warm_set_readiness_and_requests_during_warm_up(tmp_path, demo_model_path, launch, s3_servers):
@@ -50,7 +41,7 @@ def test_warm_set_readiness_and_requests_during_warm_up(tmp_path, demo_model_pat
     during = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=120,
                         json={"model": "remote", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     assert during.status_code == 200
-    assert _wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200)
+    assert wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200)
     ready = httpx.get(f"{server.base_url}/health/ready").json()
     assert ready["ready"] is True and ready["models"]["remote"] == {"state": "ready"}
     assert s3.stats("models", "smol/demo.gguf")["downloads"] == 1
@@ -65,7 +56,7 @@ def test_idle_ttl_unloads(launch):
     server = launch({"MODEL_TTL_S": "1"})
     assert _chat(server.base_url).status_code == 200
     assert _loaded(server.base_url)[CHAT] is True
-    assert _wait_for(lambda: _loaded(server.base_url)[CHAT] is False, timeout=120)
+    assert wait_for(lambda: _loaded(server.base_url)[CHAT] is False, timeout=120)
     assert _chat(server.base_url).status_code == 200  # loads again on demand
 
 
@@ -111,7 +102,7 @@ def _generations(base_url, reason):
 def _slot_freed_by_cancellation(base_url, completed_before):
     """Wait (bounded, generously: the machine may be busy) until the abandoned generation's slot is
     free, then check it was cancelled rather than run to its end."""
-    assert _wait_for(lambda: _samples(httpx.get(f"{base_url}/metrics").text).get(
+    assert wait_for(lambda: _samples(httpx.get(f"{base_url}/metrics").text).get(
         ("gguf_slots_busy", (("model", CHAT),))) == 0, timeout=120)
     assert _generations(base_url, "cancelled") == 1
     assert _generations(base_url, "length") == completed_before

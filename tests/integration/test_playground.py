@@ -10,13 +10,13 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from tests.support.browser import WatchedPage, browser  # noqa: F401  (fixture)
 from tests.support.demo import end_of_turn_bias
+from tests.support.waiting import wait_for
 
 REPLY_DONE = ".message.assistant[data-finish]:not([data-finish=''])"
 STATE_TIMEOUT_MS = 120_000
@@ -46,15 +46,6 @@ def _force_long_replies(page):
 def _in_flight(base_url):
     metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
     return float(re.search(r"^gguf_requests_in_flight (\S+)$", metrics, re.MULTILINE).group(1))
-
-
-def _wait_until(predicate, timeout=120, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_the_page_loads_with_models_and_stays_on_its_origin(watched):
@@ -119,7 +110,7 @@ def test_stop_ends_a_long_reply_and_the_server_lets_go_of_it(watched, server):
     page.click("#stop")
     page.wait_for_selector(".message.assistant[data-finish='stopped']", timeout=STATE_TIMEOUT_MS)
     assert page.is_enabled("#send") and not page.is_enabled("#stop")
-    assert _wait_until(lambda: _in_flight(server.base_url) == 0), "the generation was not cancelled"
+    assert wait_for(lambda: _in_flight(server.base_url) == 0), "the generation was not cancelled"
     assert watched.console_errors == []
 
 

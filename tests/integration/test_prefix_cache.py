@@ -3,9 +3,9 @@ on the volume; the next server process restores it for its first request and say
 
 from __future__ import annotations
 
-import time
-
 import httpx
+
+from tests.support.waiting import wait_for
 
 CHAT = "smollm2-135m"
 SYSTEM = {"role": "system", "content": "You answer questions about this inventory. " + " ".join(
@@ -41,13 +41,8 @@ def test_kv_cache_mb_zero_turns_it_off(launch, tmp_path):
     assert not (tmp_path / "kv").exists()
 
 
-def _ready(server, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{server.base_url}/health/ready", timeout=10).status_code == 200:
-            return True
-        time.sleep(0.1)
-    return False
+def _ready(server):
+    return wait_for(lambda: httpx.get(f"{server.base_url}/health/ready", timeout=10).status_code == 200)
 
 
 def test_warm_prompts_are_read_before_readiness_and_restored_by_the_next_process(launch, tmp_path):
