@@ -16,9 +16,15 @@ from collections.abc import Callable
 
 import attrs
 
-STEP_TARGET_MS = 200  # measured here (just bench): running streams wait < 300 ms, a joining prompt ~1.24× alone
-MIN_PREFILL = 16  # prompt tokens a step always takes, so a long prompt always advances
-FIRST_GUESS_PREFILL = 64  # before anything was measured
+STEP_TARGET_MS = 200  # measured here: running streams wait 240-288 ms, a joining prompt 1.26-1.28x alone
+# llama.cpp's CPU matrix products take a slower path for micro-batches under 64 tokens (measured here:
+# 319 vs 403 prompt tokens/s), and a step that mixes sequences is split into a micro-batch holding one
+# token of each sequence and one holding the rest of the prompt chunk. So a chunk beside running streams
+# is 1 + a multiple of CHUNK_QUANTUM, at least 1 + 64: a 1,400-token prompt joining a stream here took
+# 1.26x its time alone in 65-token chunks, 1.60x in 64-token ones.
+CHUNK_QUANTUM = 16
+MIN_PREFILL = 1 + 64  # prompt tokens a step always takes, so a long prompt always advances
+FIRST_GUESS_PREFILL = MIN_PREFILL  # before anything was measured
 WINDOW = 32  # recent steps the cost model is fitted on
 
 
@@ -33,12 +39,14 @@ class StepBudget:
         room = self.max_tokens - decoding
         if decoding == 0:
             return room
+        if room < MIN_PREFILL:  # a small batch: whatever fits
+            return max(0, room)
         cost = self.cost_model()
         if cost is None:
-            return max(0, min(room, FIRST_GUESS_PREFILL))
+            return FIRST_GUESS_PREFILL
         overhead, per_token = cost
         fitting = int((self.target_s - overhead) / per_token) - decoding if per_token > 0 else room
-        return max(0, min(room, max(MIN_PREFILL, fitting)))
+        return _aligned(min(room, max(MIN_PREFILL, fitting)))
 
     def record(self, tokens: int, seconds: float, *, decoding: int) -> None:
         """A step's size and duration. Only steps with running streams teach the model: those are the
@@ -59,6 +67,11 @@ class StepBudget:
         per_token = sum((tokens - mean_tokens) * (seconds - mean_seconds) for tokens, seconds in self._samples) / spread
         per_token = max(per_token, 1e-6)
         return max(0.0, mean_seconds - per_token * mean_tokens), per_token
+
+
+def _aligned(tokens: int) -> int:
+    """The largest chunk of 1 + a multiple of CHUNK_QUANTUM tokens within `tokens` (>= MIN_PREFILL)."""
+    return 1 + (tokens - 1) // CHUNK_QUANTUM * CHUNK_QUANTUM
 
 
 @attrs.frozen

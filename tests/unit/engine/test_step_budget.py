@@ -1,4 +1,6 @@
-from handler.engine.step_budget import FIRST_GUESS_PREFILL, MIN_PREFILL, StepBudget
+import pytest
+
+from handler.engine.step_budget import CHUNK_QUANTUM, FIRST_GUESS_PREFILL, MIN_PREFILL, StepBudget
 
 
 def test_a_lone_prompt_takes_the_whole_batch():
@@ -22,8 +24,9 @@ def test_the_cost_model_is_learned_from_steps():
         budget.record(tokens, 0.010 + 0.001 * tokens, decoding=1)
     overhead, per_token = budget.cost_model()
     assert abs(overhead - 0.010) < 1e-9 and abs(per_token - 0.001) < 1e-9
-    # (150 ms - 10 ms) / 1 ms = 140 tokens per step, 3 of them the running streams' own
-    assert budget.prefill_allowance(decoding=3) == 137
+    # (150 ms - 10 ms) / 1 ms = 140 tokens per step, 3 of them the running streams' own: 137, aligned to
+    # 1 + a multiple of 16 (the prompt's own micro-batch then holds 128)
+    assert budget.prefill_allowance(decoding=3) == 129
 
 
 def test_a_long_prompt_always_advances_and_never_overflows_the_batch():
@@ -35,3 +38,14 @@ def test_a_long_prompt_always_advances_and_never_overflows_the_batch():
     for tokens in (1, 30):
         fast.record(tokens, 1e-6 * tokens, decoding=1)
     assert fast.prefill_allowance(decoding=4) == 28  # the batch holds 32 rows, 4 are the streams'
+
+
+@pytest.mark.parametrize(("target_s", "expected"), [(0.070, 65), (0.085, 81), (0.100, 97), (0.101, 97)])
+def test_chunks_beside_running_streams_keep_the_prompts_micro_batch_on_the_fast_path(target_s, expected):
+    """One token of the chunk shares a micro-batch with the streams' tokens; the rest, a multiple of 16 and
+    at least 64, is the prompt's own micro-batch."""
+    budget = StepBudget(target_s=target_s, max_tokens=512)
+    for tokens in (2, 66, 130):
+        budget.record(tokens, 0.001 * tokens, decoding=1)  # 1 ms per token, no overhead
+    assert budget.prefill_allowance(decoding=1) == expected
+    assert (expected - 1) % CHUNK_QUANTUM == 0 and expected >= MIN_PREFILL
