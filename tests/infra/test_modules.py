@@ -170,3 +170,20 @@ def test_the_web_adapter_streams_every_event_as_it_is_produced(modules):
                            ("AWS_LWA_READINESS_CHECK_PATH", "/health/ready")):
         assert f"'{name}': '{expected}'" in settings or f'"{name}": "{expected}"' in settings, (name, settings)
         assert f"{name}={expected}" in containerfile, name
+
+
+def test_sharing_prompt_prefixes_grants_only_that_prefix_and_only_when_asked(modules):
+    function = modules["lambda_function"]
+    assert value(function.variable("kv_cache_prefix"), "default") == ""
+    dynamic = [entry["statement"] for entry in function.data("aws_iam_policy_document", "function")["dynamic"]]
+    for statement in dynamic:
+        assert value(statement, "for_each").startswith('${var.kv_cache_prefix == "" ? [] :')  # off by default
+    granted = {value(content, "sid"): content for statement in dynamic for content in blocks(statement, "content")}
+    assert value(granted["SharePromptPrefixes"], "actions") == ["s3:GetObject", "s3:PutObject"]
+    assert value(granted["SharePromptPrefixes"], "resources") == ["${var.model_bucket_arn}/${statement.value}*"]
+    listing = blocks(granted["ListPromptPrefixes"], "condition")[0]
+    assert value(listing, "variable") == "s3:prefix" and value(listing, "values") == ["${statement.value}*"]
+    assert value(granted["EncryptPromptPrefixes"], "actions") == ["kms:GenerateDataKey"]
+    assert value(granted["EncryptPromptPrefixes"], "resources") == ["${var.model_kms_key_arn}"]
+    environment = str(value(blocks(function.resource("aws_lambda_function", "server"), "environment")[0], "variables"))
+    assert "KV_CACHE_S3" in environment and "var.kv_cache_prefix" in environment

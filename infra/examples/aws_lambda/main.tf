@@ -38,6 +38,12 @@ variable "warm_models" {
   default     = ""
 }
 
+variable "kv_cache_prefix" {
+  description = "Share saved prompt prefixes between instances under this key prefix (e.g. \"kv-cache/\"); empty: off."
+  type        = string
+  default     = ""
+}
+
 module "models" {
   source      = "../../modules/model_bucket"
   bucket_name = var.bucket_name
@@ -53,6 +59,7 @@ module "function" {
   model_bucket_arn  = module.models.bucket_arn
   models_prefix     = module.models.models_prefix
   model_kms_key_arn = module.models.kms_key_arn
+  kv_cache_prefix   = var.kv_cache_prefix
   environment = {
     MODELS_MANIFEST = "/srv/models_manifest/default.toml"
     WARM_MODELS     = var.warm_models

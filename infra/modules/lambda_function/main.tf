@@ -60,6 +60,37 @@ data "aws_iam_policy_document" "function" {
     actions   = ["kms:Decrypt"]
     resources = [var.model_kms_key_arn]
   }
+  # Only with kv_cache_prefix: read and write the shared prompt prefixes there, list that prefix, and
+  # encrypt what it uploads with the bucket's key.
+  dynamic "statement" {
+    for_each = var.kv_cache_prefix == "" ? [] : [var.kv_cache_prefix]
+    content {
+      sid       = "SharePromptPrefixes"
+      actions   = ["s3:GetObject", "s3:PutObject"]
+      resources = ["${var.model_bucket_arn}/${statement.value}*"]
+    }
+  }
+  dynamic "statement" {
+    for_each = var.kv_cache_prefix == "" ? [] : [var.kv_cache_prefix]
+    content {
+      sid       = "ListPromptPrefixes"
+      actions   = ["s3:ListBucket"]
+      resources = [var.model_bucket_arn]
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["${statement.value}*"]
+      }
+    }
+  }
+  dynamic "statement" {
+    for_each = var.kv_cache_prefix == "" ? [] : [var.kv_cache_prefix]
+    content {
+      sid       = "EncryptPromptPrefixes"
+      actions   = ["kms:GenerateDataKey"]
+      resources = [var.model_kms_key_arn]
+    }
+  }
   statement {
     sid       = "WriteLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -101,6 +132,8 @@ resource "aws_lambda_function" "server" {
       AWS_LWA_INVOKE_MODE          = "response_stream"
       AWS_LWA_ENABLE_COMPRESSION   = "false" # a compressor holds small SSE events back until its buffer fills
       DISK_HEADROOM_MB             = "64"
+      }, var.kv_cache_prefix == "" ? {} : {
+      KV_CACHE_S3 = "s3://${element(split(":::", var.model_bucket_arn), 1)}/${var.kv_cache_prefix}"
     }, var.environment)
   }
   logging_config {

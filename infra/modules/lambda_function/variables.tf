@@ -20,6 +20,16 @@ variable "models_prefix" {
   default     = "models/"
 }
 
+variable "kv_cache_prefix" {
+  description = "Key prefix (e.g. \"kv-cache/\") where instances share saved prompt prefixes (KV_CACHE_S3); empty: off. The function may read and write only there."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.kv_cache_prefix == "" || (endswith(var.kv_cache_prefix, "/") && !startswith(var.kv_cache_prefix, "/"))
+    error_message = "kv_cache_prefix is empty or a key prefix ending in '/', like \"kv-cache/\"."
+  }
+}
+
 variable "model_kms_key_arn" {
   description = "KMS key that encrypts the models (the function gets kms:Decrypt on it)."
   type        = string
