@@ -17,7 +17,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.chat_mapping import cut_short, logit_bias, server_sampling, stop_strings
-from handler.api.chat_protocol import UsageOut
+from handler.api.chat_protocol import PromptTokensDetails, UsageOut
 from handler.api.chat_service import SSE_HEADERS
 from handler.api.completions_protocol import (
     MAX_PROMPTS,
@@ -139,6 +139,7 @@ class _Tally:
 
     scope: RequestScope
     prompt_tokens: int
+    cached_tokens: int = 0  # prompt tokens not read again (each prompt's KV state kept or restored)
     completion_tokens: int = 0
     reasons: dict[int, str] = attrs.field(factory=dict)
     first_seen: bool = False
@@ -155,7 +156,8 @@ class _Tally:
 
     def usage(self) -> UsageOut:
         return UsageOut(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                        total_tokens=self.prompt_tokens + self.completion_tokens)
+                        total_tokens=self.prompt_tokens + self.completion_tokens,
+                        prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens))
 
     def finish(self, choices: int) -> None:
         if len(self.reasons) != choices:
@@ -221,7 +223,9 @@ class CompletionService:
         model = scope.lease.chat_model
         prompts = await asyncio.to_thread(_prompts, model, data)
         generations = await scope.client.unless_gone(_start_all(model, data, self.settings, prompts))
-        tally = _Tally(scope, sum(len(prompt.tokens) for prompt in prompts))
+        firsts = generations[::data.n]  # each prompt is read once, by its first choice
+        tally = _Tally(scope, sum(len(prompt.tokens) for prompt in prompts),
+                       cached_tokens=sum(generation.cached_tokens for generation in firsts))
         chunks = merged([generation.chunks() for generation in generations])
         if data.stream:
             body = close_after(scope, _stream(data, prompts, chunks, tally, scope.model))

@@ -125,3 +125,11 @@ def test_raw_stream_ends_with_done(http):
         events = [line for line in response.iter_lines() if line]
     assert events[-1] == "data: [DONE]"
     assert all(json.loads(line[6:])["object"] == "text_completion" for line in events[:-1])
+
+
+def test_usage_says_how_many_prompt_tokens_were_reused(openai_client):
+    prompt = "The lighthouse keeper climbed the stairs every evening at dusk, counting the steps (completions reuse test)."
+    first = openai_client.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0)
+    again = openai_client.completions.create(model=MODEL, prompt=prompt + " Then", max_tokens=4, temperature=0)
+    assert first.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens
+    assert first.usage.prompt_tokens - 1 <= again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens
