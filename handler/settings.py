@@ -57,12 +57,9 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-def _is_s3_prefix_url(url: str) -> bool:
-    try:
-        parse_url(url)
-    except ValueError:
-        return False
-    return True
+def _s3_prefix_url(url: str) -> str:
+    parse_url(url)  # ValueError when it is not s3://bucket/prefix/
+    return url
 
 
 def _read(environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T,
@@ -178,6 +175,6 @@ class Settings:
             kv_cache_dir=read("KV_CACHE_DIR", Path, d["kv_cache_dir"]),
             kv_cache_mb=read("KV_CACHE_MB", int, d["kv_cache_mb"], lambda v: v >= 0, ">= 0 (0 = off)"),
             kv_cache_min_tokens=read("KV_CACHE_MIN_TOKENS", int, d["kv_cache_min_tokens"], **positive),
-            kv_cache_s3=read("KV_CACHE_S3", str, d["kv_cache_s3"], _is_s3_prefix_url, "s3://bucket/prefix/"),
+            kv_cache_s3=read("KV_CACHE_S3", _s3_prefix_url, d["kv_cache_s3"]),
             api_keys=read("API_KEY", _parse_list, d["api_keys"]),
         )

@@ -58,7 +58,7 @@ class WarmUp:
         if spec.name in self.done:
             return {"state": "ready"}
         progress = self.store.progress_of(spec)
-        if progress is not None and progress.state in ("checking", "downloading", "verifying"):
+        if progress is not None and progress.in_flight:
             return {"state": "downloading", "bytes_done": progress.bytes_done, "total": progress.total}
         if self.cache.state(spec.name) == "loading":
             return {"state": "loading"}

@@ -49,7 +49,7 @@ def _state(spec: ModelSpec, downloaded: bool, cache: ModelCache, store: ModelSto
     if downloaded:
         return "on_volume"
     progress = store.progress_of(spec)
-    if progress is not None and progress.state in ("checking", "downloading", "verifying"):
+    if progress is not None and progress.in_flight:
         return "downloading"
     return "failed" if progress is not None and progress.state == "failed" else "remote"
 

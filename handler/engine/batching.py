@@ -249,8 +249,8 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            slot = choose_slot(free, job.prompt)
-            reusable = 0 if self.deterministic else self._still_cached(slot, slot.reusable_prefix(job.prompt))
+            slot, shared = choose_slot(free, job.prompt)
+            reusable = 0 if self.deterministic else self._still_cached(slot, shared)
             if job.saved is not None and min(job.saved.common, len(job.prompt) - 1) > reusable:
                 prefix = self._restore(slot, job.saved, len(job.prompt) - 1)
                 job.generation.restored_tokens = prefix

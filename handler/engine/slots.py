@@ -137,12 +137,15 @@ class Slot:
         self.cached.clear()
 
 
-def choose_slot(free: Sequence[Slot], prompt: Sequence[int]) -> Slot:
-    """The free slot a prompt should take: the one it continues (it reuses at least half of what the slot
-    holds, or a long shared prefix), else the least recently used, so a new conversation does not
-    overwrite another one that shares only a short system prompt with it."""
-    best = max(free, key=lambda slot: slot.reusable_prefix(prompt))
-    reused = best.reusable_prefix(prompt)
+def choose_slot(free: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
+    """The free slot a prompt should take, and how many of its leading tokens that slot holds: the slot it
+    continues (it reuses at least half of what the slot holds, or a long shared prefix), else the least
+    recently used, so a new conversation does not overwrite another one that shares only a short system
+    prompt with it."""
+    reusable = {slot.seq_id: slot.reusable_prefix(prompt) for slot in free}
+    best = max(free, key=lambda slot: reusable[slot.seq_id])
+    reused = reusable[best.seq_id]
     if reused and (2 * reused >= len(best.cached) or reused >= LONG_SHARED_PREFIX):
-        return best
-    return min(free, key=lambda slot: slot.last_assigned)
+        return best, reused
+    oldest = min(free, key=lambda slot: slot.last_assigned)
+    return oldest, reusable[oldest.seq_id]

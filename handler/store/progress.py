@@ -24,6 +24,11 @@ class SyncProgress:
         self.bytes_done += count
 
     @property
+    def in_flight(self) -> bool:
+        """Whether the file is being fetched or checked right now."""
+        return self.state in ("checking", "downloading", "verifying")
+
+    @property
     def seconds(self) -> float:
         return (self.finished or time.monotonic()) - self.started
 

@@ -14,24 +14,24 @@ def _slot(seq_id, cached, last_assigned):
 def test_a_follow_up_turn_takes_the_slot_holding_its_conversation():
     first = _slot(0, SYSTEM + [1, 2, 3, 4, 5], last_assigned=1)
     other = _slot(1, SYSTEM + [9, 9, 9], last_assigned=2)
-    assert choose_slot([first, other], SYSTEM + [1, 2, 3, 4, 5, 6, 7]) is first
+    assert choose_slot([first, other], SYSTEM + [1, 2, 3, 4, 5, 6, 7]) == (first, len(SYSTEM) + 5)
 
 
 def test_a_new_conversation_sharing_only_a_short_system_prompt_takes_the_least_recently_used_slot():
     busy_conversation = _slot(0, SYSTEM + list(range(60)), last_assigned=5)
     empty = _slot(1, [], last_assigned=0)
-    assert choose_slot([busy_conversation, empty], SYSTEM + [7, 7, 7]) is empty
+    assert choose_slot([busy_conversation, empty], SYSTEM + [7, 7, 7]) == (empty, 0)
     older = _slot(2, [5] * 80, last_assigned=3)
-    assert choose_slot([busy_conversation, older], SYSTEM + [7, 7, 7]) is older
+    assert choose_slot([busy_conversation, older], SYSTEM + [7, 7, 7])[0] is older
 
 
 def test_a_long_shared_prefix_is_reused_even_past_another_conversation():
     system = list(range(LONG_SHARED_PREFIX + 10))
     long_conversation = _slot(0, system + list(range(5000, 5000 + 3 * len(system))), last_assigned=9)
     empty = _slot(1, [], last_assigned=0)
-    assert choose_slot([long_conversation, empty], system + [1, 2]) is long_conversation
+    assert choose_slot([long_conversation, empty], system + [1, 2])[0] is long_conversation
 
 
 def test_with_nothing_to_reuse_the_least_recently_used_slot_is_taken():
     slots = [_slot(0, [1, 2], last_assigned=4), _slot(1, [3, 4], last_assigned=2), _slot(2, [5], last_assigned=7)]
-    assert choose_slot(slots, [8, 8, 8]) is slots[1]
+    assert choose_slot(slots, [8, 8, 8])[0] is slots[1]
