@@ -32,9 +32,10 @@ from handler.api.serving import RequestScope, close_after, open_scope
 from handler.api.sse import DONE, sse_event
 from handler.api.streams import merged
 from handler.engine.batching import BatchingChatModel
-from handler.engine.completion import fill_in_the_middle, start_completion
+from handler.engine.completion import fill_in_the_middle, start_completions
 from handler.engine.generation import Generation
 from handler.engine.types import (
+    PromptChoices,
     SamplingParams,
     SamplingRequest,
     TextChunk,
@@ -104,21 +105,11 @@ def _params(data: CompletionRequest, model: BatchingChatModel, settings: Setting
 
 async def _start_all(model: BatchingChatModel, data: CompletionRequest, settings: Settings,
                      prompts: Sequence[Prompt]) -> list[Generation]:
-    """`n` generations per prompt, all queued at once; if one prompt cannot start, none runs."""
+    """`n` generations per prompt, queued as one request: it waits for its first slot only."""
     params = _params(data, model, settings)
-    starts = [asyncio.ensure_future(start_completion(model, prompt.tokens,
-                                                     [for_choice(params, position * data.n + choice)
-                                                      for choice in range(data.n)], data.logprobs))
-              for position, prompt in enumerate(prompts)]
-    try:
-        return [generation for started in await asyncio.gather(*starts) for generation in started]
-    except BaseException:
-        for start in starts:
-            start.cancel()
-            if start.done() and not start.cancelled() and start.exception() is None:
-                for generation in start.result():
-                    generation.cancel.set()
-        raise
+    return await start_completions(model, [
+        PromptChoices(prompt.tokens, [for_choice(params, position * data.n + choice) for choice in range(data.n)])
+        for position, prompt in enumerate(prompts)], data.logprobs)
 
 
 def _legacy_logprobs(chunks: Sequence[TextChunk], offset: int) -> CompletionLogprobs:
@@ -139,7 +130,7 @@ class _Tally:
 
     scope: RequestScope
     prompt_tokens: int
-    cached_tokens: int = 0  # prompt tokens not read again (each prompt's KV state kept or restored)
+    readers: Sequence[Generation] = ()  # each prompt's first choice, which reads (or reuses) its prompt
     completion_tokens: int = 0
     reasons: dict[int, str] = attrs.field(factory=dict)
     first_seen: bool = False
@@ -158,6 +149,11 @@ class _Tally:
         return UsageOut(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
                         total_tokens=self.prompt_tokens + self.completion_tokens,
                         prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens))
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens not read again (each prompt's KV state kept or restored): known once it started."""
+        return sum(reader.cached_tokens for reader in self.readers)
 
     def finish(self, choices: int) -> None:
         if len(self.reasons) != choices:
@@ -223,9 +219,7 @@ class CompletionService:
         model = scope.lease.chat_model
         prompts = await asyncio.to_thread(_prompts, model, data)
         generations = await scope.client.unless_gone(_start_all(model, data, self.settings, prompts))
-        firsts = generations[::data.n]  # each prompt is read once, by its first choice
-        tally = _Tally(scope, sum(len(prompt.tokens) for prompt in prompts),
-                       cached_tokens=sum(generation.cached_tokens for generation in firsts))
+        tally = _Tally(scope, sum(len(prompt.tokens) for prompt in prompts), readers=generations[::data.n])
         chunks = merged([generation.chunks() for generation in generations])
         if data.stream:
             body = close_after(scope, _stream(data, prompts, chunks, tally, scope.model))

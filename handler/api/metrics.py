@@ -72,7 +72,8 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         entries = self.cache.entries()
         yield GaugeMetricFamily("gguf_models_loaded", "Models loaded in this process", value=len(entries))
-        queue = GaugeMetricFamily("gguf_queue_depth", "Requests waiting for a model's turn", labels=["model"])
+        queue = GaugeMetricFamily("gguf_queue_depth", "Sequences waiting for a slot (a request's every "
+                                  "choice and prompt is one)", labels=["model"])
         busy = GaugeMetricFamily("gguf_model_leases", "Requests using a model now", labels=["model"])
         slots = GaugeMetricFamily("gguf_slots_busy", "Sequences generating now", labels=["model"])
         finished = CounterMetricFamily("gguf_generations", "Generations of the loaded models, by finish reason "

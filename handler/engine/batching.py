@@ -35,9 +35,9 @@ from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.prefix_store import PrefixStore, SavedPrefix, namespace
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
-from handler.engine.slots import Job, Slot, choose_slot
+from handler.engine.slots import Job, Slot, Submission, choose_slot
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
-from handler.engine.types import DEFAULT_QUEUE, FinishReason, QueueLimits, SamplingParams
+from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.chat_format import ChatFormat
 from handler.formats.registry import choose_format
@@ -138,44 +138,54 @@ class BatchingChatModel:
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
                                grammar: LlamaGrammar | None = None, *,
                                preserved: frozenset[int] = frozenset(), logprobs: int | None = None) -> Generation:
-        """Queue the request and wait for its slot: `Overloaded` when too many already wait beyond
-        the free slots, `ServiceUnavailable` after the queue timeout; either way before any response
-        byte is sent. A request that stops waiting (timeout, client gone) leaves the line at once."""
-        (generation,) = await self.start_generations(prompt_tokens, [params], grammar, preserved=preserved,
-                                                     logprobs=logprobs)
+        """One generation of one prompt (see `start_generations`)."""
+        (generation,) = await self.start_generations([PromptChoices(prompt_tokens, [params])], grammar,
+                                                     preserved=preserved, logprobs=logprobs)
         return generation
 
-    async def start_generations(self, prompt_tokens: list[int], choices: Sequence[SamplingParams],
-                                grammar: LlamaGrammar | None = None, *, preserved: frozenset[int] = frozenset(),
+    async def start_generations(self, prompts: Sequence[PromptChoices], grammar: LlamaGrammar | None = None, *,
+                                preserved: frozenset[int] = frozenset(),
                                 logprobs: int | None = None) -> list[Generation]:
-        """One generation per choice (`n`) of one prompt, which is prefilled once: the first choice
-        reads it, the others get a copy of its KV cells and sample from its logits."""
-        if self._would_wait(len(choices)) > self.queue_limits.max_waiting:
-            raise Overloaded(f"{len(self._queue)} requests are already waiting for model '{self.name}'",
-                             retry_after_s=2)
-        saved = await self._saved_prefix(prompt_tokens)
-        jobs: list[Job] = []
+        """Queue one request (a generation per choice of each prompt, in order) and wait until its first
+        generation has a slot: `Overloaded` when the line already holds MAX_QUEUE waiting requests,
+        `ServiceUnavailable` after the queue timeout; either way before any response byte is sent, and
+        a request that stops waiting (timeout, client gone) leaves the line at once. Its other
+        generations then take slots in turn, ahead of later requests, with no timeout of their own: a
+        choice that copies its prompt's KV cells, or one that waits for a slot its own request holds."""
+        self._check_line()
+        submission, jobs = Submission(), []
         deadline = self.clock() + self.options.max_request_s if self.options.max_request_s > 0 else None
-        for params in choices:
-            jobs.append(Job(prompt=prompt_tokens, params=params, grammar=grammar, generation=Generation(),
-                            preserved=preserved, logprobs=logprobs, leader=jobs[0] if jobs else None,
-                            deadline=deadline, saved=None if jobs else saved))
+        for prompt in prompts:
+            saved = await self._saved_prefix(prompt.tokens)
+            leader = None
+            for params in prompt.choices:
+                jobs.append(Job(prompt=prompt.tokens, params=params, grammar=grammar, generation=Generation(),
+                                submission=submission, preserved=preserved, logprobs=logprobs, leader=leader,
+                                deadline=deadline, saved=None if leader else saved))
+                leader = leader or jobs[-1]
         with self._wake:
             self._queue.extend(jobs)
             self._wake.notify()
-        try:
-            waits = [job.generation.started.wait() for job in jobs]
-            await asyncio.wait_for(asyncio.gather(*waits), self.queue_limits.timeout_s)
+        try:  # the first job is the first of them `_admit` takes: the line is in order, and it leads
+            await asyncio.wait_for(jobs[0].generation.started.wait(), self.queue_limits.timeout_s)
         except TimeoutError:
-            for job in jobs:
-                self._withdraw(job)
+            self._withdraw(jobs)
             raise ServiceUnavailable(f"waited {self.queue_limits.timeout_s:g}s for model '{self.name}'",
                                      code="queue_timeout", retry_after_s=5) from None
         except BaseException:
-            for job in jobs:
-                self._withdraw(job)
+            self._withdraw(jobs)
             raise
         return [job.generation for job in jobs]
+
+    def _check_line(self) -> None:
+        """`Overloaded` when a new request would wait and MAX_QUEUE requests already do (a request whose
+        first job has a slot is being served, however many of its jobs still wait)."""
+        with self._wake:
+            if sum(not slot.busy for slot in self.slots) > len(self._queue):
+                return  # a slot is free for it at once
+            waiting = len({job.submission for job in self._queue if not job.submission.serving})
+        if waiting >= self.queue_limits.max_waiting:
+            raise Overloaded(f"{waiting} requests are already waiting for model '{self.name}'", retry_after_s=2)
 
     async def _saved_prefix(self, prompt: list[int]) -> SavedPrefix | None:
         """The saved KV state of this prompt's longest saved prefix, read off the loop, when no slot
@@ -187,20 +197,16 @@ class BatchingChatModel:
             return None
         return await asyncio.to_thread(store.find, self.prefix_space, prompt)
 
-    def _would_wait(self, joining: int = 1) -> int:
-        """How many requests, these included, would wait for a slot if `joining` joined now."""
-        free = sum(not slot.busy for slot in self.slots)
-        return max(0, len(self._queue) + joining - free)
-
-    def _withdraw(self, job: Job) -> None:
-        """Take a job that stopped waiting out of the line; one already admitted is cancelled."""
-        job.generation.cancel.set()
+    def _withdraw(self, jobs: Sequence[Job]) -> None:
+        """Take jobs that stopped waiting out of the line; those already admitted are cancelled."""
+        for job in jobs:
+            job.generation.cancel.set()
         with self._wake:
-            try:
-                self._queue.remove(job)
-            except ValueError:
-                return  # admitted meanwhile: the scheduler sees `cancel` before its next step
-            self.finished["cancelled"] += 1
+            for job in jobs:
+                if job in self._queue:
+                    self._queue.remove(job)
+                    self.finished["cancelled"] += 1
+                # else admitted meanwhile: the scheduler sees `cancel` before its next step
 
     def close(self) -> None:
         """Stop after the current step; requests still running or waiting end as cancelled."""
@@ -246,6 +252,7 @@ class BatchingChatModel:
                 if job is None:
                     return
                 self._queue.remove(job)
+                job.submission.serving = True
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue

@@ -19,7 +19,7 @@ from handler.engine.batching import BatchingChatModel, GrammarError
 from handler.engine.generation import Generation
 from handler.engine.grammar import SchemaError, constraint_grammar
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
-from handler.engine.types import ChatRequest, FinishReason, TokenLogprob, Usage
+from handler.engine.types import ChatRequest, FinishReason, PromptChoices, TokenLogprob, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
 from handler.formats.chat_format import ChatInput, ChatPlan, ForcedCalls
 from handler.formats.content import UnsupportedContent
@@ -107,7 +107,8 @@ async def start_chats(model: BatchingChatModel, request: ChatRequest) -> list[St
             f"This model's maximum context length is {model.n_ctx} tokens, but the messages take "
             f"{len(tokens)} tokens. Please shorten the messages.", param="messages")
     grammar = await asyncio.to_thread(_grammar, model, plan)
-    generations = await model.start_generations(tokens, request.choice_params, grammar, logprobs=request.logprobs,
+    generations = await model.start_generations([PromptChoices(tokens, request.choice_params)], grammar,
+                                                logprobs=request.logprobs,
                                                 preserved=model.special_tokens(plan.preserved_tokens))
     return [StartedChat(parser=plan.new_parser(), generation=generation) for generation in generations]
 

@@ -3,11 +3,13 @@ with no chat format in between. The natural route for base models."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import llama_cpp
 
 from handler.engine.batching import BatchingChatModel
 from handler.engine.generation import Generation
-from handler.engine.types import SamplingParams
+from handler.engine.types import PromptChoices
 from handler.errors import ContextLengthExceeded, InvalidRequest
 
 
@@ -23,16 +25,21 @@ def fill_in_the_middle(model: BatchingChatModel, prefix: list[int], suffix: list
     return [pre, *prefix, suf, *suffix, mid]
 
 
-async def start_completion(model: BatchingChatModel, prompt: list[int], choices: list[SamplingParams],
-                           logprobs: int | None = None, *, param: str = "prompt") -> list[Generation]:
-    """Check the prompt against the model, then wait for its turn (see `start_generations`): one
-    generation per entry of `choices`, the prompt read once."""
+async def start_completions(model: BatchingChatModel, prompts: Sequence[PromptChoices],
+                            logprobs: int | None = None) -> list[Generation]:
+    """Check every prompt against the model, then queue them as one request (see `start_generations`):
+    one generation per choice of each prompt, in order, each prompt read once."""
+    for prompt in prompts:
+        _check_prompt(model, prompt.tokens)
+    return await model.start_generations(prompts, logprobs=logprobs)
+
+
+def _check_prompt(model: BatchingChatModel, prompt: list[int]) -> None:
     if not prompt:
-        raise InvalidRequest("the prompt is empty", param=param)
+        raise InvalidRequest("the prompt is empty", param="prompt")
     if any(not 0 <= token < model.n_vocab for token in prompt):
-        raise InvalidRequest(f"token ids must be between 0 and {model.n_vocab - 1}", param=param)
+        raise InvalidRequest(f"token ids must be between 0 and {model.n_vocab - 1}", param="prompt")
     if len(prompt) >= model.n_ctx:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.n_ctx} tokens, but the prompt takes "
-            f"{len(prompt)} tokens. Please shorten the prompt.", param=param)
-    return await model.start_generations(prompt, choices, logprobs=logprobs)
+            f"{len(prompt)} tokens. Please shorten the prompt.", param="prompt")

@@ -25,11 +25,20 @@ LONG_SHARED_PREFIX = 256
 
 
 @attrs.define(eq=False)
+class Submission:
+    """The jobs of one request (its prompts times its choices). They wait in the line as one request;
+    once one of them has a slot the request is being served, and the rest follow in turn."""
+
+    serving: bool = False  # set by the scheduler, under the line's lock, when a job of it gets a slot
+
+
+@attrs.define(eq=False)
 class Job:
     prompt: list[int]
     params: SamplingParams
     grammar: LlamaGrammar | None
     generation: Generation
+    submission: Submission = attrs.field(factory=Submission)
     preserved: frozenset[int] = frozenset()  # special tokens rendered as text (a format's markers)
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the top k
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
@@ -13,7 +14,8 @@ FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 
 @attrs.frozen
 class QueueLimits:
-    """How many requests may wait for a model's turn, and for how long."""
+    """How many requests may wait for a model's turn, and how long a request waits for its first slot
+    (its other choices and prompts then follow in turn: the request is being served)."""
 
     max_waiting: int = 32
     timeout_s: float = 120.0
@@ -136,6 +138,14 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@attrs.frozen
+class PromptChoices:
+    """One prompt of a request and its choices (`n`): the prompt is read once, by the first choice."""
+
+    tokens: list[int]
+    choices: Sequence[SamplingParams]
 
 
 @attrs.frozen

@@ -174,6 +174,49 @@ def test_requests_that_stop_waiting_leave_the_queue(launch):
     assert cancelled == 2  # the one that timed out in the line, and the stream we left
 
 
+def test_a_request_with_more_choices_than_the_line_holds_is_served(launch):
+    """The line counts requests: one whose choices outnumber the slots and the line runs them in turn
+    (before, each choice counted as a waiter: a 429 no retry could ever clear)."""
+    server = launch({"MAX_QUEUE": "0", "N_PARALLEL": "1"})
+    chat = httpx.post(f"{server.base_url}/v1/chat/completions", json=_chat_body(n=3, max_tokens=2), timeout=120)
+    assert chat.status_code == 200, chat.text
+    assert [choice["index"] for choice in chat.json()["choices"]] == [0, 1, 2]
+    completion = httpx.post(f"{server.base_url}/v1/completions", timeout=120,
+                            json={"model": CHAT, "prompt": ["a", "b", "c"], "n": 2, "max_tokens": 2})
+    assert completion.status_code == 200, completion.text
+    assert sorted(choice["index"] for choice in completion.json()["choices"]) == list(range(6))
+
+
+def test_choices_waiting_behind_their_own_request_do_not_time_out(launch):
+    """QUEUE_TIMEOUT_S bounds the wait for a request's first slot; once it runs, its other choices and
+    prompts follow in turn (before, the last of them timed out behind the first: a 503 after the work)."""
+    server = launch({"N_PARALLEL": "1", "QUEUE_TIMEOUT_S": "1"})
+    chat = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=300, json={**LONG, "max_tokens": 300, "n": 2})
+    assert chat.status_code == 200, chat.text
+    assert [choice["finish_reason"] for choice in chat.json()["choices"]] == ["length", "length"]
+    completion = httpx.post(f"{server.base_url}/v1/completions", timeout=300, json={
+        "model": CHAT, "prompt": ["Once upon a time", "The sea"], "max_tokens": 300, "temperature": 0,
+        "logit_bias": LONG["logit_bias"]})
+    assert completion.status_code == 200, completion.text
+    assert wait_for(lambda: _metric(server, "gguf_slots_busy", model=CHAT) == 0)
+    assert _metric(server, "gguf_generations_total", model=CHAT, finish_reason="cancelled") is None
+
+
+def test_a_stream_starts_while_its_other_choices_wait(launch):
+    """A stream answers as soon as its first choice runs, not once the last one has a slot."""
+    server = launch({"N_PARALLEL": "1"})
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=300,
+                      json={**LONG, "max_tokens": 1900, "n": 2, "stream": True}) as stream:
+        lines = stream.iter_lines()  # kept: a dropped iterator closes the response
+        first = json.loads(next(line for line in lines if line.startswith("data: ")).removeprefix("data: "))
+        assert [choice["index"] for choice in first["choices"]] == [0]
+        assert _metric(server, "gguf_queue_depth", model=CHAT) == 1  # choice 1 still waits for the slot
+    assert wait_for(lambda: _metric(server, "gguf_slots_busy", model=CHAT) == 0)
+    assert wait_for(lambda: _metric(server, "gguf_queue_depth", model=CHAT) == 0)
+    # the client left: the running choice and the waiting one both end, neither runs for nobody
+    assert _metric(server, "gguf_generations_total", model=CHAT, finish_reason="cancelled") == 2
+
+
 def test_a_client_that_leaves_the_queue_is_withdrawn(launch):
     server = launch({"N_PARALLEL": "1"})
     assert httpx.post(f"{server.base_url}/v1/chat/completions", json=_chat_body(max_tokens=1)).status_code == 200

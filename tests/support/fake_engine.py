@@ -8,6 +8,7 @@ implement only what the API and `start_chat` use; `fake_loader` takes the place 
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from pathlib import Path
 
 from handler.engine.batching import BatchingChatModel
@@ -15,7 +16,7 @@ from handler.engine.embedding import EmbeddingModel
 from handler.engine.generation import Generation
 from handler.engine.llama_options import LlamaDefaults, ModelOptions, resolve_options
 from handler.engine.loading import Loaded
-from handler.engine.types import QueueLimits, SamplingParams, TextChunk
+from handler.engine.types import PromptChoices, QueueLimits, SamplingParams, TextChunk
 from handler.formats.qwen3 import Qwen3Format
 from handler.store.manifest import ModelSpec
 
@@ -40,10 +41,10 @@ class FakeChatModel(BatchingChatModel):
     def special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
         return frozenset()
 
-    async def start_generations(self, prompt_tokens: list[int], choices: list[SamplingParams], grammar: object = None,
+    async def start_generations(self, prompts: Sequence[PromptChoices], grammar: object = None,
                                 *, preserved: frozenset[int] = frozenset(), logprobs: int | None = None
                                 ) -> list[Generation]:
-        return [await self.start_generation(prompt_tokens, params) for params in choices]
+        return [await self.start_generation(prompt.tokens, params) for prompt in prompts for params in prompt.choices]
 
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams, grammar: object = None, *,
                                preserved: frozenset[int] = frozenset(), logprobs: int | None = None) -> Generation:
