@@ -128,6 +128,10 @@ check: install-dev
 test *args: install-dev fetch-demo fetch-gemma browser check
     uv run --no-sync pytest {{args}}
 
+# The property tests and the API fuzz with new random examples, `runs` times (`just test` runs a fixed sample)
+fuzz runs="3" *args: install-dev fetch-demo
+    for run in $(seq {{runs}}); do uv run --no-sync pytest -m hypothesis --hypothesis-profile=explore {{args}} || exit 1; done
+
 # Lint, types and only the fast tests (no real model, no server)
 test-quick *args: install-dev check
     uv run --no-sync pytest -m "not slow" {{args}}

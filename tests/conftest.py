@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# `just test` checks a fixed sample of every property and of the API fuzz (derandomized: the same
+# examples each run, so a red run is a defect that reproduces, never the luck of one draw);
+# `just fuzz` draws new examples each run (`--hypothesis-profile=explore`).
+settings.register_profile("fixed", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("fixed")
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
