@@ -1,7 +1,8 @@
 """`just soak`: a bounded load and soak test on loopback that stops by itself.
 
-Mixed traffic (streamed and plain chat, embeddings) at 4× the server's slot count for `--minutes`,
-a share of streaming clients disconnecting mid-stream. Afterwards it reports: status counts (5xx
+Mixed traffic (streamed and plain chat, some with `n` > 1, completions of several prompts,
+embeddings) at 4× the server's slot count for `--minutes`, a share of streaming clients
+disconnecting mid-stream. Afterwards it reports: status counts (5xx
 other than the intended 429/503 fail the run), p50/p99 latency, the worker's RSS after warm-up and
 at the end, and its thread and file-descriptor counts before and after. Exit status 1 on failure.
 """
@@ -34,14 +35,19 @@ def _worker_stats(server: servers.Server) -> dict[str, float]:
 
 
 def _one_request(client: httpx.Client, base_url: str, rng: random.Random) -> tuple[int, float]:
-    kind, started = rng.choice(["stream", "stream", "chat", "embed"]), time.perf_counter()
+    kind, started = rng.choice(["stream", "stream", "chat", "embed", "completions"]), time.perf_counter()
     prompt = f"[{rng.random():.6f}] Write a few lines about the sea."
     if kind == "embed":
         response = client.post(f"{base_url}/v1/embeddings", json={"model": "smollm2-135m-embed",
                                                                    "input": [prompt] * rng.randint(1, 8)})
         return response.status_code, time.perf_counter() - started
+    if kind == "completions":  # several prompts and choices: one request, more sequences than slots
+        response = client.post(f"{base_url}/v1/completions", json={
+            "model": "smollm2-135m", "prompt": [prompt] * rng.randint(1, 3), "n": rng.randint(1, 3),
+            "max_tokens": rng.randint(8, 32)})
+        return response.status_code, time.perf_counter() - started
     body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": rng.randint(8, 64), "stream": kind == "stream"}
+            "max_tokens": rng.randint(8, 64), "stream": kind == "stream", "n": rng.choice([1, 1, 1, 2, 5])}
     if kind == "chat":
         response = client.post(f"{base_url}/v1/chat/completions", json=body)
         return response.status_code, time.perf_counter() - started
