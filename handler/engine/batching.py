@@ -152,7 +152,6 @@ class BatchingChatModel:
         a request that stops waiting (timeout, client gone) leaves the line at once. Its other
         generations then take slots in turn, ahead of later requests, with no timeout of their own: a
         choice that copies its prompt's KV cells, or one that waits for a slot its own request holds."""
-        self._check_line()
         submission, jobs = Submission(), []
         deadline = self.clock() + self.options.max_request_s if self.options.max_request_s > 0 else None
         for prompt in prompts:
@@ -163,7 +162,8 @@ class BatchingChatModel:
                                 submission=submission, preserved=preserved, logprobs=logprobs, leader=leader,
                                 deadline=deadline, saved=None if leader else saved))
                 leader = leader or jobs[-1]
-        with self._wake:
+        with self._wake:  # checked and joined at once: requests arriving together cannot overfill the line
+            self._check_line()
             self._queue.extend(jobs)
             self._wake.notify()
         try:  # the first job is the first of them `_admit` takes: the line is in order, and it leads
@@ -179,11 +179,10 @@ class BatchingChatModel:
 
     def _check_line(self) -> None:
         """`Overloaded` when a new request would wait and MAX_QUEUE requests already do (a request whose
-        first job has a slot is being served, however many of its jobs still wait)."""
-        with self._wake:
-            if sum(not slot.busy for slot in self.slots) > len(self._queue):
-                return  # a slot is free for it at once
-            waiting = len({job.submission for job in self._queue if not job.submission.serving})
+        first job has a slot is being served, however many of its jobs still wait). Under `_wake`."""
+        if sum(not slot.busy for slot in self.slots) > len(self._queue):
+            return  # a slot is free for it at once
+        waiting = len({job.submission for job in self._queue if not job.submission.serving})
         if waiting >= self.queue_limits.max_waiting:
             raise Overloaded(f"{waiting} requests are already waiting for model '{self.name}'", retry_after_s=2)
 

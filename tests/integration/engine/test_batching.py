@@ -11,8 +11,11 @@ import pytest
 
 from handler.engine.batching import BatchingChatModel
 from handler.engine.chat import start_chat, start_chats
+from handler.engine.generation import Generation
 from handler.engine.llama_options import ModelOptions
-from handler.engine.types import ChatRequest, SamplingParams
+from handler.engine.prefix_store import PrefixStore
+from handler.engine.types import ChatRequest, QueueLimits, SamplingParams
+from handler.errors import Overloaded
 from handler.formats.chat_format import ChatInput, ToolUse
 from tests.support.demo import end_of_turn_bias, tokenize
 
@@ -231,3 +234,29 @@ def test_n_choices_read_the_prompt_once(demo_model_path):
     assert replies == [alone_text] * 3
     assert len({seq for step in steps for seq in step.prefilled}) == 1
     assert len({seq for step in steps for seq in step.decoded}) == 3
+
+
+def test_requests_arriving_together_never_overfill_the_line(tmp_path, demo_model_path):
+    """MAX_QUEUE is checked as a request joins the line, in the same step. Before, a request checked it
+    and then looked for a saved prefix off the loop, so a burst passed the check before any joined."""
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=8)
+    model = BatchingChatModel("line", demo_model_path, _options(n_parallel=1),
+                              QueueLimits(max_waiting=2, timeout_s=600), prefixes=store)
+    try:
+        async def scenario():
+            running = await model.start_generation(model.tokenize("Tell me a long story."), SamplingParams(
+                max_tokens=2000, temperature=0, logit_bias={int(k): v for k, v in end_of_turn_bias().items()}))
+            burst = model.tokenize(" ".join(["A list of words to read."] * 8))
+            results = await asyncio.gather(*(model.start_generation(burst, SamplingParams(max_tokens=1))
+                                             for _ in range(8)), return_exceptions=True)
+            running.cancel.set()  # the slot frees: the accepted ones run
+            for result in results:
+                if isinstance(result, Generation):
+                    assert [chunk async for chunk in result.chunks()][-1].finish_reason == "length"
+            return results
+
+        results = asyncio.run(scenario())
+    finally:
+        model.close()
+    assert [type(result) for result in results].count(Overloaded) == 6, results
+    assert all(isinstance(result, Generation | Overloaded) for result in results), results
