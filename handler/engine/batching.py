@@ -199,13 +199,13 @@ class BatchingChatModel:
     def _withdraw(self, jobs: Sequence[Job]) -> None:
         """Take jobs that stopped waiting out of the line; those already admitted are cancelled."""
         for job in jobs:
-            job.generation.cancel.set()
-        with self._wake:
-            for job in jobs:
-                if job in self._queue:
-                    self._queue.remove(job)
-                    self.finished["cancelled"] += 1
-                # else admitted meanwhile: the scheduler sees `cancel` before its next step
+            job.generation.cancel.set()  # one admitted meanwhile: the scheduler sees it before its next step
+        leaving = set(jobs)
+        with self._wake:  # one pass over the line, however many choices and prompts the request had
+            staying = [job for job in self._queue if job not in leaving]
+            self.finished["cancelled"] += len(self._queue) - len(staying)
+            self._queue.clear()
+            self._queue.extend(staying)
 
     def close(self) -> None:
         """Stop after the current step; requests still running or waiting end as cancelled."""
