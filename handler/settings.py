@@ -119,6 +119,7 @@ class Settings:
     kv_cache_mb: int = 1024  # their budget on the volume (0: off)
     kv_cache_min_tokens: int = 256  # shorter prompts are not saved
     kv_cache_s3: str | None = None  # s3://bucket/prefix/ shared by every instance (None: this volume only)
+    kv_cache_key: str | None = attrs.field(default=None, repr=False)  # signs saved prefixes (None: DIR/.key)
 
     @property
     def prefix_dir(self) -> Path:
@@ -133,6 +134,11 @@ class Settings:
             # llama.cpp's batch buffer (it aborts the process).
             raise SettingsError(f"N_BATCH={settings.n_batch} must be at least N_PARALLEL={settings.n_parallel}: "
                                 "every decode step holds one token of each parallel sequence")
+        if settings.kv_cache_s3 and settings.kv_cache_mb and not settings.kv_cache_key:
+            # Every instance must sign and check with one key; a random one per volume would make each
+            # instance refuse the others' files.
+            raise SettingsError("KV_CACHE_S3 needs KV_CACHE_KEY: the secret every instance signs and checks "
+                                "the shared prefixes with (at least 32 characters)")
         return settings
 
     @classmethod
@@ -176,5 +182,7 @@ class Settings:
             kv_cache_mb=read("KV_CACHE_MB", int, d["kv_cache_mb"], lambda v: v >= 0, ">= 0 (0 = off)"),
             kv_cache_min_tokens=read("KV_CACHE_MIN_TOKENS", int, d["kv_cache_min_tokens"], **positive),
             kv_cache_s3=read("KV_CACHE_S3", _s3_prefix_url, d["kv_cache_s3"]),
+            kv_cache_key=read("KV_CACHE_KEY", str, d["kv_cache_key"], lambda v: len(v) >= 32,
+                              "at least 32 characters (a random secret)"),
             api_keys=read("API_KEY", _parse_list, d["api_keys"]),
         )

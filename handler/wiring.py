@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from handler.engine.cache import CacheLimits, Loader, ModelCache
 from handler.engine.llama_options import LlamaDefaults, StepObserverOf, check_options, resolve_options
 from handler.engine.loading import load_model
-from handler.engine.prefix_store import PrefixStore
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog, check_distinct_paths
 from handler.store.manifest import ModelSpec, load_manifest
 from handler.store.model_store import ModelStore, StoreConfig
 from handler.store.prefix_mirror import S3PrefixMirror
+from handler.store.prefixes import PrefixStore, load_key
 from handler.store.s3 import S3Tuning
+
+log = logging.getLogger(__name__)
 
 
 def build_catalog(settings: Settings, declared: tuple[ModelSpec, ...]) -> ModelCatalog:
@@ -34,8 +38,13 @@ def build_prefix_store(settings: Settings) -> PrefixStore | None:
     if settings.kv_cache_mb == 0:
         return None
     mirror = None if settings.kv_cache_s3 is None else S3PrefixMirror(settings.kv_cache_s3, s3_tuning(settings))
+    try:
+        key = load_key(settings.prefix_dir, settings.kv_cache_key)
+    except (OSError, ValueError) as exc:  # a read-only volume, or a damaged key file: nothing can be saved safely
+        log.warning("saved prompt prefixes are off: no signing key (%s); set KV_CACHE_KEY", exc)
+        return None
     return PrefixStore(settings.prefix_dir, settings.kv_cache_mb * 1024 * 1024, settings.kv_cache_min_tokens,
-                       mirror=mirror)
+                       key=key, mirror=mirror)
 
 
 def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = None,

@@ -96,11 +96,14 @@ def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: Tool
 
 
 def _usage(finals: dict[int, ChatEvent]) -> UsageOut:
-    """The prompt is read once whatever `n` is; every choice's tokens count."""
+    """The prompt is read once whatever `n` is (by the first choice, whose reuse is the request's);
+    every choice's tokens count."""
     usages = [event.usage for event in finals.values() if event.usage is not None]
-    prompt, completion = usages[0].prompt_tokens, sum(usage.completion_tokens for usage in usages)
+    first = finals[min(finals)].usage
+    assert first is not None  # `_final` checked every choice's
+    prompt, completion = first.prompt_tokens, sum(usage.completion_tokens for usage in usages)
     return UsageOut(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                    prompt_tokens_details=PromptTokensDetails(cached_tokens=usages[0].cached_tokens))
+                    prompt_tokens_details=PromptTokensDetails(cached_tokens=first.cached_tokens))
 
 
 def new_completion_id() -> str:

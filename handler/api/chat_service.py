@@ -25,7 +25,6 @@ from handler.api.chat_protocol import ChatCompletion, ChatCompletionRequest
 from handler.api.serving import RequestScope, close_after, open_scope
 from handler.api.streams import merged
 from handler.api.tool_choice import ToolPlan, plan_tools
-from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ModelCache
 from handler.engine.chat import StartedChat, start_chats
 from handler.engine.types import resolve_sampling
@@ -72,12 +71,13 @@ class ChatService:
         scope = await open_scope(request, self.lifecycle, self.cache, spec, "chat")
         try:
             # A client that leaves while waiting for a slot gives its place up (and its generation).
-            return scope, await scope.client.unless_gone(self._start(scope.lease.chat_model, data, plan))
+            return scope, await scope.client.unless_gone(self._start(scope, data, plan))
         except BaseException:
             scope.close()
             raise
 
-    async def _start(self, model: BatchingChatModel, data: ChatCompletionRequest, plan: ToolPlan) -> list[StartedChat]:
+    async def _start(self, scope: RequestScope, data: ChatCompletionRequest, plan: ToolPlan) -> list[StartedChat]:
+        model = scope.lease.chat_model
         params = resolve_sampling(sampling_request(data), model_seed=model.options.seed,
                                   server=server_sampling(self.settings))
-        return await start_chats(model, chat_request(data, params, plan))
+        return await start_chats(model, attrs.evolve(chat_request(data, params, plan), tenant=scope.tenant))

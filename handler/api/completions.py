@@ -104,12 +104,12 @@ def _params(data: CompletionRequest, model: BatchingChatModel, settings: Setting
 
 
 async def _start_all(model: BatchingChatModel, data: CompletionRequest, settings: Settings,
-                     prompts: Sequence[Prompt]) -> list[Generation]:
+                     prompts: Sequence[Prompt], tenant: str) -> list[Generation]:
     """`n` generations per prompt, queued as one request: it waits for its first slot only."""
     params = _params(data, model, settings)
     return await start_completions(model, [
         PromptChoices(prompt.tokens, [for_choice(params, position * data.n + choice) for choice in range(data.n)])
-        for position, prompt in enumerate(prompts)], data.logprobs)
+        for position, prompt in enumerate(prompts)], data.logprobs, tenant)
 
 
 def _legacy_logprobs(chunks: Sequence[TextChunk], offset: int) -> CompletionLogprobs:
@@ -218,7 +218,7 @@ class CompletionService:
         """Answer within `scope`; a stream takes the scope over and closes it when it ends."""
         model = scope.lease.chat_model
         prompts = await asyncio.to_thread(_prompts, model, data)
-        generations = await scope.client.unless_gone(_start_all(model, data, self.settings, prompts))
+        generations = await scope.client.unless_gone(_start_all(model, data, self.settings, prompts, scope.tenant))
         tally = _Tally(scope, sum(len(prompt.tokens) for prompt in prompts), readers=generations[::data.n])
         chunks = merged([generation.chunks() for generation in generations])
         if data.stream:

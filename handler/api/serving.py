@@ -13,6 +13,7 @@ import attrs
 from litestar import Request
 
 from handler.api import metrics
+from handler.api.auth import request_tenant
 from handler.api.request_log import request_summary
 from handler.engine.cache import Lease, ModelCache
 from handler.engine.chat import ChatEvent
@@ -62,6 +63,7 @@ class RequestScope:
     model: str
     began: float
     log_line: dict[str, Any]  # this request's log line (the request log middleware writes it out)
+    tenant: str = ""  # whose prompts these are (see `auth.tenant_of`)
     _closed: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -130,8 +132,9 @@ async def open_scope(request: Request[Any, Any, Any], lifecycle: Lifecycle, cach
     except BaseException:
         lifecycle.end()
         raise
-    return RequestScope(lifecycle, lease, first, ClientWatch(request), spec.name, began,
-                        request_summary(request.scope.get("state")))
+    state = request.scope.get("state")
+    return RequestScope(lifecycle, lease, first, ClientWatch(request), spec.name, began, request_summary(state),
+                        tenant=request_tenant(state))
 
 
 async def close_after(scope: RequestScope, body: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:

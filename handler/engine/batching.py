@@ -31,8 +31,8 @@ from llama_cpp.llama_grammar import LlamaGrammar
 from handler.engine.generation import Generation
 from handler.engine.llama_options import ModelOptions, model_params
 from handler.engine.logprobs import token_logprob
+from handler.engine.memory import kv_bytes_per_token
 from handler.engine.pieces import PieceReader, detokenize
-from handler.engine.prefix_store import PrefixStore, SavedPrefix, namespace
 from handler.engine.sampling import build_sampler
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot, Submission, choose_slot
@@ -41,6 +41,7 @@ from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, Que
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.chat_format import ChatFormat
 from handler.formats.registry import choose_format
+from handler.store.prefixes import PrefixSpace, PrefixStore, SavedPrefix, digest
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 # counts (flash attention's tiled path, quantized matmuls), so only a fixed split reproduces a reply.
 # (They also decode each sequence in its own llama_decode: see `_step`.)
 DETERMINISTIC_CHUNK = 64
+# A sequence's saved KV state beyond its cells' data: per-cell positions and sequence ids, per-layer
+# headers. A saved file whose state is larger than n_ctx tokens' cells plus this is not ours.
+STATE_OVERHEAD = 1 << 20
 
 
 class GrammarError(ValueError):
@@ -82,13 +86,12 @@ class BatchingChatModel:
         self._special_ids: dict[tuple[str, ...], frozenset[int]] = {}
         # Prompt prefixes saved on the volume, under everything that makes a KV state valid.
         self.prefixes = None if options.deterministic else prefixes
-        self.prefix_space = namespace(identity or path.name, options.n_ctx, options.flash_attn, options.swa_full,
-                                      options.rope_freq_base, options.rope_freq_scale, self.n_swa,
-                                      llama_cpp.__version__)
+        self.prefix_space = self._prefix_space(identity or path.name)
         self._queue: collections.deque[Job] = collections.deque()
         self.finished: collections.Counter[str] = collections.Counter()  # generations by finish reason
         self._wake = threading.Condition()
         self._closing = False
+        self._copy_sources: set[int] = set()  # sequences copied from since the last decode (scheduler thread)
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -135,39 +138,57 @@ class BatchingChatModel:
         llama_cpp.llama_sampler_free(probe)
         return LlamaGrammar.from_string(gbnf, verbose=False)
 
+    def _prefix_space(self, identity: str) -> PrefixSpace:
+        """The namespace of this model's saved prefixes: everything a sequence's KV state depends on (the
+        model's content, the KV layout: context length, streams, cell types, attention kernel, window,
+        rope, and the llama.cpp build), and how large a state of a whole context can be."""
+        params = _context_params(self.options)
+        name = digest(identity, params.n_ctx, params.n_seq_max, params.kv_unified, params.type_k, params.type_v,
+                      params.flash_attn_type, params.swa_full, params.rope_freq_base, params.rope_freq_scale,
+                      self.n_swa, llama_cpp.__version__)
+        largest = self.n_ctx * kv_bytes_per_token(self.model.metadata()) + STATE_OVERHEAD
+        return PrefixSpace(name, max_tokens=self.n_ctx,
+                           max_state_bytes=min(largest, self.prefixes.max_state_bytes if self.prefixes else largest))
+
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams,
-                               grammar: LlamaGrammar | None = None, *,
-                               preserved: frozenset[int] = frozenset(), logprobs: int | None = None) -> Generation:
+                               grammar: LlamaGrammar | None = None, *, preserved: frozenset[int] = frozenset(),
+                               logprobs: int | None = None, tenant: str = "") -> Generation:
         """One generation of one prompt (see `start_generations`)."""
         (generation,) = await self.start_generations([PromptChoices(prompt_tokens, [params])], grammar,
-                                                     preserved=preserved, logprobs=logprobs)
+                                                     preserved=preserved, logprobs=logprobs, tenant=tenant)
         return generation
 
     async def start_generations(self, prompts: Sequence[PromptChoices], grammar: LlamaGrammar | None = None, *,
-                                preserved: frozenset[int] = frozenset(),
-                                logprobs: int | None = None) -> list[Generation]:
+                                preserved: frozenset[int] = frozenset(), logprobs: int | None = None,
+                                tenant: str = "") -> list[Generation]:
         """Queue one request (a generation per choice of each prompt, in order) and wait until its first
         generation has a slot: `Overloaded` when the line already holds MAX_QUEUE waiting requests,
         `ServiceUnavailable` after the queue timeout; either way before any response byte is sent, and
         a request that stops waiting (timeout, client gone) leaves the line at once. Its other
         generations then take slots in turn, ahead of later requests, with no timeout of their own: a
         choice that copies its prompt's KV cells, or one that waits for a slot its own request holds."""
-        submission, jobs = Submission(), []
+        submission, jobs, leaders = Submission(), [], []
         deadline = self.clock() + self.options.max_request_s if self.options.max_request_s > 0 else None
+        looking_up = self._may_have_saved(prompts, tenant)
         for prompt in prompts:
-            saved = await self._saved_prefix(prompt.tokens)
             leader = None
             for params in prompt.choices:
                 jobs.append(Job(prompt=prompt.tokens, params=params, grammar=grammar, generation=Generation(),
                                 submission=submission, preserved=preserved, logprobs=logprobs, leader=leader,
-                                deadline=deadline, saved=None if leader else saved))
+                                deadline=deadline, tenant=tenant, looking_up=looking_up and leader is None))
                 leader = leader or jobs[-1]
+            leaders.append(leader)
         with self._wake:  # checked and joined at once: requests arriving together cannot overfill the line
+            if self._closing:
+                raise self._unloaded()
             self._check_line()
             self._queue.extend(jobs)
             self._wake.notify()
         try:  # the first job is the first of them `_admit` takes: the line is in order, and it leads
-            await asyncio.wait_for(jobs[0].generation.started.wait(), self.queue_limits.timeout_s)
+            await asyncio.wait_for(self._turn(jobs[0], leaders if looking_up else [], tenant),
+                                   self.queue_limits.timeout_s)
+            if (refusal := jobs[0].generation.refused) is not None:
+                raise refusal
         except TimeoutError:
             self._withdraw(jobs)
             raise ServiceUnavailable(f"waited {self.queue_limits.timeout_s:g}s for model '{self.name}'",
@@ -186,15 +207,37 @@ class BatchingChatModel:
         if waiting >= self.queue_limits.max_waiting:
             raise Overloaded(f"{waiting} requests are already waiting for model '{self.name}'", retry_after_s=2)
 
-    async def _saved_prefix(self, prompt: list[int]) -> SavedPrefix | None:
-        """The saved KV state of this prompt's longest saved prefix, read off the loop, when no slot
-        holds as much of it already."""
+    def _may_have_saved(self, prompts: Sequence[PromptChoices], tenant: str) -> bool:
+        """Whether a prompt of the request is long enough for a saved prefix that no slot holds."""
         store = self.prefixes
-        if store is None or len(prompt) <= store.min_tokens:
-            return None
-        if max(slot.reusable_prefix(prompt) for slot in self.slots) >= store.min_tokens:
-            return None
-        return await asyncio.to_thread(store.find, self.prefix_space, prompt)
+        return store is not None and any(
+            len(prompt.tokens) > store.min_tokens
+            and max(slot.reusable_prefix(prompt.tokens, tenant) for slot in self.slots) < store.min_tokens
+            for prompt in prompts)
+
+    async def _turn(self, first: Job, leaders: Sequence[Job | None], tenant: str) -> None:
+        """Wait until the request's first job has a slot, looking up saved prefixes first when asked
+        (only a request the line took costs a look-up)."""
+        if leaders:
+            await self._look_up_saved(leaders, tenant)
+        await first.generation.started.wait()
+
+    async def _look_up_saved(self, leaders: Sequence[Job | None], tenant: str) -> None:
+        """Each prompt's longest saved prefix, read on the store's threads while its jobs hold their
+        place in the line (not admitted until then). The jobs of one request share one loaded state."""
+        store = self.prefixes
+        assert store is not None
+        space = self.prefix_space.for_tenant(tenant)
+        try:
+            for job in leaders:
+                if job is not None and len(job.prompt) > store.min_tokens:
+                    job.saved = await store.find(space, job.prompt)
+        finally:
+            with self._wake:
+                for job in leaders:
+                    if job is not None:
+                        job.looking_up = False
+                self._wake.notify()
 
     def _withdraw(self, jobs: Sequence[Job]) -> None:
         """Take jobs that stopped waiting out of the line; those already admitted are cancelled."""
@@ -212,6 +255,9 @@ class BatchingChatModel:
         with self._wake:
             self._closing = True
             self._wake.notify()
+
+    def _unloaded(self) -> ServiceUnavailable:
+        return ServiceUnavailable(f"model '{self.name}' was unloaded", code="model_unloaded", retry_after_s=1)
 
     def join(self, timeout_s: float) -> None:
         """Wait (blocking) for the scheduler thread to finish after `close`."""
@@ -247,7 +293,7 @@ class BatchingChatModel:
         while True:
             free = [slot for slot in self.slots if not slot.busy]
             with self._wake:  # the loop appends and withdraws jobs; only this thread admits them
-                job = next((job for job in self._queue if not job.awaits_copy), None) if free else None
+                job = next((job for job in self._queue if not job.waits), None) if free else None
                 if job is None:
                     return
                 self._queue.remove(job)
@@ -255,49 +301,66 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            slot, shared = choose_slot(free, job.prompt)
+            slot, shared = choose_slot(free, job.prompt, job.tenant)
             reusable = 0 if self.deterministic else self._still_cached(slot, shared)
-            if job.saved is not None and min(job.saved.common, len(job.prompt) - 1) > reusable:
-                prefix = self._restore(slot, job.saved, len(job.prompt) - 1)
+            saved = job.saved
+            # A slot whose cells a copy still reads at the next decode takes no saved state before then.
+            if saved is not None and min(saved.common, len(job.prompt) - 1) > reusable \
+                    and slot.seq_id not in self._copy_sources:
+                prefix = self._restore(slot, saved, len(job.prompt) - 1)
                 job.generation.restored_tokens = prefix
             else:
                 prefix = self._forget(slot, keep=reusable)
             job.generation.cached_tokens = prefix
-            slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
-            job.generation.mark_started()
+            self._assign(slot, job, prefix)
 
     def _restore(self, slot: Slot, saved: SavedPrefix, limit: int) -> int:
         """Load a saved prefix's KV state into the slot and keep what the prompt shares with it (at most
-        `limit` tokens); returns how many tokens the slot now holds (0 if llama.cpp refused the state)."""
+        `limit` tokens); returns how many tokens the slot now holds. A state llama.cpp refuses, or one
+        that does not hold every position its tokens say, is dropped from the store (0: read the prompt)."""
         self._forget(slot, keep=0)
         buffer = (ctypes.c_uint8 * len(saved.state)).from_buffer_copy(saved.state)
         if not llama_cpp.llama_state_seq_set_data(self.context.ctx, buffer, len(saved.state), slot.seq_id):
-            log.warning("model %s: a saved prefix's KV state was refused; reading the prompt instead", self.name)
-            self._forget(slot, keep=0)
-            return 0
+            return self._drop_restored(slot, saved, "llama.cpp refused its KV state")
+        if not self._holds(slot, len(saved.tokens)) \
+                or llama_cpp.llama_memory_seq_pos_max(self.context.memory, slot.seq_id) != len(saved.tokens) - 1:
+            return self._drop_restored(slot, saved, "its KV state does not hold the positions of its tokens")
         slot.cached = list(saved.tokens)
-        return self._forget(slot, keep=self._still_cached(slot, min(saved.common, limit)))
+        return self._forget(slot, keep=min(saved.common, limit))
+
+    def _drop_restored(self, slot: Slot, saved: SavedPrefix, why: str) -> int:
+        assert self.prefixes is not None  # only a store hands out saved prefixes
+        self.prefixes.reject(saved, why)
+        self._forget(slot, keep=0)
+        return 0
 
     def _save_prefix(self, job: Job, slot: Slot) -> None:
         """The slot has just read `job`'s whole prompt (its KV holds exactly that): hand a copy of its state
-        to the prefix store, unless the prompt is short or a saved prefix already covers it."""
+        to the prefix store, unless the prompt is short, a saved prefix already covers it, or the copy
+        would be larger than the store takes (it never grows memory past a quarter of its budget)."""
         store = self.prefixes
-        if store is None or len(job.prompt) < store.min_tokens or store.covers(self.prefix_space, job.prompt):
+        space = self.prefix_space.for_tenant(job.tenant)
+        if store is None or len(job.prompt) < store.min_tokens or store.covers(space, job.prompt):
             return
         size = llama_cpp.llama_state_seq_get_size(self.context.ctx, slot.seq_id)
+        if size > space.max_state_bytes:
+            return
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.context.ctx, buffer, size, slot.seq_id)
-        store.save_later(self.prefix_space, job.prompt, bytes(buffer)[:written])
+        store.save_later(space, job.prompt, bytes(buffer)[:written])
 
     def _admit_copies(self, leader: Job, source: Slot, row: int, gaps: list[float]) -> None:
         """`leader`'s prompt has just been read: its waiting sibling choices take free slots with a copy
-        of its KV cells and sample their first token from its logits (`row`). Siblings that find no
-        free slot read the prompt themselves later."""
+        of its KV cells and sample their first token from its logits (`row`). When the leader has
+        already finished (its first token ended it), a sibling takes the source slot itself, without a
+        copy: a slot never copies from itself (llama.cpp ignores that copy, and the sibling would decode
+        with no prompt at all). Siblings that find no slot read the prompt themselves later."""
         with self._wake:
             siblings = [job for job in self._queue if job.leader is leader]
         for job in siblings:
-            slot = next((slot for slot in self.slots if not slot.busy), None)
-            if slot is None:
+            spare = [slot for slot in self.slots if not slot.busy and slot is not source]
+            take_source = not source.busy and (not spare or job is siblings[-1])
+            if not take_source and not spare:
                 return
             with self._wake:
                 if job not in self._queue:
@@ -306,12 +369,31 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            self._forget(slot, keep=0)
-            llama_cpp.llama_memory_seq_cp(self.context.memory, source.seq_id, slot.seq_id, -1, -1)
-            slot.cached = list(job.prompt)
-            slot.assign(job, len(job.prompt), build_sampler(self.model, job.params, job.grammar), self.n_ctx)
-            job.generation.mark_started()
+            slot = source if take_source else spare[0]
+            if not take_source and not self._copy(source, slot, len(job.prompt)):
+                self._assign(slot, job, 0)  # the copy did not take: it reads the prompt itself
+                continue
+            job.generation.cached_tokens = leader.generation.cached_tokens  # the request's prompt, read once
+            self._assign(slot, job, len(job.prompt))
             self._sample(slot, row, gaps)
+
+    def _copy(self, source: Slot, target: Slot, length: int) -> bool:
+        """Copy the source's KV cells into the target; True if the target now holds positions
+        0..length-1. Across KV streams llama.cpp moves the data at the next decode, so the source may
+        not have a saved state written into it (`_restore`) before then."""
+        self._forget(target, keep=0)
+        llama_cpp.llama_memory_seq_cp(self.context.memory, source.seq_id, target.seq_id, -1, -1)
+        self._copy_sources.add(source.seq_id)
+        target.cached = list(source.cached[:length])
+        if self._holds(target, length):
+            return True
+        log.warning("model %s: copying a prompt's KV cells did not take; the choice reads it again", self.name)
+        self._forget(target, keep=0)
+        return False
+
+    def _assign(self, slot: Slot, job: Job, prefix: int) -> None:
+        slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
+        job.generation.mark_started()
 
     def _step(self, active: list[Slot]) -> None:
         now = self.clock()
@@ -355,6 +437,7 @@ class BatchingChatModel:
             return
         started = self.clock()
         self.context.decode(self.batch)
+        self._copy_sources.clear()  # the decode applied the copies made since the last one
         gaps: list[float] = []
         for row, slot in outputs.items():
             job = slot.job
@@ -418,12 +501,19 @@ class BatchingChatModel:
         return row
 
     def _still_cached(self, slot: Slot, prefix: int) -> int:
-        """`prefix` if the KV cache still holds what decoding after it needs, else 0: a sliding-window
-        cache (`swa_full = false`) drops cells more than a window behind the sequence's end."""
-        if prefix == 0:
-            return 0
-        first = llama_cpp.llama_memory_seq_pos_min(self.context.memory, slot.seq_id)
-        return prefix if 0 <= first <= max(0, prefix - self.n_swa) else 0
+        """`prefix` if the KV cache still holds what decoding after it needs, else 0."""
+        return prefix if prefix > 0 and self._holds(slot, prefix) else 0
+
+    def _holds(self, slot: Slot, length: int) -> bool:
+        """Whether the sequence's cells cover positions 0..length-1 (llama.cpp guarantees every position
+        between its min and max). A sliding-window cache (`swa_full = false`) drops cells more than a
+        window behind the end, which decoding after `length` does not need; any other gap is a broken
+        sequence, never reused."""
+        memory = self.context.memory
+        first = llama_cpp.llama_memory_seq_pos_min(memory, slot.seq_id)
+        last = llama_cpp.llama_memory_seq_pos_max(memory, slot.seq_id)
+        oldest_needed = max(0, length - self.n_swa) if self.n_swa else 0
+        return 0 <= first <= oldest_needed and last >= length - 1
 
     def _forget(self, slot: Slot, keep: int) -> int:
         """Drop the slot's KV cells from position `keep` on; returns how many it still holds. Recurrent
@@ -441,10 +531,11 @@ class BatchingChatModel:
         for slot in self.slots:
             if slot.busy:
                 self._finish(slot, "cancelled")
-        for job in self._queue:
-            job.generation.emit(ServiceUnavailable(f"model '{self.name}' was unloaded", code="model_unloaded",
-                                                   retry_after_s=1))
-        self._queue.clear()
+        with self._wake:  # requests may still be joining from the loop: the line is taken under its lock
+            waiting = list(self._queue)
+            self._queue.clear()
+        for job in waiting:
+            job.generation.refuse(self._unloaded())
         self.batch.close()
         self.context.close()
         self.model.close()

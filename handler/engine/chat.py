@@ -108,7 +108,7 @@ async def start_chats(model: BatchingChatModel, request: ChatRequest) -> list[St
             f"{len(tokens)} tokens. Please shorten the messages.", param="messages")
     grammar = await asyncio.to_thread(_grammar, model, plan)
     generations = await model.start_generations([PromptChoices(tokens, request.choice_params)], grammar,
-                                                logprobs=request.logprobs,
+                                                logprobs=request.logprobs, tenant=request.tenant,
                                                 preserved=model.special_tokens(plan.preserved_tokens))
     return [StartedChat(parser=plan.new_parser(), generation=generation) for generation in generations]
 

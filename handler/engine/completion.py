@@ -26,12 +26,12 @@ def fill_in_the_middle(model: BatchingChatModel, prefix: list[int], suffix: list
 
 
 async def start_completions(model: BatchingChatModel, prompts: Sequence[PromptChoices],
-                            logprobs: int | None = None) -> list[Generation]:
+                            logprobs: int | None = None, tenant: str = "") -> list[Generation]:
     """Check every prompt against the model, then queue them as one request (see `start_generations`):
     one generation per choice of each prompt, in order, each prompt read once."""
     for prompt in prompts:
         _check_prompt(model, prompt.tokens)
-    return await model.start_generations(prompts, logprobs=logprobs)
+    return await model.start_generations(prompts, logprobs=logprobs, tenant=tenant)
 
 
 def _check_prompt(model: BatchingChatModel, prompt: list[int]) -> None:

@@ -20,6 +20,7 @@ class Generation:
         self._queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
         self.restored_tokens = 0  # prompt tokens whose KV state came from the volume (set before `started`)
         self.cached_tokens = 0  # prompt tokens not read again: kept in the slot or restored (set before `started`)
+        self.refused: BaseException | None = None  # why it will never get a slot (set with `started`)
 
     def emit(self, item: TextChunk | BaseException) -> None:
         """Called on the model's thread."""
@@ -28,6 +29,16 @@ class Generation:
     def mark_started(self) -> None:
         """Called on the model's thread."""
         self._call(self.started.set)
+
+    def refuse(self, error: BaseException) -> None:
+        """It will never get a slot (its model closed): whoever waits for its turn, or reads it, gets
+        `error` at once. Called on the model's thread."""
+        self._call(self._refused, error)
+
+    def _refused(self, error: BaseException) -> None:
+        self.refused = error
+        self._queue.put_nowait(error)
+        self.started.set()
 
     def _call(self, function: object, *args: object) -> None:
         try:

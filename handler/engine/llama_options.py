@@ -10,9 +10,9 @@ from typing import Any
 import attrs
 import llama_cpp
 
-from handler.engine.prefix_store import PrefixStore
 from handler.engine.step_budget import STEP_TARGET_MS, StepRecord
 from handler.engine.types import QueueLimits
+from handler.store.prefixes import PrefixStore
 
 StepObserverOf = Callable[[str, StepRecord], None]  # (model name, what its step did)
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}

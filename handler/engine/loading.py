@@ -14,6 +14,7 @@ from handler.engine.embedding import EmbeddingModel
 from handler.engine.llama_options import LlamaDefaults, resolve_options
 from handler.engine.memory import estimate_bytes
 from handler.errors import ModelLoadFailed
+from handler.store.files import RecordBook
 from handler.store.manifest import ModelSpec
 
 LoadedModel = BatchingChatModel | EmbeddingModel
@@ -26,10 +27,13 @@ class Loaded:
 
 
 def file_identity(spec: ModelSpec, path: Path) -> str:
-    """What names the model file's content: its sha256 when the manifest gives it, else its name, size
-    and modification time (a changed file is a new model to the saved prompt prefixes)."""
+    """What names the model file's content, the same on every instance that synced it: its sha256 from
+    the manifest or from the store's record of the verified file, else (a local file never hashed) its
+    name, size and modification time (a changed file is a new model to the saved prompt prefixes)."""
     if spec.sha256:
         return spec.sha256
+    if (record := RecordBook().read(path)) is not None:
+        return record.sha256
     stat = path.stat()
     return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 

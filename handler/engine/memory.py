@@ -41,15 +41,22 @@ def estimate_bytes(path: Path, options: ModelOptions, kind: ModelKind) -> int:
         metadata, weights, vocabulary = model.metadata(), llama_cpp.llama_model_size(model.model), model.n_vocab()
     finally:
         model.close()
-    arch = metadata.get("general.architecture", "")
-
-    def number(key: str, default: int) -> int:
-        return int(float(metadata.get(f"{arch}.{key}", default)))
-
-    width = number("embedding_length", 0)
-    heads = max(1, number("attention.head_count", 1))
-    per_token = number("attention.head_count_kv", heads) * (
-        number("attention.key_length", width // heads) + number("attention.value_length", width // heads))
-    kv_cache = kv_cells(options, kind) * number("block_count", 0) * per_token * F16_BYTES
-    compute = micro_batch(options, kind) * (vocabulary + ACTIVATION_WIDTHS * width) * F32_BYTES
+    kv_cache = kv_cells(options, kind) * kv_bytes_per_token(metadata)
+    compute = micro_batch(options, kind) * (vocabulary + ACTIVATION_WIDTHS * _number(metadata, "embedding_length", 0)
+                                            ) * F32_BYTES
     return weights + kv_cache + compute
+
+
+def _number(metadata: dict[str, str], key: str, default: int) -> int:
+    arch = metadata.get("general.architecture", "")
+    return int(float(metadata.get(f"{arch}.{key}", default)))
+
+
+def kv_bytes_per_token(metadata: dict[str, str]) -> int:
+    """What one token's f16 K and V cells take across every layer, from the GGUF header's shapes."""
+    width = _number(metadata, "embedding_length", 0)
+    heads = max(1, _number(metadata, "attention.head_count", 1))
+    per_layer = _number(metadata, "attention.head_count_kv", heads) * (
+        _number(metadata, "attention.key_length", width // heads) + _number(metadata, "attention.value_length",
+                                                                            width // heads))
+    return _number(metadata, "block_count", 0) * per_layer * F16_BYTES

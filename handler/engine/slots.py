@@ -13,9 +13,9 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation
 from handler.engine.logprobs import LogprobQueue
-from handler.engine.prefix_store import SavedPrefix
 from handler.engine.text import StopMatcher
 from handler.engine.types import FinishReason, SamplingParams, TextChunk, TokenLogprob
+from handler.store.prefixes import SavedPrefix
 
 _ARRIVALS = itertools.count()
 _ASSIGNMENTS = itertools.count(1)
@@ -44,14 +44,19 @@ class Job:
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
     leader: Job | None = None  # another choice of the same request, whose prompt this one copies
     deadline: float | None = None  # on the engine's clock: past it, the generation ends as "length"
+    tenant: str = ""  # whose prompt it is: a KV state is reused only within one tenant
     saved: SavedPrefix | None = None  # a prefix of the prompt whose KV state the volume had
+    looking_up: bool = False  # in the line while its saved prefix is looked up: not admitted yet
     admitted: bool = False  # has had a slot
     prefilling: bool = False  # in a slot, its prompt not read yet
 
     @property
-    def awaits_copy(self) -> bool:
-        """A sibling choice waits while its leader reads the shared prompt, to copy it then."""
+    def waits(self) -> bool:
+        """Not to be admitted yet: its saved prefix is being looked up, or it is a sibling choice whose
+        leader still reads the shared prompt (it copies it then)."""
         leader = self.leader
+        if self.looking_up:
+            return True
         return (leader is not None and not leader.generation.cancel.is_set()
                 and (leader.prefilling or not leader.admitted))
 
@@ -60,6 +65,7 @@ class Job:
 class Slot:
     seq_id: int
     cached: list[int] = attrs.field(factory=list)  # tokens whose KV this sequence holds, in order
+    tenant: str = ""  # whose prompt those tokens are
     job: Job | None = None
     sampler: LlamaSampler | None = None
     pending: list[int] = attrs.field(factory=list)  # prompt tokens still to prefill
@@ -77,9 +83,12 @@ class Slot:
     def busy(self) -> bool:
         return self.job is not None
 
-    def reusable_prefix(self, prompt: Sequence[int]) -> int:
-        """How many leading prompt tokens this slot's KV cache already holds (at least one token is
-        always left to decode, since its logits are needed)."""
+    def reusable_prefix(self, prompt: Sequence[int], tenant: str = "") -> int:
+        """How many leading prompt tokens this slot's KV cache already holds for this tenant (at least
+        one token is always left to decode, since its logits are needed). Another tenant's cells are
+        never reused, so a prompt's timing says nothing about what others asked."""
+        if tenant != self.tenant:
+            return 0
         common = 0
         for cached, wanted in zip(self.cached, prompt, strict=False):  # lengths differ: stop at the shorter
             if cached != wanted:
@@ -89,6 +98,7 @@ class Slot:
 
     def assign(self, job: Job, prefix: int, sampler: LlamaSampler, n_ctx: int) -> None:
         self.job, self.sampler, self.last_token_at = job, sampler, None
+        self.tenant = job.tenant
         self.last_assigned = next(_ASSIGNMENTS)
         job.admitted, job.prefilling = True, prefix < len(job.prompt)
         del self.cached[prefix:]
@@ -146,12 +156,12 @@ class Slot:
         self.cached.clear()
 
 
-def choose_slot(free: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
+def choose_slot(free: Sequence[Slot], prompt: Sequence[int], tenant: str = "") -> tuple[Slot, int]:
     """The free slot a prompt should take, and how many of its leading tokens that slot holds: the slot it
     continues (it reuses at least half of what the slot holds, or a long shared prefix), else the least
     recently used, so a new conversation does not overwrite another one that shares only a short system
     prompt with it."""
-    reusable = {slot.seq_id: slot.reusable_prefix(prompt) for slot in free}
+    reusable = {slot.seq_id: slot.reusable_prefix(prompt, tenant) for slot in free}
     best = max(free, key=lambda slot: reusable[slot.seq_id])
     reused = reusable[best.seq_id]
     if reused and (2 * reused >= len(best.cached) or reused >= LONG_SHARED_PREFIX):

@@ -156,6 +156,7 @@ class ChatRequest:
     params: SamplingParams
     logprobs: int | None = None  # None: none; k: each generated token's and its top k alternatives'
     choices: int = 1  # `n`: replies to the one prompt, each with its own seed (see `for_choice`)
+    tenant: str = ""  # whose request (an API key's salt): prompt KV state is reused within a tenant only
 
     @property
     def choice_params(self) -> list[SamplingParams]:

@@ -12,6 +12,9 @@ SYSTEM = {"role": "system", "content": "You answer questions about this inventor
     f"Shelf {n} holds {n * 3} red boxes and {n + 7} blue jars." for n in range(40))}
 
 
+SHARED_KEY = "a-secret-every-instance-shares-0123456789"
+
+
 def _ask(server, question):
     return httpx.post(f"{server.base_url}/v1/chat/completions", timeout=120, json={
         "model": CHAT, "max_tokens": 8, "temperature": 0,
@@ -70,7 +73,7 @@ def test_warm_prompts_are_read_before_readiness_and_restored_by_the_next_process
 
 def _shared(s3, tmp_path, volume):
     return {**s3.app_env(), "KV_CACHE_DIR": str(tmp_path / volume), "KV_CACHE_MB": "512", "KV_CACHE_MIN_TOKENS": "64",
-            "KV_CACHE_S3": "s3://kv-cache/shared/"}
+            "KV_CACHE_S3": "s3://kv-cache/shared/", "KV_CACHE_KEY": SHARED_KEY}
 
 
 def test_an_instance_with_an_empty_volume_starts_with_the_prefixes_others_shared(launch, tmp_path, s3_servers):

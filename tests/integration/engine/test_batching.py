@@ -13,10 +13,10 @@ from handler.engine.batching import BatchingChatModel
 from handler.engine.chat import start_chat, start_chats
 from handler.engine.generation import Generation
 from handler.engine.llama_options import ModelOptions
-from handler.engine.prefix_store import PrefixStore
 from handler.engine.types import ChatRequest, QueueLimits, SamplingParams
 from handler.errors import Overloaded
 from handler.formats.chat_format import ChatInput, ToolUse
+from handler.store.prefixes import PrefixStore
 from tests.support.demo import end_of_turn_bias, tokenize
 
 PROMPTS = ["Name three fruits.", "What is the capital of France?", "Write a haiku about rain.",
@@ -239,7 +239,7 @@ def test_n_choices_read_the_prompt_once(demo_model_path):
 def test_requests_arriving_together_never_overfill_the_line(tmp_path, demo_model_path):
     """MAX_QUEUE is checked as a request joins the line, in the same step. Before, a request checked it
     and then looked for a saved prefix off the loop, so a burst passed the check before any joined."""
-    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=8)
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=8, key=b"k" * 32)
     model = BatchingChatModel("line", demo_model_path, _options(n_parallel=1),
                               QueueLimits(max_waiting=2, timeout_s=600), prefixes=store)
     try:

@@ -10,12 +10,13 @@ import pytest
 
 from handler.engine.batching import BatchingChatModel
 from handler.engine.llama_options import ModelOptions
-from handler.engine.prefix_store import SUFFIX, PrefixStore
 from handler.engine.types import SamplingParams
+from handler.store.prefixes import SUFFIX, PrefixStore
 
 SYSTEM = "You answer questions about this inventory. " + " ".join(
     f"Shelf {n} holds {n * 3} red boxes and {n + 7} blue jars." for n in range(40))
 MIN_TOKENS = 64
+KEY = b"test-key-" * 4
 
 
 def _model(path, store=None, steps=None):
@@ -37,7 +38,7 @@ def _ask(question):
 @pytest.fixture
 def saved(tmp_path, demo_model_path):
     """A store holding the prefix of one long prompt, written by a first model instance."""
-    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS)
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS, key=KEY)
     first = _model(demo_model_path, store)
     try:
         asyncio.run(_reply(first, _ask("What is on shelf 3?")))
@@ -61,7 +62,7 @@ def _fresh_reply(demo_model_path, text):
 def test_a_new_instance_restores_the_prefix_and_replies_the_same(saved, demo_model_path):
     directory, _ = saved
     steps = []
-    model = _model(demo_model_path, PrefixStore(directory, 1 << 30, MIN_TOKENS), steps)
+    model = _model(demo_model_path, PrefixStore(directory, 1 << 30, MIN_TOKENS, key=KEY), steps)
     question = _ask("What is on shelf 5?")
     try:
         reply, restored = asyncio.run(_reply(model, question))
@@ -85,7 +86,7 @@ def test_a_damaged_file_is_removed_not_loaded(saved, demo_model_path, damage):
         data = bytearray(b"not a prefix file at all")
     file.write_bytes(bytes(data))
     question = _ask("What is on shelf 5?")
-    model = _model(demo_model_path, PrefixStore(directory, 1 << 30, MIN_TOKENS))
+    model = _model(demo_model_path, PrefixStore(directory, 1 << 30, MIN_TOKENS, key=KEY))
     try:
         reply, restored = asyncio.run(_reply(model, question))
     finally:
@@ -98,7 +99,7 @@ def test_another_model_configuration_does_not_see_it(saved, demo_model_path):
     directory, _ = saved
     options = ModelOptions(n_ctx=1024, n_batch=512, n_threads=2, n_gpu_layers=0, n_parallel=2)
     model = BatchingChatModel("demo", demo_model_path, options, identity="demo-file",
-                              prefixes=PrefixStore(directory, 1 << 30, MIN_TOKENS))
+                              prefixes=PrefixStore(directory, 1 << 30, MIN_TOKENS, key=KEY))
     try:
         assert asyncio.run(_reply(model, _ask("What is on shelf 5?")))[1] == 0
     finally:
@@ -106,7 +107,7 @@ def test_another_model_configuration_does_not_see_it(saved, demo_model_path):
 
 
 def test_the_budget_keeps_the_most_recent(tmp_path, demo_model_path):
-    store = PrefixStore(tmp_path / "kv", budget_bytes=1, min_tokens=MIN_TOKENS)
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1, min_tokens=MIN_TOKENS, key=KEY)
     model = _model(demo_model_path, store)
     try:
         asyncio.run(_reply(model, _ask("What is on shelf 3?"), max_tokens=1))
