@@ -42,7 +42,7 @@ class FakeChatModel(BatchingChatModel):
         return frozenset()
 
     async def start_generations(self, prompts: Sequence[PromptChoices], grammar: object = None,
-                                *, preserved: frozenset[int] = frozenset(), logprobs: int | None = None
+                                *, preserved: frozenset[int] = frozenset(), logprobs: int | None = None, tenant: str = ""
                                 ) -> list[Generation]:
         return [await self.start_generation(prompt.tokens, params) for prompt in prompts for params in prompt.choices]
 
