@@ -214,7 +214,8 @@ class PrefixStore:
         self._remote: dict[str, list[_Remote]] = {}  # files only the mirror has, by namespace
         self._listing: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._refused_remote: set[tuple[str, str]] = set()  # never fetched again by this process
-        self._loaded: collections.OrderedDict[Path, tuple[int, tuple[int, ...], bytes]] = collections.OrderedDict()
+        self._loaded: collections.OrderedDict[Path, tuple[tuple[int, int], tuple[int, ...], bytes]] = (
+            collections.OrderedDict())
         self._pending: list[tuple[str, tuple[int, ...]]] = []  # states waiting to be written
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kv-prefix-writer")
         self._lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="kv-prefix-lookup")
@@ -308,10 +309,11 @@ class PrefixStore:
     def _load(self, space: PrefixSpace, path: Path) -> tuple[tuple[int, ...], bytes] | None:
         """A file's tokens and verified state; one copy in memory for every job that asks meanwhile."""
         try:
-            mtime = path.stat().st_mtime_ns
+            stat = path.stat()
+            version = (stat.st_ino, stat.st_size)  # files are only ever replaced whole (a new inode)
             with self._lock:
                 cached = self._loaded.get(path)
-                if cached is not None and cached[0] == mtime:
+                if cached is not None and cached[0] == version:
                     self._loaded.move_to_end(path)
                     return cached[1], cached[2]
             tokens, state = self._codec.read(path, space, with_state=True)
@@ -322,7 +324,7 @@ class PrefixStore:
             self._refuse(space.name, path, "volume", exc)
             return None
         with self._lock:
-            self._loaded[path] = (mtime, tokens, state)
+            self._loaded[path] = (version, tokens, state)
             while len(self._loaded) > LOADED_STATES:
                 self._loaded.popitem(last=False)
         return tokens, state

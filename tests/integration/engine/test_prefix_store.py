@@ -11,7 +11,7 @@ import pytest
 from handler.engine.batching import BatchingChatModel
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import SamplingParams
-from handler.store.prefixes import SUFFIX, PrefixStore
+from handler.store.prefixes import SUFFIX, PrefixSpace, PrefixStore, _Codec
 
 SYSTEM = "You answer questions about this inventory. " + " ".join(
     f"Shelf {n} holds {n * 3} red boxes and {n + 7} blue jars." for n in range(40))
@@ -69,6 +69,7 @@ def test_a_new_instance_restores_the_prefix_and_replies_the_same(saved, demo_mod
         total = len(model.tokenize(question))
     finally:
         model.close()
+        model.join(30)  # the last step is recorded after its tokens went out
     prefilled = sum(count for step in steps for count in step.prefilled.values())
     assert restored > total - 20 and prefilled == total - restored  # only the new question was read
     assert reply == _fresh_reply(demo_model_path, question)
@@ -115,3 +116,22 @@ def test_the_budget_keeps_the_most_recent(tmp_path, demo_model_path):
     finally:
         model.close()
     assert not list((tmp_path / "kv").glob(f"*/*{SUFFIX}"))  # over budget: evicted at once
+
+
+def test_a_state_holding_fewer_positions_than_its_tokens_say_is_dropped(saved, demo_model_path):
+    """A signed file whose header claims more tokens than its state holds (a bug or a leaked key): the
+    restored sequence is checked to hold every position, and the file goes instead of the reply
+    decoding over missing cells."""
+    directory, file = saved
+    question = _ask("What is on shelf 5?")
+    codec, space = _Codec(KEY), PrefixSpace(file.parent.name, max_tokens=2048, max_state_bytes=1 << 30)
+    tokens, state = codec.read(file, space, with_state=True)
+    model = _model(demo_model_path, PrefixStore(directory, 1 << 30, MIN_TOKENS, key=KEY))
+    try:
+        claimed = [*tokens, *model.tokenize(" More shelves.", add_bos=False)]  # beyond the state's cells
+        file.write_bytes(codec.encode(space.name, claimed, state))
+        reply, restored = asyncio.run(_reply(model, question))
+    finally:
+        model.close()
+    assert restored == 0 and not file.exists()
+    assert reply == _fresh_reply(demo_model_path, question)
