@@ -120,7 +120,7 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
         lifecycle.install_signal_handlers()
         app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache,
                          lifecycle=lifecycle, warmup=warmup)
-        collector = StateCollector(cache, store, lifecycle, warmup)
+        collector = StateCollector(cache, store, lifecycle, warmup, prefixes)
         register_state_collector(collector)
         warmup.start()
         reaper = asyncio.create_task(_unload_idle_models(cache), name="idle-unloader")

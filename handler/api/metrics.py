@@ -20,6 +20,7 @@ from handler.engine.cache import ColdStart, ModelCache
 from handler.engine.step_budget import StepRecord
 from handler.lifecycle import Lifecycle
 from handler.store.model_store import ModelStore
+from handler.store.prefixes import PrefixStore
 from handler.warmup import WarmUp
 
 FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -66,8 +67,10 @@ def record_outcome(model: str, endpoint: str, reason: str, prompt_tokens: int, c
 class StateCollector(Collector):
     """Gauges computed from the live objects at each scrape."""
 
-    def __init__(self, cache: ModelCache, store: ModelStore, lifecycle: Lifecycle, warmup: WarmUp) -> None:
+    def __init__(self, cache: ModelCache, store: ModelStore, lifecycle: Lifecycle, warmup: WarmUp,
+                 prefixes: PrefixStore | None = None) -> None:
         self.cache, self.store, self.lifecycle, self.warmup = cache, store, lifecycle, warmup
+        self.prefixes = prefixes
 
     def collect(self) -> Iterator[Metric]:
         entries = self.cache.entries()
@@ -103,6 +106,13 @@ class StateCollector(Collector):
         for name, progress in self.store.progress.items():
             synced.add_metric([name], progress.bytes_done)
         yield synced
+        if self.prefixes is not None:
+            rejected = CounterMetricFamily("gguf_prefix_files_rejected", "Saved prompt prefix files never loaded: "
+                                           "unsigned, forged, foreign, out of bounds or damaged (volume, s3), or "
+                                           "refused by llama.cpp (refused)", labels=["source"])
+            for source in ("volume", "s3", "refused"):
+                rejected.add_metric([source], self.prefixes.rejected[source])
+            yield rejected
 
 
 def register_state_collector(collector: StateCollector) -> None:

@@ -112,3 +112,40 @@ def test_a_damaged_shared_prefix_is_never_loaded(launch, tmp_path, s3_servers):
     assert not list((tmp_path / "volume-b").rglob("*.kvprefix.*part"))
     assert "ignoring the shared prefix" in second.log()
     assert not (tmp_path / "escape.kvprefix").exists() and not list(tmp_path.rglob("escape*"))
+
+
+def test_a_shared_prefix_signed_with_another_key_is_never_loaded(launch, tmp_path, s3_servers):
+    """Anyone who can write the bucket prefix can upload a well-formed file under a popular prompt's
+    name: without this deployment's key it is ignored (and counted), and the reply is the model's own."""
+    s3 = s3_servers()
+    s3.client().create_bucket(Bucket="kv-cache")
+    attacker = launch({**_shared(s3, tmp_path, "volume-a"), "KV_CACHE_KEY": "an-attackers-own-key-0123456789abc"})
+    assert _ask(attacker, "What is on shelf 3?").status_code == 200
+    assert attacker.stop() == 0
+    (forged,) = [item["Key"] for item in s3.client().list_objects_v2(Bucket="kv-cache")["Contents"]]
+
+    server = launch(_shared(s3, tmp_path, "volume-b"))
+    answer = _ask(server, "What is on shelf 5?")
+    assert answer.status_code == 200 and "x-prefix-from-volume" not in answer.headers
+    assert 'gguf_prefix_files_rejected_total{source="s3"} 1.0' in httpx.get(f"{server.base_url}/metrics").text
+    assert forged.rsplit("/", 1)[1] not in [path.name for path in (tmp_path / "volume-b").rglob("*.kvprefix")]
+
+
+def test_with_several_api_keys_a_prompt_is_reused_only_by_its_own_key(launch, tmp_path):
+    """In a slot and on the volume: a second key's identical prompt is read in full (its timing says
+    nothing about the first key's prompts); the same key reuses it."""
+    server = launch({"API_KEY": "key-of-alice,key-of-bob", "KV_CACHE_DIR": str(tmp_path / "kv"),
+                     "KV_CACHE_MB": "512", "KV_CACHE_MIN_TOKENS": "64"})
+
+    def cached(key):
+        answer = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=120,
+                            headers={"Authorization": f"Bearer {key}"},
+                            json={"model": CHAT, "max_tokens": 2, "temperature": 0,
+                                  "messages": [SYSTEM, {"role": "user", "content": "What is on shelf 3?"}]})
+        assert answer.status_code == 200
+        return answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    assert [cached("key-of-alice"), cached("key-of-bob")] == [0, 0]
+    assert cached("key-of-alice") > 64 and cached("key-of-bob") > 64
+    assert server.stop() == 0
+    assert len({path.parent.name for path in (tmp_path / "kv").glob("*/*.kvprefix")}) == 2  # a namespace each
