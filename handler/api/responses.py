@@ -61,7 +61,8 @@ class _Reply:
             "instructions": data.instructions, "tools": data.tools or [], "tool_choice": data.tool_choice or "auto",
             "parallel_tool_calls": data.parallel_tool_calls is not False, "temperature": data.temperature,
             "top_p": data.top_p, "max_output_tokens": data.max_output_tokens,
-            "text": data.text or {"format": {"type": "text"}}, "reasoning": data.reasoning, "store": False,
+            "text": msgspec.to_builtins(data.text) if data.text and data.text.format else {"format": {"type": "text"}},
+            "reasoning": msgspec.to_builtins(data.reasoning), "store": False,
             "metadata": data.metadata or {}, "previous_response_id": None,
             "usage": None if usage is None else {
                 "input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},

@@ -5,7 +5,7 @@ and built-in tools (web search, file search, …) are refused with a 400 saying 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -14,6 +14,26 @@ from handler.api.chat_protocol import ChatCompletionRequest, PositiveInt, Probab
 from handler.errors import InvalidRequest
 
 Item = dict[str, Any]
+
+
+class TextFormat(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`text.format`: plain text, any JSON object, or JSON matching `schema`."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
 
 
 class ResponsesRequest(msgspec.Struct, kw_only=True):
@@ -26,8 +46,8 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     max_output_tokens: PositiveInt | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
     top_p: Probability | None = None
-    text: Item | None = None
-    reasoning: Item | None = None
+    text: TextOptions | None = None
+    reasoning: ReasoningOptions | None = None
     stream: bool = False
     store: bool | None = None
     background: bool | None = None
@@ -108,19 +128,21 @@ def _tool_choice(choice: Any) -> Any:
                          param="tool_choice")
 
 
-def _response_format(text: Item | None) -> dict[str, Any] | None:
-    fmt = (text or {}).get("format")
-    if not fmt or fmt.get("type") == "text":
+def _response_format(text: TextOptions | None) -> dict[str, Any] | None:
+    fmt = text.format if text is not None else None
+    if fmt is None or fmt.type == "text":
         return None
-    if fmt.get("type") == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": fmt.get("name", "output"), "schema": fmt.get("schema")}}
-    return {"type": fmt.get("type")}
+    if fmt.type == "json_schema":
+        if fmt.schema is None:
+            raise InvalidRequest("a json_schema format needs its schema", param="text.format.schema")
+        return {"type": "json_schema", "json_schema": {"name": fmt.name or "output", "schema": fmt.schema}}
+    return {"type": fmt.type}
 
 
-def _thinking(reasoning: Item | None) -> bool | None:
+def _thinking(reasoning: ReasoningOptions | None) -> bool | None:
     if reasoning is None:
         return None
-    return reasoning.get("effort") not in ("none", "minimal")
+    return reasoning.effort not in ("none", "minimal")
 
 
 def as_chat_request(data: ResponsesRequest) -> ChatCompletionRequest:

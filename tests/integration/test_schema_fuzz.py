@@ -77,3 +77,77 @@ def test_every_route_conforms(case, server):
     # asked for embeddings). What must hold: no 5xx, and every response as documented.
     excluded = [schemathesis.checks.negative_data_rejection, schemathesis.checks.positive_data_acceptance]
     case.call_and_validate(timeout=120, excluded_checks=excluded)
+
+
+# A valid body per generating route, whose fields are replaced one at a time below.
+BASE_BODIES = {
+    "/v1/chat/completions": {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+    "/v1/completions": {"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 2},
+    "/v1/responses": {"model": "smollm2-135m", "input": "Hi", "max_output_tokens": 2},
+    "/v1/embeddings": {"model": "smollm2-135m-embed", "input": "Hi"},
+}
+NOT_OBJECTS = ["json", 1, 2.5, True, ["json"]]
+
+
+def _resolve(node, components):
+    while "$ref" in node:
+        node = components[node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _only_objects(node, components):
+    """The object schema a field must match when nothing but an object (or null) is allowed, else None."""
+    node = _resolve(node, components)
+    options = [_resolve(option, components) for option in node.get("oneOf", node.get("anyOf", [node]))]
+    options = [option for option in options if option.get("type") != "null"]
+    if options and all(option.get("type") == "object" or "properties" in option for option in options):
+        return options[0]
+    return None
+
+
+def _object_fields(node, components, path=(), depth=0):
+    """Paths of the body's fields that only take objects, two levels deep (through arrays' items too)."""
+    for name, field in (node.get("properties") or {}).items():
+        target = _only_objects(field, components)
+        if target is not None:
+            yield (*path, name)
+            if depth < 1:
+                yield from _object_fields(target, components, (*path, name), depth + 1)
+        items = _resolve(field, components).get("items")
+        if items is not None and _only_objects(items, components) is not None:
+            yield (*path, name, 0)
+
+
+def _with(body, path, value):
+    """`body` with `value` at `path` (missing parents become empty objects); None where it cannot go."""
+    body = json.loads(json.dumps(body))
+    parent = body
+    for key in path[:-1]:
+        parent = parent[key] if isinstance(key, int) else parent.setdefault(key, {})
+    if isinstance(path[-1], int) != isinstance(parent, list):
+        return None
+    parent[path[-1]] = value
+    return body
+
+
+def test_object_fields_refuse_every_other_kind_of_value(server, api_schema):
+    """Every field that only takes an object (and, one level down, its object fields and arrays' object
+    items) answers a string, a number, a boolean or an array with a 400 naming it, never a 500 (a
+    Responses `text.format` given as "json" did)."""
+    raw = httpx.get(f"{server.base_url}/schema/openapi.json").json()
+    components = raw["components"]["schemas"]
+    tried, reached = 0, set()
+    for route, base in BASE_BODIES.items():
+        schema = raw["paths"][route]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        for path in _object_fields(_resolve(schema, components), components):
+            for value in NOT_OBJECTS:
+                body = _with(base, path, value)
+                if body is None:
+                    continue
+                response = httpx.post(f"{server.base_url}{route}", json=body, timeout=120)
+                reached.add((route, path))
+                assert response.status_code == 400, (route, path, value, response.text)
+                assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+                tried += 1
+    assert ("/v1/responses", ("text", "format")) in reached and ("/v1/chat/completions", ("messages", 0)) in reached
+    assert tried > 50  # the walk reached nested fields, not only a handful
