@@ -38,6 +38,15 @@ def _literal(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid GBNF literal
 
 
+# llama-cpp-python's converter lets a JSON string hold raw control characters (llama.cpp's own
+# converter does not): a reply could then not be parsed as JSON. Its `char` rule is tightened.
+_LOOSE_CHAR, _STRICT_CHAR = r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def _rules(converter: SchemaConverter) -> str:
+    return converter.format_grammar().replace(_LOOSE_CHAR, _STRICT_CHAR)
+
+
 def _sequence(*parts: str) -> str:
     return " ".join(part for part in parts if part)
 
@@ -54,14 +63,14 @@ def tool_call_grammar(functions: Sequence[Mapping[str, Any]], *, parallel: bool,
     calls = f"call ({_literal(syntax.separator)} call)*" if parallel else "call"
     root = _sequence(_literal(syntax.before) if syntax.before else "", calls,
                      _literal(syntax.after) if syntax.after else "")
-    return converter.format_grammar() + f"\ncall ::= {' | '.join(alternatives)}\nroot ::= {root}\n"
+    return _rules(converter) + f"\ncall ::= {' | '.join(alternatives)}\nroot ::= {root}\n"
 
 
 def json_grammar(schema: Mapping[str, Any] | None) -> str:
     """JSON content matching `schema`, or any JSON object when there is none."""
     converter = _converter()
     _visit(converter, schema or {"type": "object"}, "")
-    return converter.format_grammar()
+    return _rules(converter)
 
 
 def constraint_grammar(constraint: Constraint) -> str:

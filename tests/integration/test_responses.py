@@ -122,3 +122,23 @@ def test_what_a_stateless_server_cannot_do_is_a_400(http, extra, param):
 def test_the_client_raises_on_a_400(openai_client):
     with pytest.raises(openai.BadRequestError):
         openai_client.responses.create(model=MODEL, input="hi", previous_response_id="resp_1")
+
+
+@pytest.mark.parametrize(("text", "param"), [
+    ({"format": "json"}, "text.format"), ("json", "text"), ({"format": {"type": "yaml"}}, "text.format.type"),
+    ({"format": {"type": "json_schema", "name": "x"}}, "text.format.schema"),
+])
+def test_a_malformed_text_option_is_a_400_naming_it(http, text, param):
+    response = http.post("/v1/responses", json={"model": MODEL, "input": "Hi", "max_output_tokens": 2, "text": text})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_a_json_schema_format_is_echoed_and_followed(http):
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 12}}, "required": ["colour"]}
+    text = {"format": {"type": "json_schema", "name": "colour", "schema": schema}}
+    response = http.post("/v1/responses", json={"model": MODEL, "input": "Name a colour.", "max_output_tokens": 40,
+                                                "temperature": 0, "text": text})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["text"] == text and "colour" in json.loads(body["output"][0]["content"][0]["text"])

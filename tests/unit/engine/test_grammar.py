@@ -95,3 +95,10 @@ def test_mistral_syntax_wraps_the_calls_in_one_list():
 def test_llama3_syntax_names_arguments_parameters():
     grammar = tool_call_grammar([WEATHER], parallel=False, syntax=CallSyntax(arguments_key="parameters"))
     assert '\\"parameters\\": " tool0-arguments "}"' in grammar and "root ::= call\n" in grammar
+
+
+def test_json_strings_hold_no_raw_control_characters():
+    """llama-cpp-python's converter let a string hold a raw newline: the reply was then not JSON."""
+    grammar = json_grammar({"type": "object", "properties": {"colour": {"type": "string"}}})
+    (char,) = [line for line in grammar.splitlines() if line.startswith("char ::=")]
+    assert char.startswith(r'char ::= [^"\\\x7F\x00-\x1F] |')
