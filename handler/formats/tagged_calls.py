@@ -4,9 +4,13 @@ blocks among the text, as Qwen3, Qwen2.5 and Hermes models write them.
 `TaggedCallParser.feed` takes text as it is generated and returns deltas; tags split across tokens are
 held back until they can be told apart from text, so markup never leaks into content. A tool call
 whose JSON is malformed, or that names a function that was not offered, stays as text; a
-`</tool_call>` inside one of its JSON strings is part of the arguments, not the end of the call.
-Content and reasoning are each trimmed at their start and end (templates put newlines around every
-tag); whitespace between two pieces of content separated by a think block or a call is kept.
+`</tool_call>` inside one of its JSON strings is part of the arguments, not the end of the call. A
+call cut off by the end of generation (`max_tokens`) is a call if its JSON is whole, else dropped:
+its markup never becomes content.
+Whitespace is trimmed only where it touches a tag (templates put newlines around every tag): a field's
+leading whitespace after a tag, and trailing whitespace before one. A reply with no tags is passed
+through exactly as generated, so its logprobs spell its content; whitespace between two pieces of
+content separated by a think block or a call is kept.
 """
 
 from __future__ import annotations
@@ -46,10 +50,11 @@ class TaggedCallParser:
         self._new_id = new_id
         self._mode = _Mode.THINK if in_think else _Mode.CONTENT
         self._buffer = ""
-        # Per field: trailing whitespace, emitted only if more text of that field follows, and
-        # whether the field has had text yet (its leading whitespace is dropped until then).
+        # Per field: trailing whitespace, emitted unless a tag follows it, and whether the field has had
+        # text yet (until then its leading whitespace is dropped, when a tag comes before it).
         self._held_space = {"content": "", "reasoning": ""}
         self._started = {"content": False, "reasoning": False}
+        self._after_tag = in_think  # a tag (here or in the prompt) came before the text now generated
         self._call_scan = _JsonStringScan()
 
     def feed(self, text: str) -> list[OutputDelta]:
@@ -65,8 +70,12 @@ class TaggedCallParser:
         rest, self._buffer = self._buffer, ""
         if self._mode is _Mode.TOOL_CALL:
             self._close_tool_call(rest, deltas, closed=False)
-        else:
-            self._emit_text(rest, deltas)
+            return deltas
+        self._emit_text(rest, deltas)
+        field = self._mode.value
+        if held := self._held_space[field]:  # the reply ends in whitespace that touches no tag
+            self._held_space[field] = ""
+            deltas.append(OutputDelta(reasoning=held) if field == "reasoning" else OutputDelta(content=held))
         return deltas
 
     def _open_tags(self) -> tuple[str, ...]:
@@ -98,6 +107,7 @@ class TaggedCallParser:
             self._held_space["reasoning"], self._started["reasoning"] = "", False  # one think block ended
         else:
             self._held_space["content"] = ""  # whitespace before a tag; the text after it keeps its own
+        self._after_tag = True
         self._mode = {THINK_OPEN: _Mode.THINK, THINK_CLOSE: _Mode.CONTENT, CALL_OPEN: _Mode.TOOL_CALL}[tag]
         if self._mode is _Mode.TOOL_CALL:
             self._call_scan = _JsonStringScan()
@@ -107,13 +117,14 @@ class TaggedCallParser:
         self._mode = _Mode.CONTENT
         decoded = _decode_body(body.strip(), self._tool_names)
         if decoded is None:
-            self._emit_text(CALL_OPEN + body + (CALL_CLOSE if closed else ""), deltas)
-            return
+            if closed:  # a whole block that is no call of ours: the model's text
+                self._emit_text(CALL_OPEN + body + CALL_CLOSE, deltas)
+            return  # cut off mid-call: neither a call nor content
         deltas.append(OutputDelta(tool_call=ToolCall(id=self._new_id(), name=decoded[0], arguments=decoded[1])))
 
     def _emit_text(self, text: str, deltas: list[OutputDelta]) -> None:
         field = "reasoning" if self._mode is _Mode.THINK else "content"
-        if not self._started[field]:
+        if not self._started[field] and self._after_tag:
             text = text.lstrip()
         body = text.rstrip()
         if not body:

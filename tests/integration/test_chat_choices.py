@@ -27,6 +27,29 @@ def test_logprobs_cover_the_content(openai_client):
         assert entry.top_logprobs[0].logprob == entry.logprob  # greedy: the chosen token is the likeliest
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_spell_content_that_starts_or_ends_in_whitespace(openai_client, stream):
+    """A reply cut just after a newline (here: newlines made likely, then a word, then newlines): its
+    content keeps the whitespace the logprobs have (before, content was trimmed at both ends)."""
+    from tests.support.demo import tokenize
+
+    (newline,) = tokenize("\n")
+    request = {"model": MODEL, "messages": ASK, "max_tokens": 6, "temperature": 0, "logprobs": True,
+               "logit_bias": {str(newline): 12}}
+    if stream:
+        content = tokens = ""
+        for chunk in openai_client.chat.completions.create(**request, stream=True):
+            if chunk.choices:
+                content += chunk.choices[0].delta.content or ""
+                logprobs = chunk.choices[0].logprobs
+                tokens += "".join(entry.token for entry in logprobs.content or []) if logprobs else ""
+    else:
+        choice = openai_client.chat.completions.create(**request).choices[0]
+        content, tokens = choice.message.content, "".join(entry.token for entry in choice.logprobs.content)
+    assert "\n" in content and content != content.strip()
+    assert tokens == content
+
+
 def test_logprobs_stream(openai_client):
     stream = openai_client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=12, temperature=0,
                                                    logprobs=True, stream=True)

@@ -144,3 +144,35 @@ def test_openai_client_sees_an_absent_tool_choice_as_bad_request(openai_client):
     with pytest.raises(openai.BadRequestError):
         openai_client.chat.completions.create(model=CHAT, messages=ASK, tools=[WEATHER],
                                               tool_choice={"type": "function", "function": {"name": "nope"}})
+
+
+NOW = {"type": "function", "function": {"name": "get_now", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_cut_by_max_tokens_leaks_no_markup(openai_client, stream):
+    """Parallel calls allowed and the turn kept from ending: the grammar makes the model call again and
+    again until max_tokens cuts a call short. The whole calls come back as tool_calls, the cut one is
+    dropped, and no `<tool_call>` markup reaches content (before, the cut call was returned as text)."""
+    from tests.support.demo import end_of_turn_bias
+
+    request = {"model": CHAT, "messages": [{"role": "user", "content": "What time is it? Use the tool."}],
+               "tools": [NOW], "tool_choice": "required", "parallel_tool_calls": True, "max_tokens": 40,
+               "temperature": 0, "logit_bias": end_of_turn_bias()}
+    if stream:
+        content, calls, finish = "", {}, None
+        for chunk in openai_client.chat.completions.create(**request, stream=True):
+            delta = chunk.choices[0].delta
+            content += delta.content or ""
+            for call in delta.tool_calls or []:
+                calls.setdefault(call.index, "")
+                calls[call.index] += call.function.name or ""
+            finish = chunk.choices[0].finish_reason or finish
+        names = list(calls.values())
+    else:
+        choice = openai_client.chat.completions.create(**request).choices[0]
+        content, finish = choice.message.content or "", choice.finish_reason
+        names = [call.function.name for call in choice.message.tool_calls or []]
+    assert finish == "length"
+    assert names and set(names) == {"get_now"}
+    assert "<tool_call" not in content and "get_now" not in content
