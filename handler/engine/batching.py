@@ -92,6 +92,7 @@ class BatchingChatModel:
         self._wake = threading.Condition()
         self._closing = False
         self._copy_sources: set[int] = set()  # sequences copied from since the last decode (scheduler thread)
+        self._restored: dict[int, SavedPrefix] = {}  # restored states no decode has read past yet, by sequence
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -284,6 +285,9 @@ class BatchingChatModel:
                 self._step(active)
             except Exception as exc:  # a failed decode fails the requests in it, not the engine
                 log.exception("decode step failed for model %s", self.name)
+                for saved in self._restored.values():  # a state restored just before is suspect: never again
+                    self._drop_file(saved, "a decode failed right after it was restored")
+                self._restored.clear()
                 for slot in active:
                     self._free(slot)
                     slot.fail(exc)
@@ -326,13 +330,17 @@ class BatchingChatModel:
                 or llama_cpp.llama_memory_seq_pos_max(self.context.memory, slot.seq_id) != len(saved.tokens) - 1:
             return self._drop_restored(slot, saved, "its KV state does not hold the positions of its tokens")
         slot.cached = list(saved.tokens)
+        self._restored[slot.seq_id] = saved
         return self._forget(slot, keep=min(saved.common, limit))
 
     def _drop_restored(self, slot: Slot, saved: SavedPrefix, why: str) -> int:
-        assert self.prefixes is not None  # only a store hands out saved prefixes
-        self.prefixes.reject(saved, why)
+        self._drop_file(saved, why)
         self._forget(slot, keep=0)
         return 0
+
+    def _drop_file(self, saved: SavedPrefix, why: str) -> None:
+        assert self.prefixes is not None  # only a store hands out saved prefixes
+        self.prefixes.reject(saved, why)
 
     def _save_prefix(self, job: Job, slot: Slot) -> None:
         """The slot has just read `job`'s whole prompt (its KV holds exactly that): hand a copy of its state
@@ -438,6 +446,8 @@ class BatchingChatModel:
         started = self.clock()
         self.context.decode(self.batch)
         self._copy_sources.clear()  # the decode applied the copies made since the last one
+        for seq_id in (*decoded, *prefilled):  # these sequences decoded past their restored states
+            self._restored.pop(seq_id, None)
         gaps: list[float] = []
         for row, slot in outputs.items():
             job = slot.job

@@ -187,3 +187,22 @@ def test_sharing_prompt_prefixes_grants_only_that_prefix_and_only_when_asked(mod
     assert value(granted["EncryptPromptPrefixes"], "resources") == ["${var.model_kms_key_arn}"]
     environment = str(value(blocks(function.resource("aws_lambda_function", "server"), "environment")[0], "variables"))
     assert "KV_CACHE_S3" in environment and "var.kv_cache_prefix" in environment
+
+
+def test_shared_prompt_prefixes_are_signed_and_expire(modules):
+    """KV_CACHE_S3 goes with its signing key (the server refuses to start without it, so the plan does
+    too), and the bucket expires the shared prefixes instead of keeping them forever."""
+    function = modules["lambda_function"]
+    assert value(function.variable("kv_cache_key"), "sensitive") is True
+    server = function.resource("aws_lambda_function", "server")
+    environment = str(value(blocks(server, "environment")[0], "variables"))
+    assert "KV_CACHE_KEY" in environment and "var.kv_cache_key" in environment
+    (check,) = blocks(blocks(server, "lifecycle")[0], "precondition")
+    assert "var.kv_cache_key" in value(check, "condition") and "kv_cache_prefix" in value(check, "condition")
+    bucket = modules["model_bucket"]
+    lifecycle = bucket.resource("aws_s3_bucket_lifecycle_configuration", "models")
+    (expiring,) = [entry["rule"] for entry in lifecycle["dynamic"]]
+    assert value(expiring, "for_each").startswith('${var.kv_cache_prefix == "" ? [] :')
+    (content,) = blocks(expiring, "content")
+    assert value(blocks(content, "expiration")[0], "days") == "${var.kv_cache_days}"
+    assert value(blocks(content, "filter")[0], "prefix") == "${rule.value}"

@@ -79,3 +79,14 @@ def test_kv_cache_s3_is_a_bucket_and_prefix(url, bucket, prefix):
 def test_kv_cache_s3_must_be_an_s3_url(url):
     with pytest.raises(SettingsError, match="KV_CACHE_S3"):
         Settings.from_env({"KV_CACHE_S3": url})
+
+
+def test_shared_prefixes_need_a_signing_key():
+    with pytest.raises(SettingsError, match="KV_CACHE_S3 needs KV_CACHE_KEY"):
+        Settings.from_env({"KV_CACHE_S3": "s3://kv/prefixes/"})
+    with pytest.raises(SettingsError, match="KV_CACHE_KEY"):
+        Settings.from_env({"KV_CACHE_S3": "s3://kv/prefixes/", "KV_CACHE_KEY": "too-short"})
+    key = "x" * 32
+    settings = Settings.from_env({"KV_CACHE_S3": "s3://kv/prefixes/", "KV_CACHE_KEY": key})
+    assert settings.kv_cache_key == key and key not in repr(settings)
+    assert Settings.from_env({"KV_CACHE_S3": "s3://kv/prefixes/", "KV_CACHE_MB": "0"}).kv_cache_s3  # off anyway

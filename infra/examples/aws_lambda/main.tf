@@ -44,9 +44,17 @@ variable "kv_cache_prefix" {
   default     = ""
 }
 
+variable "kv_cache_key" {
+  description = "With kv_cache_prefix: the secret (at least 32 characters) the instances sign the shared prefixes with."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
 module "models" {
-  source      = "../../modules/model_bucket"
-  bucket_name = var.bucket_name
+  source          = "../../modules/model_bucket"
+  bucket_name     = var.bucket_name
+  kv_cache_prefix = var.kv_cache_prefix
 }
 
 module "images" {
@@ -60,6 +68,7 @@ module "function" {
   models_prefix     = module.models.models_prefix
   model_kms_key_arn = module.models.kms_key_arn
   kv_cache_prefix   = var.kv_cache_prefix
+  kv_cache_key      = var.kv_cache_key
   environment = {
     MODELS_MANIFEST = "/srv/models_manifest/default.toml"
     WARM_MODELS     = var.warm_models

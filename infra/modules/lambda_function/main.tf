@@ -133,8 +133,15 @@ resource "aws_lambda_function" "server" {
       AWS_LWA_ENABLE_COMPRESSION   = "false" # a compressor holds small SSE events back until its buffer fills
       DISK_HEADROOM_MB             = "64"
       }, var.kv_cache_prefix == "" ? {} : {
-      KV_CACHE_S3 = "s3://${element(split(":::", var.model_bucket_arn), 1)}/${var.kv_cache_prefix}"
+      KV_CACHE_S3  = "s3://${element(split(":::", var.model_bucket_arn), 1)}/${var.kv_cache_prefix}"
+      KV_CACHE_KEY = var.kv_cache_key
     }, var.environment)
+  }
+  lifecycle {
+    precondition {
+      condition     = var.kv_cache_prefix == "" || length(var.kv_cache_key) >= 32
+      error_message = "kv_cache_prefix needs kv_cache_key: the secret every instance signs and checks the shared prompt prefixes with."
+    }
   }
   logging_config {
     log_format = "Text"

@@ -30,6 +30,17 @@ variable "kv_cache_prefix" {
   }
 }
 
+variable "kv_cache_key" {
+  description = "Secret (at least 32 characters) every instance signs and checks the shared prompt prefixes with (KV_CACHE_KEY); required with kv_cache_prefix. A file without its signature is never loaded."
+  type        = string
+  default     = ""
+  sensitive   = true
+  validation {
+    condition     = var.kv_cache_key == "" || length(var.kv_cache_key) >= 32
+    error_message = "kv_cache_key must be at least 32 characters long."
+  }
+}
+
 variable "model_kms_key_arn" {
   description = "KMS key that encrypts the models (the function gets kms:Decrypt on it)."
   type        = string

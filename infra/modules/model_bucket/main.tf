@@ -63,6 +63,24 @@ resource "aws_s3_bucket_lifecycle_configuration" "models" {
       days_after_initiation = 7
     }
   }
+  # Saved prompt prefixes are a cache: they expire (current and replaced versions alike) instead of
+  # growing without bound.
+  dynamic "rule" {
+    for_each = var.kv_cache_prefix == "" ? [] : [var.kv_cache_prefix]
+    content {
+      id     = "expire-shared-prompt-prefixes"
+      status = "Enabled"
+      filter {
+        prefix = rule.value
+      }
+      expiration {
+        days = var.kv_cache_days
+      }
+      noncurrent_version_expiration {
+        noncurrent_days = 1
+      }
+    }
+  }
   depends_on = [aws_s3_bucket_versioning.models]
 }
 

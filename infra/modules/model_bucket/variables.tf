@@ -13,6 +13,22 @@ variable "models_prefix" {
   }
 }
 
+variable "kv_cache_prefix" {
+  description = "Key prefix where instances share saved prompt prefixes (the function's kv_cache_prefix); empty: none. Objects there expire after kv_cache_days."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.kv_cache_prefix == "" || can(regex("^[A-Za-z0-9._/-]+/$", var.kv_cache_prefix))
+    error_message = "kv_cache_prefix is empty or a key prefix ending in '/', like \"kv-cache/\"."
+  }
+}
+
+variable "kv_cache_days" {
+  description = "Days a shared prompt prefix is kept: it is a cache, rebuilt by the next request that reads its prompt."
+  type        = number
+  default     = 7
+}
+
 variable "noncurrent_version_days" {
   description = "Days a replaced or deleted model version is kept before it expires."
   type        = number

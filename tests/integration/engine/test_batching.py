@@ -239,7 +239,7 @@ def test_n_choices_read_the_prompt_once(demo_model_path):
 def test_requests_arriving_together_never_overfill_the_line(tmp_path, demo_model_path):
     """MAX_QUEUE is checked as a request joins the line, in the same step. Before, a request checked it
     and then looked for a saved prefix off the loop, so a burst passed the check before any joined."""
-    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=8, key=b"k" * 32)
+    store = _CountingStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=8, key=b"k" * 32)
     model = BatchingChatModel("line", demo_model_path, _options(n_parallel=1),
                               QueueLimits(max_waiting=2, timeout_s=600), prefixes=store)
     try:
@@ -260,3 +260,14 @@ def test_requests_arriving_together_never_overfill_the_line(tmp_path, demo_model
         model.close()
     assert [type(result) for result in results].count(Overloaded) == 6, results
     assert all(isinstance(result, Generation | Overloaded) for result in results), results
+    assert store.lookups == 2  # only the requests the line took looked for a saved prefix
+
+
+class _CountingStore(PrefixStore):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lookups = 0
+
+    def find_blocking(self, space, prompt):
+        self.lookups += 1
+        return super().find_blocking(space, prompt)
