@@ -70,7 +70,7 @@ def test_kv_cache_s3_is_a_bucket_and_prefix(url, bucket, prefix):
     from handler.store.prefix_mirror import S3PrefixMirror
     from handler.store.s3 import S3Tuning
 
-    settings = Settings.from_env({"KV_CACHE_S3": url})
+    settings = Settings.from_env({"KV_CACHE_S3": url, "KV_CACHE_KEY": "k" * 32})
     mirror = S3PrefixMirror(settings.kv_cache_s3, S3Tuning())
     assert (mirror.bucket, mirror.prefix) == (bucket, prefix)
 
