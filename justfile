@@ -202,7 +202,8 @@ bench *args: fetch-demo
     uv sync --frozen --group bench
     uv run --frozen --group bench python -m bench.run {{args}}
 
-# Build llama.cpp's llama-server from the sources inside the llama-cpp-python sdist (for `just bench`)
+# Build llama.cpp's llama-server and llama-batched-bench (the decode-only limit) from the sources inside
+# the llama-cpp-python sdist, for `just bench`
 build-llama-server:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -216,8 +217,8 @@ build-llama-server:
     cmake -S "$dest/llama_cpp_python-$version/vendor/llama.cpp" -B "$dest/build" -DCMAKE_BUILD_TYPE=Release \
         -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF
-    cmake --build "$dest/build" --target llama-server -j "$(nproc)"
-    echo "built $dest/build/bin/llama-server"
+    cmake --build "$dest/build" --target llama-server llama-batched-bench -j "$(nproc)"
+    echo "built $dest/build/bin/llama-server and llama-batched-bench"
 
 # Bounded load and soak test on loopback (stops by itself): no 5xx but 429/503, p99, RSS, threads, fds
 soak minutes="3": fetch-demo

@@ -21,6 +21,7 @@ import llama_cpp
 
 from bench import servers, workloads
 from bench.common import free_port
+from bench.host_bound import measure as measure_host_bound
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "models"
@@ -264,7 +265,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-host-bound", action="store_true",
+                        help="skip the tiny model with a 151,936-token vocabulary (decode-only limit, 1 and 16 requests)")
+    parser.add_argument("--only-host-bound", action="store_true", help="run only that section")
     args = parser.parse_args()
+    if args.only_host_bound:
+        report = Report()
+        print(json.dumps(measure_host_bound(report, args, servers.CACHE), indent=2, default=str))
+        return
     report = Report()
     print(f"bench: {MODEL.name}, {args.tokens} tokens per reply, {args.threads} threads, {args.repeats} repeats")
     raw = measure_raw_rest(report, args)
@@ -278,10 +286,11 @@ def main() -> None:
     else:
         peers["llama-server -np 4"] = measure_peer(report, "llama-server -np 4",
                                                    servers.llama_server(binary, MODEL, args.threads, 4), args, ours)
+    host_bound = {} if args.skip_host_bound else measure_host_bound(report, args, servers.CACHE)
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
     out = results / time.strftime("bench-%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps({"args": vars(args), "raw": raw, "ours": ours, "peers": peers,
+    out.write_text(json.dumps({"args": vars(args), "raw": raw, "ours": ours, "peers": peers, "host_bound": host_bound,
                                "rows": report.rows}, indent=2, default=str))
     print(f"results: {out.relative_to(REPO)}")
 

@@ -80,13 +80,13 @@ def _running(name: str, command: list[str], ready_path: str, model: str, port: i
 
 
 def ours(model_dir: Path, threads: int, parallel: int, *, port: int | None = None,
-         env: dict[str, str] | None = None) -> Iterator[Server]:
+         env: dict[str, str] | None = None, model: str = "smollm2-135m") -> Iterator[Server]:
     port = port or free_port()
     env = {"MODEL_DIR": str(model_dir), "N_THREADS": str(threads), "N_PARALLEL": str(parallel), "N_CTX": "2048",
-           "MAX_QUEUE": "64", "WARM_MODELS": "smollm2-135m", "KV_CACHE_MB": "0", **(env or {})}
+           "MAX_QUEUE": "64", "WARM_MODELS": model, "KV_CACHE_MB": "0", **(env or {})}
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
                "handler.app:app"]
-    return _running("serverless-gguf", command, "/health/ready", "smollm2-135m", port, env)
+    return _running("serverless-gguf", command, "/health/ready", model, port, env)
 
 
 def llama_cpp_python_server(model_path: Path, threads: int) -> Iterator[Server]:
@@ -102,8 +102,16 @@ def llama_server_binary() -> str | None:
     return next((path for path in candidates if path and Path(path).is_file()), None)
 
 
-def llama_server(binary: str, model_path: Path, threads: int, parallel: int) -> Iterator[Server]:
+def llama_server(binary: str, model_path: Path, threads: int, parallel: int, *, model: str = "smollm2-135m",
+                 extra: tuple[str, ...] = ()) -> Iterator[Server]:
     port = free_port()
     command = [binary, "-m", str(model_path), "-t", str(threads), "-tb", str(threads), "-np", str(parallel),
-               "-c", str(2048 * parallel), "--host", "127.0.0.1", "--port", str(port), "--alias", "smollm2-135m"]
-    return _running("llama-server", command, "/health", "smollm2-135m", port)
+               "-c", str(2048 * parallel), "--host", "127.0.0.1", "--port", str(port), "--alias", model, *extra]
+    return _running("llama-server", command, "/health", model, port)
+
+
+def llama_tool(name: str) -> str | None:
+    """Another binary of the llama-server build (llama-batched-bench), when there is one."""
+    server = llama_server_binary()
+    candidate = Path(server).with_name(name) if server else None
+    return str(candidate) if candidate is not None and candidate.is_file() else shutil.which(name)

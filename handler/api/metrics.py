@@ -39,6 +39,10 @@ SYNC_SECONDS = Histogram("gguf_model_sync_seconds", "Model file sync (check or d
 
 STEP_SECONDS = Histogram("gguf_step_seconds", "Duration of each decode step of a chat model", ["model"],
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5))
+STEP_HOST_SECONDS = Histogram("gguf_step_host_seconds", "Part of each decode step spent on the host, outside "
+                              "llama_decode (building the batch, sampling, text): flat as streams grow when "
+                              "per-token work stays in C", ["model"],
+                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
 TOKEN_GAP_SECONDS = Histogram("gguf_inter_token_gap_seconds", "Time between consecutive tokens of a stream", ["model"],
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5))
 
@@ -46,6 +50,7 @@ TOKEN_GAP_SECONDS = Histogram("gguf_inter_token_gap_seconds", "Time between cons
 def record_step(model: str, step: StepRecord) -> None:
     """Called on the model's thread after each decode step."""
     STEP_SECONDS.labels(model).observe(step.seconds)
+    STEP_HOST_SECONDS.labels(model).observe(step.host_seconds)
     for gap in step.token_gaps:
         TOKEN_GAP_SECONDS.labels(model).observe(gap)
 

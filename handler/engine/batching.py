@@ -24,16 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from handler.engine.generation import Generation
+from handler.engine.generation import Generation, delivered_together
 from handler.engine.llama_options import ModelOptions, model_params
 from handler.engine.logprobs import token_logprob
 from handler.engine.memory import kv_bytes_per_token
 from handler.engine.pieces import PieceReader, detokenize
-from handler.engine.sampling import build_sampler
+from handler.engine.sampling import build_sampler, is_plain_greedy
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot, Submission, choose_slot
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
@@ -278,11 +279,13 @@ class BatchingChatModel:
                 self._wake.wait()
             if self._closing:
                 return False
-        self._admit()
+        with delivered_together():
+            self._admit()
         active = [slot for slot in self.slots if slot.busy]
         if active:
             try:
-                self._step(active)
+                with delivered_together():
+                    self._step(active)
             except Exception as exc:  # a failed decode fails the requests in it, not the engine
                 log.exception("decode step failed for model %s", self.name)
                 for saved in self._restored.values():  # a state restored just before is suspect: never again
@@ -400,7 +403,8 @@ class BatchingChatModel:
         return False
 
     def _assign(self, slot: Slot, job: Job, prefix: int) -> None:
-        slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar), self.n_ctx)
+        greedy = is_plain_greedy(job.params, job.grammar)
+        slot.assign(job, prefix, None if greedy else build_sampler(self.model, job.params, job.grammar), self.n_ctx)
         job.generation.mark_started()
 
     def _step(self, active: list[Slot]) -> None:
@@ -428,6 +432,7 @@ class BatchingChatModel:
     def _decode(self, decoding: list[Slot], prefilling: list[Slot]) -> None:
         """One llama_decode: the next token of each of `decoding`, and prompt tokens of `prefilling`'s
         oldest; then sample every row that asked for logits."""
+        prepared = self.clock()
         self.batch.reset()
         outputs: dict[int, Slot] = {}  # batch row → the slot whose next token it samples
         for slot in decoding:
@@ -445,6 +450,7 @@ class BatchingChatModel:
             return
         started = self.clock()
         self.context.decode(self.batch)
+        decoded_at = self.clock()
         self._copy_sources.clear()  # the decode applied the copies made since the last one
         for seq_id in (*decoded, *prefilled):  # these sequences decoded past their restored states
             self._restored.pop(seq_id, None)
@@ -459,16 +465,21 @@ class BatchingChatModel:
             if first:
                 job.prefilling = False
                 self._admit_copies(job, slot, row, gaps)
-        seconds = self.clock() - started
-        self.budget.record(tokens, seconds, decoding=len(decoded))
+        finished = self.clock()
+        self.budget.record(tokens, finished - started, decoding=len(decoded))
         if self.on_step is not None:
-            self.on_step(StepRecord(seconds=seconds, decoded=decoded, prefilled=prefilled, token_gaps=tuple(gaps)))
+            self.on_step(StepRecord(seconds=finished - prepared, decoded=decoded, prefilled=prefilled,
+                                    token_gaps=tuple(gaps), host_seconds=(started - prepared) + (finished - decoded_at)))
 
     def _sample(self, slot: Slot, row: int, gaps: list[float]) -> None:
         """Sample the slot's next token from the logits of batch row `row`, and hand it to the slot."""
         job = slot.job
-        assert slot.sampler is not None and job is not None  # every decoding slot has both
-        token = slot.sampler.sample(self.context, row)
+        assert job is not None  # a decoding slot serves a request
+        if slot.sampler is None:  # plain greedy: the first largest logit, exactly as llama.cpp's greedy picks
+            token = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, row),
+                                              shape=(self.n_vocab,)).argmax())
+        else:
+            token = slot.sampler.sample(self.context, row)
         now = self.clock()
         if slot.last_token_at is not None:
             gaps.append(now - slot.last_token_at)

@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Any
 
 from handler.engine.types import TextChunk
+
+_Call = tuple["Generation", Callable[..., Any], tuple[Any, ...]]
+_outbox = threading.local()  # per model thread: what its generations emit during one step
+
+
+@contextlib.contextmanager
+def delivered_together() -> Iterator[None]:
+    """What generations emit on this thread inside the block reaches each event loop in one wake-up at
+    its end, in order, instead of one cross-thread wake-up per token of every sequence."""
+    calls: list[_Call] = []
+    _outbox.calls = calls
+    try:
+        yield
+    finally:
+        _outbox.calls = None
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
+        for call in calls:
+            by_loop.setdefault(call[0]._loop, []).append(call)
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_run, batch)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                for generation, _, _ in batch:
+                    generation.cancel.set()
+
+
+def _run(batch: list[_Call]) -> None:
+    for _, function, args in batch:
+        function(*args)
 
 
 class Generation:
@@ -40,9 +71,13 @@ class Generation:
         self._queue.put_nowait(error)
         self.started.set()
 
-    def _call(self, function: object, *args: object) -> None:
+    def _call(self, function: Callable[..., Any], *args: Any) -> None:
+        calls: list[_Call] | None = getattr(_outbox, "calls", None)
+        if calls is not None:  # within a step: delivered with everything else the step emits
+            calls.append((self, function, args))
+            return
         try:
-            self._loop.call_soon_threadsafe(function, *args)  # type: ignore[arg-type]
+            self._loop.call_soon_threadsafe(function, *args)
         except RuntimeError:  # the loop is gone: nobody is listening any more
             self.cancel.set()
 

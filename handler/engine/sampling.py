@@ -13,6 +13,13 @@ from handler.engine.types import SamplingParams
 PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama-cpp-python's default)
 
 
+def is_plain_greedy(params: SamplingParams, grammar: LlamaGrammar | None) -> bool:
+    """Whether the chain would be only a greedy pick (no bias, penalties or grammar changing a logit):
+    the engine then takes the largest logit itself, with no candidate list of the whole vocabulary."""
+    return (params.temperature <= 0 and grammar is None and not params.logit_bias and params.repeat_penalty == 1
+            and params.presence_penalty == 0 and params.frequency_penalty == 0)
+
+
 def build_sampler(model: LlamaModel, params: SamplingParams, grammar: LlamaGrammar | None) -> LlamaSampler:
     sampler = LlamaSampler()
     if params.logit_bias:

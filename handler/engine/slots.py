@@ -67,7 +67,7 @@ class Slot:
     cached: list[int] = attrs.field(factory=list)  # tokens whose KV this sequence holds, in order
     tenant: str = ""  # whose prompt those tokens are
     job: Job | None = None
-    sampler: LlamaSampler | None = None
+    sampler: LlamaSampler | None = None  # None while serving: plain greedy, picked by the engine itself
     pending: list[int] = attrs.field(factory=list)  # prompt tokens still to prefill
     next_token: int | None = None  # sampled, not yet decoded
     last_token_at: float | None = None  # when the previous token was sampled (inter-token gaps)
@@ -96,7 +96,7 @@ class Slot:
             common += 1
         return min(common, len(prompt) - 1)
 
-    def assign(self, job: Job, prefix: int, sampler: LlamaSampler, n_ctx: int) -> None:
+    def assign(self, job: Job, prefix: int, sampler: LlamaSampler | None, n_ctx: int) -> None:
         self.job, self.sampler, self.last_token_at = job, sampler, None
         self.tenant = job.tenant
         self.last_assigned = next(_ASSIGNMENTS)

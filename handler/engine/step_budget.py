@@ -82,6 +82,7 @@ class StepRecord:
     decoded: tuple[int, ...]  # sequence ids that got their next token decoded
     prefilled: dict[int, int]  # sequence id → prompt tokens prefilled
     token_gaps: tuple[float, ...]  # seconds since each decoded stream's previous token
+    host_seconds: float = 0.0  # the part spent outside llama_decode: building the batch, sampling, text
 
 
 StepObserver = Callable[[StepRecord], None]

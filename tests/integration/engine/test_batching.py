@@ -13,7 +13,7 @@ from handler.engine.batching import BatchingChatModel
 from handler.engine.chat import start_chat, start_chats
 from handler.engine.generation import Generation
 from handler.engine.llama_options import ModelOptions
-from handler.engine.types import ChatRequest, QueueLimits, SamplingParams
+from handler.engine.types import ChatRequest, PromptChoices, QueueLimits, SamplingParams
 from handler.errors import Overloaded
 from handler.formats.chat_format import ChatInput, ToolUse
 from handler.store.prefixes import PrefixStore
@@ -271,3 +271,46 @@ class _CountingStore(PrefixStore):
     def find_blocking(self, space, prompt):
         self.lookups += 1
         return super().find_blocking(space, prompt)
+
+
+def test_plain_greedy_picks_what_the_sampler_chain_picks(model):
+    """A plain greedy request skips llama.cpp's sampler chain (the engine takes the largest logit itself);
+    a zero logit_bias changes no logit but keeps the chain: both replies and their logprobs agree."""
+    async def generated(params):
+        tokens = model.tokenize(model.format.render(ChatInput([{"role": "user", "content": "Tell me a story."}])))
+        generation = await model.start_generation(tokens, params, logprobs=2)
+        return [chunk async for chunk in generation.chunks()]
+
+    async def scenario():
+        fast = await asyncio.gather(*(generated(SamplingParams(max_tokens=32, temperature=0)) for _ in range(3)))
+        chain = await generated(SamplingParams(max_tokens=32, temperature=0, logit_bias={5: 0.0}))
+        return fast, chain
+
+    fast, chain = asyncio.run(scenario())
+    assert all(run == chain for run in fast) and "".join(chunk.text for chunk in chain)
+
+
+def test_a_step_delivers_its_tokens_in_one_wake_up_per_loop(model):
+    """Every token of every sequence in a step reaches the event loop through one call, in order."""
+    from handler.engine import generation as delivery
+
+    calls = []
+    original = delivery._run
+
+    def counting(batch):
+        calls.append(len(batch))
+        original(batch)
+
+    async def scenario():
+        tokens = [model.tokenize(prompt) for prompt in PROMPTS[:4]]
+        generations = await model.start_generations(
+            [PromptChoices(prompt, [SamplingParams(max_tokens=8, temperature=0)]) for prompt in tokens])
+        return [[chunk async for chunk in generation.chunks()] for generation in generations]
+
+    delivery._run = counting
+    try:
+        replies = asyncio.run(scenario())
+    finally:
+        delivery._run = original
+    assert all(reply[-1].finish_reason is not None for reply in replies)
+    assert max(calls) > 1  # several sequences' chunks in one delivery
