@@ -468,8 +468,9 @@ class BatchingChatModel:
         finished = self.clock()
         self.budget.record(tokens, finished - started, decoding=len(decoded))
         if self.on_step is not None:
+            host = (started - prepared) + (finished - decoded_at)
             self.on_step(StepRecord(seconds=finished - prepared, decoded=decoded, prefilled=prefilled,
-                                    token_gaps=tuple(gaps), host_seconds=(started - prepared) + (finished - decoded_at)))
+                                    token_gaps=tuple(gaps), host_seconds=host))
 
     def _sample(self, slot: Slot, row: int, gaps: list[float]) -> None:
         """Sample the slot's next token from the logits of batch row `row`, and hand it to the slot."""
