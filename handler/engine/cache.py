@@ -37,6 +37,7 @@ Loader = Callable[[ModelSpec, Path, LlamaDefaults], Loaded]  # blocking; `load_m
 Discard = Callable[[ModelSpec], Awaitable[bool]]  # removes a corrupt synced file; True if it did
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 MIB = 1024 * 1024
+EVICTION_WAIT_S = 60  # an evicted model's thread ends after its current step, then frees its context
 
 
 async def _keep(_spec: ModelSpec) -> bool:
@@ -203,19 +204,22 @@ class ModelCache:
     def _busy(self, entry: CacheEntry) -> bool:
         return entry.in_use > 0 or self._waiting[entry.spec.name] > 0
 
-    def _make_room(self, spec: ModelSpec, cost: int) -> None:
-        """Evict idle models (least recently used first) until `spec`, costing `cost`, fits."""
+    def _make_room(self, spec: ModelSpec, cost: int) -> list[CacheEntry]:
+        """Evict idle models (least recently used first) until `spec`, costing `cost`, fits; returns them."""
         limit, budget = self.limits.max_loaded, self.limits.max_memory_bytes
         if budget and cost > budget:
             raise ModelTooLarge(f"model '{spec.name}' needs about {cost / MIB:.0f} MiB, more than the memory budget "
                                 f"of {budget / MIB:.0f} MiB (MAX_MODEL_MEMORY_MB)")
+        evicted: list[CacheEntry] = []
         while (limit and len(self._entries) >= limit) or (budget and self.memory_bytes + cost > budget):
             idle = [entry for entry in self._entries.values() if not self._busy(entry)]
             if not idle:
                 raise ServiceUnavailable(f"no room to load model '{spec.name}': the {len(self._entries)} loaded "
                                          "model(s) are busy; try again shortly", code="model_capacity",
                                          retry_after_s=5)
-            self._evict(min(idle, key=lambda entry: entry.last_used))
+            evicted.append(min(idle, key=lambda entry: entry.last_used))
+            self._evict(evicted[-1])
+        return evicted
 
     async def _load(self, spec: ModelSpec) -> CacheEntry:
         try:
@@ -225,7 +229,10 @@ class ModelCache:
             # With limits, one load at a time: room is made for it, and counted, before it starts.
             async with self._admission if self.limits.bounded else contextlib.nullcontext():
                 cost = await self.estimate(spec, path) if self.limits.max_memory_bytes else None
-                self._make_room(spec, cost or 0)
+                for evicted in self._make_room(spec, cost or 0):
+                    # Its memory (on a GPU: device memory) is freed on its own thread: wait for that, or the
+                    # new model could be refused memory the old one still holds.
+                    await asyncio.to_thread(evicted.model.join, EVICTION_WAIT_S)
                 loaded = await self._load_file(spec, path)
                 cold_start = ColdStart(sync_seconds=fetched - started, load_seconds=time.perf_counter() - fetched)
                 entry = self._entries[spec.name] = CacheEntry(spec=spec, model=loaded.model, cold_start=cold_start,
