@@ -64,6 +64,7 @@ from handler.wiring import (
     build_catalog,
     build_prefix_store,
     build_store,
+    describe_devices,
     load_checked_manifest,
     warm_set,
 )
@@ -124,8 +125,8 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
         register_state_collector(collector)
         warmup.start()
         reaper = asyncio.create_task(_unload_idle_models(cache), name="idle-unloader")
-        log.info("serving %d model(s) from %s; warm set: %s", len(catalog.all()), settings.model_dir,
-                 ", ".join(spec.name for spec in warmup.specs) or "none")
+        log.info("serving %d model(s) from %s; warm set: %s; %s", len(catalog.all()), settings.model_dir,
+                 ", ".join(spec.name for spec in warmup.specs) or "none", describe_devices(settings))
         try:
             yield
         finally:

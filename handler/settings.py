@@ -53,6 +53,10 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"expected a boolean, got {raw!r}")
 
 
+def _parse_gpu_layers(raw: str) -> int | None:
+    return None if raw.lower() == "auto" else int(raw)
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -92,7 +96,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     n_ctx: int = 2048
-    n_gpu_layers: int = 0
+    n_gpu_layers: int | None = None  # None ("auto"): every layer on the GPU when the build sees one, else 0
     n_threads: int = 1
     n_batch: int = 512
     n_parallel: int = 4
@@ -152,7 +156,8 @@ class Settings:
             host=read("HOST", str, d["host"]),
             port=read("PORT", int, d["port"], lambda v: 0 < v < 65536, "between 1 and 65535"),
             n_ctx=read("N_CTX", int, d["n_ctx"], **positive),
-            n_gpu_layers=read("N_GPU_LAYERS", int, d["n_gpu_layers"], lambda v: v >= -1, ">= -1 (-1 = all)"),
+            n_gpu_layers=read("N_GPU_LAYERS", _parse_gpu_layers, d["n_gpu_layers"], lambda v: v is None or v >= -1,
+                              '"auto", or >= -1 (-1 = all)'),
             n_threads=read("N_THREADS", int, default_threads or physical_cores(), **positive),
             n_batch=read("N_BATCH", int, d["n_batch"], **positive),
             n_parallel=read("N_PARALLEL", int, d["n_parallel"], lambda v: 1 <= v <= 64, "between 1 and 64"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from handler.engine import devices
 from handler.engine.cache import CacheLimits, Loader, ModelCache
 from handler.engine.llama_options import LlamaDefaults, StepObserverOf, check_options, resolve_options
 from handler.engine.loading import load_model
@@ -50,10 +51,25 @@ def build_prefix_store(settings: Settings) -> PrefixStore | None:
 def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = None,
                    prefixes: PrefixStore | None = None) -> LlamaDefaults:
     return LlamaDefaults(n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
-                         n_gpu_layers=settings.n_gpu_layers, verbose=settings.verbose, n_parallel=settings.n_parallel,
+                         n_gpu_layers=gpu_layers(settings),
+                         verbose=settings.verbose, n_parallel=settings.n_parallel,
                          queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s),
                          step_target_ms=settings.step_target_ms, step_observer=step_observer,
                          max_request_s=settings.max_request_s, prefixes=prefixes)
+
+
+def gpu_layers(settings: Settings) -> int:
+    """N_GPU_LAYERS, or (auto) every layer when llama.cpp sees a GPU and none otherwise."""
+    return devices.default_gpu_layers() if settings.n_gpu_layers is None else settings.n_gpu_layers
+
+
+def describe_devices(settings: Settings) -> str:
+    """The devices llama.cpp sees and where layers go, for the start log."""
+    names = ", ".join(f"{device.name} ({device.kind}, {device.description})" for device in devices.devices())
+    layers = gpu_layers(settings)
+    where = "all" if layers == -1 else str(layers)
+    how = "auto" if settings.n_gpu_layers is None else "N_GPU_LAYERS"
+    return f"devices: {names or 'unknown'}; GPU layers: {where} ({how})"
 
 
 def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:

@@ -51,7 +51,9 @@ class ModelOptions:
     max_request_s: float = 0.0
     n_ubatch: int | None = None
     main_gpu: int = 0
-    flash_attn: bool = True  # ~10% faster decoding on CPU here; outputs do not depend on batching
+    # None: llama.cpp decides (on where every attention op can run there: the CPU, ~10% faster decoding
+    # here, and current GPUs); True forces it on even where the GPU cannot, which moves attention to the CPU.
+    flash_attn: bool | None = None
     use_mmap: bool = True
     use_mlock: bool = False
     # llama.cpp's CPU weight repacking computes a row differently depending on how many rows share

@@ -9,7 +9,7 @@ def test_defaults_from_an_empty_environment():
     settings = Settings.from_env({}, default_threads=3)
     assert settings.model_dir == Path("models")
     assert settings.manifest_path == Path("models_manifest/default.toml")
-    assert (settings.port, settings.n_ctx, settings.n_gpu_layers, settings.n_threads) == (8000, 2048, 0, 3)
+    assert (settings.port, settings.n_ctx, settings.n_gpu_layers, settings.n_threads) == (8000, 2048, None, 3)
     assert (settings.temperature, settings.max_tokens, settings.verbose) == (0.7, 512, False)
     assert settings.cors_allow_origins == ("*",)
 
@@ -90,3 +90,11 @@ def test_shared_prefixes_need_a_signing_key():
     settings = Settings.from_env({"KV_CACHE_S3": "s3://kv/prefixes/", "KV_CACHE_KEY": key})
     assert settings.kv_cache_key == key and key not in repr(settings)
     assert Settings.from_env({"KV_CACHE_S3": "s3://kv/prefixes/", "KV_CACHE_MB": "0"}).kv_cache_s3  # off anyway
+
+
+def test_gpu_layers_are_auto_unless_set():
+    assert Settings.from_env({}).n_gpu_layers is None
+    assert Settings.from_env({"N_GPU_LAYERS": "auto"}).n_gpu_layers is None
+    assert Settings.from_env({"N_GPU_LAYERS": "0"}).n_gpu_layers == 0
+    with pytest.raises(SettingsError, match="N_GPU_LAYERS"):
+        Settings.from_env({"N_GPU_LAYERS": "most"})

@@ -45,7 +45,7 @@ ENVIRONMENT = LlamaDefaults(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=0
     ({"n_ctx": 4096}, "n_ctx", 4096),  # the manifest's
     ({}, "n_parallel", 4),
     ({"n_parallel": 1}, "n_parallel", 1),
-    ({}, "flash_attn", True),  # built-in
+    ({}, "flash_attn", None),  # built-in: llama.cpp decides (auto)
     ({"flash_attn": False}, "flash_attn", False),
     ({}, "micro_batch", 512),  # min(n_batch, 512)
     ({"n_batch": 128}, "micro_batch", 128),
