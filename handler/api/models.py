@@ -14,6 +14,8 @@ from litestar.params import FromPath
 from handler.api.dependencies import CacheDep, CatalogDep, StoreDep
 from handler.api.errors import ERROR_RESPONSES
 from handler.engine.cache import ModelCache
+from handler.engine.devices import devices
+from handler.engine.llama_options import resolve_options
 from handler.errors import ModelLoadFailed
 from handler.store.catalog import ModelCatalog
 from handler.store.manifest import ModelKind, ModelSpec
@@ -34,6 +36,8 @@ class ModelCard(msgspec.Struct, kw_only=True):
     size: int | None = None
     memory_estimate_bytes: int | None = None  # what it would take loaded (on /v1/models/{id}, once downloaded)
     memory_bytes: int | None = None  # what it takes, while loaded
+    gpu_layers: int | None = None  # layers placed on the GPU (-1: all), on /v1/models/{id}
+    devices: list[str] | None = None  # the GPUs llama.cpp sees (empty: it runs on the CPU), on /v1/models/{id}
     object: Literal["model"] = "model"
 
 
@@ -100,4 +104,6 @@ class ModelsController(Controller):
         if card.downloaded:
             with contextlib.suppress(ModelLoadFailed, OSError):  # a file llama.cpp cannot read has no estimate
                 card.memory_estimate_bytes = await cache.estimate(spec, catalog.path_of(spec))
+        card.gpu_layers = resolve_options(cache.defaults, spec.options).n_gpu_layers
+        card.devices = [f"{device.name} ({device.description})" for device in devices() if device.is_gpu]
         return card

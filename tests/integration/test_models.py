@@ -29,6 +29,7 @@ def test_retrieve_shows_state(http, openai_client):
     card = http.get("/v1/models/smollm2-135m").json()
     assert card["id"] == "smollm2-135m" and card["object"] == "model"
     assert card["downloaded"] is True and card["loaded"] is True and card["size"] > 0
+    assert card["gpu_layers"] == 0 and card["devices"] == []  # auto, on a machine with no GPU
 
 
 def test_retrieve_with_the_openai_client(openai_client):
