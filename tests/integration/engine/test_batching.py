@@ -18,13 +18,14 @@ from handler.errors import Overloaded
 from handler.formats.chat_format import ChatInput, ToolUse
 from handler.store.prefixes import PrefixStore
 from tests.support.demo import end_of_turn_bias, tokenize
+from tests.support.devices import GPU_LAYERS
 
 PROMPTS = ["Name three fruits.", "What is the capital of France?", "Write a haiku about rain.",
            "Explain gravity in one sentence.", "List two colours.", "Say hello in Spanish."]
 
 
 def _options(**overrides):
-    return ModelOptions(**{"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": 0, "n_parallel": 4,
+    return ModelOptions(**{"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": GPU_LAYERS, "n_parallel": 4,
                            **overrides})
 
 

@@ -13,13 +13,14 @@ from handler.engine.llama_options import ModelOptions
 from handler.engine.types import PromptChoices, QueueLimits, SamplingParams
 from handler.errors import ServiceUnavailable
 from tests.support.demo import end_of_turn_bias
+from tests.support.devices import GPU_LAYERS
 
 PROMPT = "The best way to learn is"
 NEVER_ENDS = {int(token): bias for token, bias in end_of_turn_bias().items()}
 
 
 def _model(path, **overrides):
-    options = {"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": 0, "n_parallel": 2, **overrides}
+    options = {"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": GPU_LAYERS, "n_parallel": 2, **overrides}
     return BatchingChatModel("choices", path, ModelOptions(**options), QueueLimits(max_waiting=8, timeout_s=600))
 
 

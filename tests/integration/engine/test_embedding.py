@@ -10,13 +10,14 @@ import pytest
 
 from handler.engine.embedding import SEQUENCES_PER_DECODE, EmbeddingModel
 from handler.engine.llama_options import ModelOptions
+from tests.support.devices import GPU_LAYERS
 
 TEXTS = [f"short text number {n} about the sea" for n in range(64)]
 
 
 @pytest.fixture(scope="module")
 def model(demo_model_path):
-    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=0, n_parallel=1)
+    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=GPU_LAYERS, n_parallel=1)
     loaded = EmbeddingModel("embed", demo_model_path, options)
     yield loaded
     loaded.close()

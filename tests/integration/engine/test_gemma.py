@@ -14,6 +14,7 @@ from handler.engine.llama_options import ModelOptions
 from handler.engine.step_budget import StepRecord
 from handler.engine.types import ChatRequest, SamplingParams
 from handler.formats.chat_format import ChatInput
+from tests.support.devices import GPU_LAYERS
 
 PROMPTS = ["The capital of France is", "Once upon a time, there was a", "def fibonacci(n):",
            "The three primary colors are"]
@@ -25,7 +26,7 @@ LONG_SYSTEM = "You answer questions about this inventory. " + " ".join(
 
 
 def _options(**overrides):
-    return ModelOptions(**{"n_ctx": 2048, "n_batch": 512, "n_threads": 2, "n_gpu_layers": 0, "n_parallel": 4,
+    return ModelOptions(**{"n_ctx": 2048, "n_batch": 512, "n_threads": 2, "n_gpu_layers": GPU_LAYERS, "n_parallel": 4,
                            "chat_template": TURNS, **overrides})
 
 

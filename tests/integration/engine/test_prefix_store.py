@@ -12,6 +12,7 @@ from handler.engine.batching import BatchingChatModel
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import SamplingParams
 from handler.store.prefixes import SUFFIX, PrefixSpace, PrefixStore, _Codec
+from tests.support.devices import GPU_LAYERS
 
 SYSTEM = "You answer questions about this inventory. " + " ".join(
     f"Shelf {n} holds {n * 3} red boxes and {n + 7} blue jars." for n in range(40))
@@ -20,7 +21,7 @@ KEY = b"test-key-" * 4
 
 
 def _model(path, store=None, steps=None):
-    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=0, n_parallel=2)
+    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=GPU_LAYERS, n_parallel=2)
     return BatchingChatModel("demo", path, options, prefixes=store, identity="demo-file",
                              on_step=None if steps is None else steps.append)
 
@@ -98,7 +99,7 @@ def test_a_damaged_file_is_removed_not_loaded(saved, demo_model_path, damage):
 
 def test_another_model_configuration_does_not_see_it(saved, demo_model_path):
     directory, _ = saved
-    options = ModelOptions(n_ctx=1024, n_batch=512, n_threads=2, n_gpu_layers=0, n_parallel=2)
+    options = ModelOptions(n_ctx=1024, n_batch=512, n_threads=2, n_gpu_layers=GPU_LAYERS, n_parallel=2)
     model = BatchingChatModel("demo", demo_model_path, options, identity="demo-file",
                               prefixes=PrefixStore(directory, 1 << 30, MIN_TOKENS, key=KEY))
     try:

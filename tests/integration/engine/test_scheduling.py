@@ -12,12 +12,13 @@ from handler.engine.step_budget import FIRST_GUESS_PREFILL, MIN_PREFILL
 from handler.engine.types import ChatRequest, SamplingParams
 from handler.formats.chat_format import ChatInput
 from tests.support.demo import end_of_turn_bias
+from tests.support.devices import GPU_LAYERS
 
 LONG_PROMPT = "Summarise this. " + " ".join(f"Item {index} is a small blue stone." for index in range(60))
 
 
 def _model(demo_model_path, steps, **options):
-    settings = {"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": 0, "n_parallel": 2, **options}
+    settings = {"n_ctx": 1024, "n_batch": 512, "n_threads": 2, "n_gpu_layers": GPU_LAYERS, "n_parallel": 2, **options}
     return BatchingChatModel("fair", demo_model_path, ModelOptions(**settings), on_step=steps.append)
 
 
