@@ -38,6 +38,7 @@ from handler.engine.sampling import build_sampler, is_plain_greedy
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot, Submission, choose_slot
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
+from handler.engine.threads import CpuThreadPool
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.chat_format import ChatFormat
@@ -75,6 +76,8 @@ class BatchingChatModel:
         llama_log_level(options.verbose)
         self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
         self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options.verbose)
+        self.threads = CpuThreadPool(options.n_threads)
+        self.threads.attach(self.context.ctx)
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
         self.n_swa = llama_cpp.llama_model_n_swa(self.model.model)  # 0 unless sliding-window attention
@@ -560,6 +563,7 @@ class BatchingChatModel:
             job.generation.refuse(self._unloaded())
         self.batch.close()
         self.context.close()
+        self.threads.free()
         self.model.close()
 
 
