@@ -39,7 +39,7 @@ def decode_limit(binary: str, model: Path, threads: int, tokens: int) -> dict[in
     for line in output.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) >= 10 and cells[0].isdigit() and cells[2].isdigit():  # PP | TG | B | N_KV | … | S_TG t/s | …
-            rates[int(cells[2])] = float(cells[8])
+            rates[int(cells[2])] = float(cells[7])
     return rates
 
 
@@ -82,7 +82,7 @@ def ours_with_steps(model: Path, threads: int, tokens: int, repeats: int) -> tup
     """Our rates, and the mean step's total and host milliseconds at 16 streams (from /metrics)."""
     with tempfile.TemporaryDirectory() as work:
         manifest = Path(work) / "manifest.toml"
-        manifest.write_text(f'[[models]]\nname = "{MODEL}"\nsource = "{model.name}"\nn_ctx = 512\n')
+        manifest.write_text(f'[[models]]\nname = "{MODEL}"\nkind = "chat"\nsource = "{model.name}"\n')
         env = {"MODELS_MANIFEST": str(manifest), "N_CTX": "512"}
         with servers.ours(model.parent, threads, max(STREAMS), env=env, model=MODEL) as server:
             rates = best_rates(server, tokens, repeats)
