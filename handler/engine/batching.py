@@ -213,12 +213,13 @@ class BatchingChatModel:
             raise Overloaded(f"{waiting} requests are already waiting for model '{self.name}'", retry_after_s=2)
 
     def _may_have_saved(self, prompts: Sequence[PromptChoices], tenant: str) -> bool:
-        """Whether a prompt of the request is long enough for a saved prefix that no slot holds."""
+        return any(self._wants_saved(prompt.tokens, tenant) for prompt in prompts)
+
+    def _wants_saved(self, prompt: list[int], tenant: str) -> bool:
+        """Whether the prompt is long enough for a saved prefix, and no slot holds as much of it."""
         store = self.prefixes
-        return store is not None and any(
-            len(prompt.tokens) > store.min_tokens
-            and max(slot.reusable_prefix(prompt.tokens, tenant) for slot in self.slots) < store.min_tokens
-            for prompt in prompts)
+        return (store is not None and len(prompt) > store.min_tokens
+                and max(slot.reusable_prefix(prompt, tenant) for slot in self.slots) < store.min_tokens)
 
     async def _turn(self, first: Job, leaders: Sequence[Job | None], tenant: str) -> None:
         """Wait until the request's first job has a slot, looking up saved prefixes first when asked
@@ -235,7 +236,7 @@ class BatchingChatModel:
         space = self.prefix_space.for_tenant(tenant)
         try:
             for job in leaders:
-                if job is not None and len(job.prompt) > store.min_tokens:
+                if job is not None and self._wants_saved(job.prompt, tenant):
                     job.saved = await store.find(space, job.prompt)
         finally:
             with self._wake:
