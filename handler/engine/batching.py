@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ DETERMINISTIC_CHUNK = 64
 # A sequence's saved KV state beyond its cells' data: per-cell positions and sequence ids, per-layer
 # headers. A saved file whose state is larger than n_ctx tokens' cells plus this is not ours.
 STATE_OVERHEAD = 1 << 20
+USERS_WAIT_S = 30  # a tokenization in progress when the model is unloaded (they take milliseconds)
 
 
 class GrammarError(ValueError):
@@ -95,6 +97,8 @@ class BatchingChatModel:
         self.finished: collections.Counter[str] = collections.Counter()  # generations by finish reason
         self._wake = threading.Condition()
         self._closing = False
+        self._users = threading.Condition()  # threads using the vocabulary now (see `in_use`)
+        self._using, self._freed = 0, False
         self._copy_sources: set[int] = set()  # sequences copied from since the last decode (scheduler thread)
         self._restored: dict[int, SavedPrefix] = {}  # restored states no decode has read past yet, by sequence
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
@@ -108,26 +112,48 @@ class BatchingChatModel:
     def busy_slots(self) -> int:
         return sum(slot.busy for slot in self.slots)
 
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Around any use of the model's vocabulary from another thread (tokenizing, grammars): the
+        scheduler frees the model only once no such use is under way, and none starts after that
+        (`ServiceUnavailable`: it was unloaded), so a request racing an unload gets a 503, not a crash."""
+        with self._users:
+            if self._freed:
+                raise self._unloaded()
+            self._using += 1
+        try:
+            yield
+        finally:
+            with self._users:
+                self._using -= 1
+                self._users.notify_all()
+
     def tokenize(self, prompt: str, *, add_bos: bool = True) -> list[int]:
         """Prompt tokens; special tokens in the text are parsed, BOS added once if the model wants it."""
-        bos = getattr(self.format, "bos_token", "")
-        add_bos = add_bos and self.model.add_bos_token() and not (bos and prompt.startswith(bos))
-        return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        with self.in_use():
+            bos = getattr(self.format, "bos_token", "")
+            add_bos = add_bos and self.model.add_bos_token() and not (bos and prompt.startswith(bos))
+            return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def detokenize(self, tokens: list[int]) -> str:
-        return detokenize(self.model.vocab, tokens)
+        with self.in_use():
+            return detokenize(self.model.vocab, tokens)
 
     def special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
         """The ids of those `texts` that are single special tokens of this vocabulary (a chat format's
         markers, such as `[TOOL_CALLS]`, whose text its parser must see)."""
         if texts not in self._special_ids:  # a format's markers never change: looked up once
-            reader, ids = PieceReader(self.model.vocab), set()  # `self.pieces` belongs to the scheduler thread
-            for text in texts:
-                tokens = self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-                if len(tokens) == 1 and not reader.piece(tokens[0]):  # no text unless rendered as special
-                    ids.add(tokens[0])
-            self._special_ids[texts] = frozenset(ids)
+            with self.in_use():
+                self._special_ids[texts] = self._single_special_tokens(texts)
         return self._special_ids[texts]
+
+    def _single_special_tokens(self, texts: tuple[str, ...]) -> frozenset[int]:
+        reader, ids = PieceReader(self.model.vocab), set()  # `self.pieces` belongs to the scheduler thread
+        for text in texts:
+            tokens = self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            if len(tokens) == 1 and not reader.piece(tokens[0]):  # no text unless rendered as special
+                ids.add(tokens[0])
+        return frozenset(ids)
 
     def compile_grammar(self, gbnf: str) -> LlamaGrammar:
         """Check that llama.cpp accepts `gbnf` before it reaches a sampler: a grammar that fails to
@@ -137,7 +163,8 @@ class BatchingChatModel:
             check_grammar(gbnf, "grammar")
         except SchemaLimitExceeded as exc:
             raise GrammarError(str(exc)) from None
-        probe = llama_cpp.llama_sampler_init_grammar(self.model.vocab, gbnf.encode(), b"root")
+        with self.in_use():
+            probe = llama_cpp.llama_sampler_init_grammar(self.model.vocab, gbnf.encode(), b"root")
         if not probe:
             raise GrammarError("llama.cpp could not parse the grammar built for this request")
         llama_cpp.llama_sampler_free(probe)
@@ -562,6 +589,9 @@ class BatchingChatModel:
             self._queue.clear()
         for job in waiting:
             job.generation.refuse(self._unloaded())
+        with self._users:  # no other thread may be reading the vocabulary as it goes
+            self._freed = True
+            self._users.wait_for(lambda: self._using == 0, timeout=USERS_WAIT_S)
         self.batch.close()
         self.context.close()
         self.threads.free()

@@ -16,9 +16,10 @@ from handler.errors import ContextLengthExceeded, InvalidRequest
 def fill_in_the_middle(model: BatchingChatModel, prefix: list[int], suffix: list[int]) -> list[int]:
     """The prompt that asks the model for what goes between `prefix` and `suffix` (prefix-suffix-middle
     order), for models whose vocabulary has fill-in-the-middle tokens."""
-    vocab = model.model.vocab
-    pre, suf, mid = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab),
-                     llama_cpp.llama_vocab_fim_mid(vocab))
+    with model.in_use():
+        vocab = model.model.vocab
+        pre, suf, mid = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab),
+                         llama_cpp.llama_vocab_fim_mid(vocab))
     if min(pre, suf, mid) < 0:
         raise InvalidRequest(f"model '{model.name}' has no fill-in-the-middle tokens, so it cannot use suffix",
                              param="suffix", code="suffix_not_supported")

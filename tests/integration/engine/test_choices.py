@@ -137,3 +137,15 @@ def test_a_tenant_never_reuses_another_tenants_prompt(demo_model_path):
     finally:
         model.close()
     assert reused[:2] == [0, 0] and reused[2] > 0 and reused[3] > 0
+
+
+def test_a_closed_model_refuses_to_tokenize_instead_of_crashing(demo_model_path):
+    """A request that tokenizes as its model is unloaded gets a 503; before, it read the freed
+    vocabulary and the process died (a segmentation fault)."""
+    model = _model(demo_model_path)
+    model.close()
+    model.join(30)
+    for use in (lambda: model.tokenize("Hi"), lambda: model.detokenize([1, 2]),
+                lambda: model.special_tokens(("<|im_start|>",)), lambda: model.compile_grammar('root ::= "a"')):
+        with pytest.raises(ServiceUnavailable):
+            use()
