@@ -526,20 +526,26 @@ class BatchingChatModel:
             self._finish(slot, reason)
 
     def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int) -> dict[int, int]:
-        """Put up to `allowance` tokens of the oldest waiting prompt into the batch; the last token of
-        a prompt asks for logits (its first generated token comes from them). One prompt per step:
-        with two prompts' tokens in one llama_decode, a sliding-window model (Gemma 3) computes the
-        first prompt differently than alone (tests/integration/engine/test_gemma.py), and a reply
-        must not depend on who else arrived."""
-        slot = min(prefilling, key=lambda slot: slot.job.arrived if slot.job else 0)
-        chunk, slot.pending = slot.pending[:allowance], slot.pending[allowance:]
-        for offset, token in enumerate(chunk):
-            last = offset == len(chunk) - 1 and not slot.pending
-            row = self._add(token, len(slot.cached), slot, logits=last)
-            slot.cached.append(token)
-            if last:
-                outputs[row] = slot
-        return {slot.seq_id: len(chunk)}
+        """Put up to `allowance` prompt tokens into the batch, oldest prompt first; the last token of a
+        prompt asks for logits (its first generated token comes from them). A burst of requests is read
+        in a few steps, not one step per prompt. A sliding-window model (Gemma 3) takes one prompt per
+        step: with two prompts' tokens in one llama_decode it computes the first differently than alone
+        (tests/integration/engine/test_gemma.py), and a reply must not depend on who else arrived; so
+        does a deterministic one (each prompt in its own fixed chunks)."""
+        waiting = sorted(prefilling, key=lambda slot: slot.job.arrived if slot.job else 0)
+        prefilled: dict[int, int] = {}
+        for slot in waiting[:1] if self.n_swa or self.deterministic else waiting:
+            if allowance <= 0:
+                break
+            chunk, slot.pending = slot.pending[:allowance], slot.pending[allowance:]
+            for offset, token in enumerate(chunk):
+                last = offset == len(chunk) - 1 and not slot.pending
+                row = self._add(token, len(slot.cached), slot, logits=last)
+                slot.cached.append(token)
+                if last:
+                    outputs[row] = slot
+            prefilled[slot.seq_id], allowance = len(chunk), allowance - len(chunk)
+        return prefilled
 
     def _finish(self, slot: Slot, reason: FinishReason) -> None:
         self.finished[reason] += 1
