@@ -43,7 +43,7 @@ class CpuThreadPool:
     ggml's busy-wait level between tasks: 0 sleeps at once, so the idle worker leaves the cores to the
     host's own work between steps."""
 
-    def __init__(self, n_threads: int, poll: int = 50) -> None:
+    def __init__(self, n_threads: int, poll: int = 0) -> None:
         self._pool: int | None = None
         libraries = _libraries()
         if libraries is None:
