@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 from pathlib import Path
 from typing import Literal
 
 import attrs
 import llama_cpp
 
-log = logging.getLogger(__name__)
 DeviceKind = Literal["cpu", "gpu", "igpu", "accel", "meta"]
 _KINDS: tuple[DeviceKind, ...] = ("cpu", "gpu", "igpu", "accel", "meta")  # ggml_backend_dev_type's order
 ALL_LAYERS = -1
@@ -34,11 +32,17 @@ class Device:
         return self.kind in ("gpu", "igpu")
 
 
-def _ggml() -> ctypes.CDLL | None:
-    library = Path(llama_cpp.__file__).parent / "lib" / "libggml.so"
+def ggml_library(name: str) -> ctypes.CDLL | None:
+    """One of the ggml libraries llama-cpp-python's libllama loads (None in a build laid out otherwise)."""
     try:
-        ggml = ctypes.CDLL(str(library))
+        return ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / name))
     except OSError:
+        return None
+
+
+def _ggml() -> ctypes.CDLL | None:
+    ggml = ggml_library("libggml.so")
+    if ggml is None:
         return None
     ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
     ggml.ggml_backend_dev_get.restype, ggml.ggml_backend_dev_get.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

@@ -15,7 +15,7 @@ from handler.engine.generation import Generation
 from handler.engine.logprobs import LogprobQueue
 from handler.engine.text import StopMatcher
 from handler.engine.types import FinishReason, SamplingParams, TextChunk, TokenLogprob
-from handler.store.prefixes import SavedPrefix
+from handler.store.prefixes import SavedPrefix, common_length
 
 _ARRIVALS = itertools.count()
 _ASSIGNMENTS = itertools.count(1)
@@ -89,12 +89,7 @@ class Slot:
         never reused, so a prompt's timing says nothing about what others asked."""
         if tenant != self.tenant:
             return 0
-        common = 0
-        for cached, wanted in zip(self.cached, prompt, strict=False):  # lengths differ: stop at the shorter
-            if cached != wanted:
-                break
-            common += 1
-        return min(common, len(prompt) - 1)
+        return min(common_length(self.cached, prompt), len(prompt) - 1)
 
     def assign(self, job: Job, prefix: int, sampler: LlamaSampler | None, n_ctx: int) -> None:
         self.job, self.sampler, self.last_token_at = job, sampler, None
