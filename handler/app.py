@@ -34,22 +34,25 @@ from litestar.types import ASGIApp
 
 from handler.api.admin import ModelAdminController
 from handler.api.auth import api_key_guard
-from handler.api.chat import ChatController
-from handler.api.chat_protocol import ChatCompletionRequest
-from handler.api.completions import CompletionsController
-from handler.api.completions_protocol import CompletionRequest
+from handler.api.calls import ModelCalls
 from handler.api.dependencies import DEPENDENCIES
-from handler.api.embeddings import EmbeddingRequest, EmbeddingsController
 from handler.api.errors import openai_error_handler
 from handler.api.health import health, ready
 from handler.api.metrics import StateCollector, record_step, register_state_collector, unregister_state_collector
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
 from handler.api.playground import playground_routes
+from handler.api.protocols.chat import ChatCompletionRequest
+from handler.api.protocols.completions import CompletionRequest
+from handler.api.protocols.messages import CountTokensRequest, MessagesRequest
+from handler.api.protocols.responses import ResponsesRequest
 from handler.api.request_log import request_log_middleware
-from handler.api.responses import ResponsesController
-from handler.api.responses_protocol import ResponsesRequest
-from handler.api.tokens import DetokenizeRequest, TokenizerController, TokenizeRequest
+from handler.api.routes.chat import ChatController
+from handler.api.routes.completions import CompletionsController
+from handler.api.routes.embeddings import EmbeddingRequest, EmbeddingsController
+from handler.api.routes.messages import MessagesController
+from handler.api.routes.responses import ResponsesController
+from handler.api.routes.tokens import DetokenizeRequest, TokenizerController, TokenizeRequest
 from handler.api.warm_prompts import WarmPromptError, warm_prompt_request
 from handler.engine.cache import Loader, ModelCache
 from handler.engine.loading import load_model
@@ -71,8 +74,8 @@ from handler.wiring import (
 
 log = logging.getLogger("handler")
 IDLE_CHECK_INTERVAL_S = 1.0
-REQUEST_TYPES: list[type] = [ChatCompletionRequest, CompletionRequest, ResponsesRequest, EmbeddingRequest,
-                             TokenizeRequest, DetokenizeRequest]
+REQUEST_TYPES: list[type] = [ChatCompletionRequest, CompletionRequest, ResponsesRequest, MessagesRequest,
+                             CountTokensRequest, EmbeddingRequest, TokenizeRequest, DetokenizeRequest]
 CUT_STREAMS_FLUSH_S = 5.0
 
 
@@ -120,7 +123,7 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
                         "they are not read", name)
         lifecycle.install_signal_handlers()
         app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache,
-                         lifecycle=lifecycle, warmup=warmup)
+                         lifecycle=lifecycle, warmup=warmup, model_calls=ModelCalls(catalog, cache, lifecycle))
         collector = StateCollector(cache, store, lifecycle, warmup, prefixes)
         register_state_collector(collector)
         warmup.start()
@@ -159,7 +162,8 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(
-        route_handlers=[ChatController, CompletionsController, ResponsesController, EmbeddingsController,
+        route_handlers=[ChatController, CompletionsController, ResponsesController, MessagesController,
+                        EmbeddingsController,
                         TokenizerController,
                         ModelsController, ModelAdminController, health, ready, MetricsController,
                         *playground_routes()],

@@ -10,9 +10,9 @@ from litestar import Controller, Request, delete, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
+from handler.api.answers.sse import sse_event
 from handler.api.dependencies import CacheDep, CatalogDep, StoreDep
 from handler.api.errors import ERROR_RESPONSES, error_body
-from handler.api.sse import sse_event
 from handler.errors import Conflict
 
 PROGRESS_INTERVAL_S = 0.25

@@ -1,4 +1,5 @@
-"""Optional API keys: `Authorization: Bearer KEY`, compared in constant time. Off when API_KEY is unset.
+"""Optional API keys: `Authorization: Bearer KEY`, or `x-api-key: KEY` (as Anthropic's clients send it),
+compared in constant time. Off when API_KEY is unset.
 
 Route handlers marked `opt={"public": True}` (the health probes) stay open.
 """
@@ -40,13 +41,16 @@ def api_key_guard(keys: tuple[str, ...]) -> Guard:
         if not encoded or handler.opt.get("public"):
             return
         scheme, _, presented = connection.headers.get("authorization", "").partition(" ")
+        if not scheme and "x-api-key" in connection.headers:
+            scheme, presented = "bearer", connection.headers["x-api-key"]
         candidate = presented.strip().encode()
         # Compare against every key, without stopping early, so timing says nothing about which matched.
         matched = False
         for key in encoded:
             matched |= hmac.compare_digest(candidate, key)
         if scheme.lower() != "bearer" or not matched:
-            raise Unauthorized("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
+            raise Unauthorized("Incorrect or missing API key: send 'Authorization: Bearer <key>' "
+                               "or 'x-api-key: <key>'.")
         connection.scope.setdefault("state", {})[TENANT] = tenant_of(keys, presented.strip())
 
     return guard

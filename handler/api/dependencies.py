@@ -12,6 +12,7 @@ from typing import Any
 from litestar.datastructures import State
 from litestar.params import SkipValidation
 
+from handler.api.calls import ModelCalls
 from handler.engine.cache import ModelCache
 from handler.lifecycle import Lifecycle
 from handler.settings import Settings
@@ -21,7 +22,7 @@ from handler.warmup import WarmUp
 
 # Dependency name → the app state key the lifespan stores the object under.
 STATE_KEYS = {"settings": "settings", "catalog": "catalog", "cache": "model_cache", "model_store": "model_store",
-              "lifecycle": "lifecycle", "warmup": "warmup"}
+              "lifecycle": "lifecycle", "warmup": "warmup", "calls": "model_calls"}
 
 
 def _from_state(key: str) -> Callable[[State], Any]:
@@ -39,3 +40,4 @@ CacheDep = SkipValidation[ModelCache]
 StoreDep = SkipValidation[ModelStore]
 LifecycleDep = SkipValidation[Lifecycle]
 WarmUpDep = SkipValidation[WarmUp]
+CallsDep = SkipValidation[ModelCalls]

@@ -1,4 +1,6 @@
-"""The one mapping from any exception to OpenAI's error body: {"error": {message, type, param, code}}.
+"""The one mapping from any exception to an error body: OpenAI's {"error": {message, type, param,
+code}} for every route, and Anthropic's {"type": "error", "error": {type, message}} for the Messages
+routes, made from the same status and message.
 
 Our own `ServerError`s carry their status and fields; Litestar's HTTP exceptions (validation,
 malformed JSON, unknown route, wrong method, body too large) keep their status with OpenAI's shape;
@@ -110,4 +112,22 @@ def _validation_message(problem: dict[str, Any], fallback: str) -> tuple[str, st
 
 def openai_error_handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
     status, body, headers = error_body(exc)
+    return Response(content=body, status_code=status, headers=headers)
+
+
+# Anthropic's error types, by status (its API answers 529 when overloaded; 503 here, with that type).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 405: "invalid_request_error", 409: "invalid_request_error",
+                    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
+
+
+def anthropic_error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, Anthropic's error body, headers) for `exc`: the OpenAI mapping's status and message."""
+    status, body, headers = error_body(exc)
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return status, {"type": "error", "error": {"type": kind, "message": body.error.message}}, headers
+
+
+def anthropic_error_handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    status, body, headers = anthropic_error_body(exc)
     return Response(content=body, status_code=status, headers=headers)

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import msgspec
 
-from handler.api.chat_protocol import ChatCompletionRequest
+from handler.api.protocols.chat import ChatCompletionRequest
 from handler.engine.schema_limits import SchemaLimitExceeded, check_schema
 from handler.errors import InvalidRequest
 from handler.formats.chat_format import ToolUse

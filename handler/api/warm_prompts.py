@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from handler.api.chat_mapping import chat_request, check_choices, sampling_request
-from handler.api.chat_protocol import ChatCompletionRequest
+from handler.api.chat_requests import chat_request, check_choices, sampling_request
+from handler.api.protocols.chat import ChatCompletionRequest
 from handler.api.tool_choice import plan_tools
 from handler.engine.types import ChatRequest, ServerSampling, resolve_sampling
 from handler.errors import InvalidRequest

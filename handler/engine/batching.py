@@ -32,7 +32,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine.generation import Generation, delivered_together
 from handler.engine.llama_options import ModelOptions, model_params
-from handler.engine.logprobs import token_logprob
+from handler.engine.logprobs import prompt_logprob, token_logprob
 from handler.engine.memory import kv_bytes_per_token
 from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.sampling import build_sampler, is_plain_greedy
@@ -46,6 +46,7 @@ from handler.formats.chat_format import ChatFormat
 from handler.formats.registry import choose_format
 from handler.store.prefixes import PrefixSpace, PrefixStore, SavedPrefix, digest
 
+SCORED_ROWS = 64  # prompt positions a step computes logits for (each row holds the whole vocabulary's)
 log = logging.getLogger(__name__)
 
 # `deterministic` models prefill every prompt from its first token in chunks of this many tokens,
@@ -192,22 +193,26 @@ class BatchingChatModel:
 
     async def start_generations(self, prompts: Sequence[PromptChoices], grammar: LlamaGrammar | None = None, *,
                                 preserved: frozenset[int] = frozenset(), logprobs: int | None = None,
-                                tenant: str = "") -> list[Generation]:
+                                tenant: str = "", prompt_logprobs: int | None = None) -> list[Generation]:
         """Queue one request (a generation per choice of each prompt, in order) and wait until its first
         generation has a slot: `Overloaded` when the line already holds MAX_QUEUE waiting requests,
         `ServiceUnavailable` after the queue timeout; either way before any response byte is sent, and
         a request that stops waiting (timeout, client gone) leaves the line at once. Its other
         generations then take slots in turn, ahead of later requests, with no timeout of their own: a
-        choice that copies its prompt's KV cells, or one that waits for a slot its own request holds."""
+        choice that copies its prompt's KV cells, or one that waits for a slot its own request holds.
+        With `prompt_logprobs`, each prompt is read whole (no reuse) with logits for every position."""
         submission, jobs, leaders = Submission(), [], []
         deadline = self.clock() + self.options.max_request_s if self.options.max_request_s > 0 else None
-        looking_up = self._may_have_saved(prompts, tenant)
+        looking_up = prompt_logprobs is None and self._may_have_saved(prompts, tenant)
         for prompt in prompts:
             leader = None
             for params in prompt.choices:
-                jobs.append(Job(prompt=prompt.tokens, params=params, grammar=grammar, generation=Generation(),
+                generation = Generation()
+                generation.prompt_tokens = len(prompt.tokens)
+                jobs.append(Job(prompt=prompt.tokens, params=params, grammar=grammar, generation=generation,
                                 submission=submission, preserved=preserved, logprobs=logprobs, leader=leader,
-                                deadline=deadline, tenant=tenant, looking_up=looking_up and leader is None))
+                                deadline=deadline, tenant=tenant, looking_up=looking_up and leader is None,
+                                prompt_logprobs=prompt_logprobs))
                 leader = leader or jobs[-1]
             leaders.append(leader)
         with self._wake:  # checked and joined at once: requests arriving together cannot overfill the line
@@ -340,10 +345,12 @@ class BatchingChatModel:
                 self.finished["cancelled"] += 1
                 continue
             slot, shared = choose_slot(free, job.prompt, job.tenant)
-            reusable = 0 if self.deterministic else self._still_cached(slot, shared)
+            # A prompt scored for its log probabilities is read whole: reused cells have no logits.
+            scoring = job.prompt_logprobs is not None
+            reusable = 0 if self.deterministic or scoring else self._still_cached(slot, shared)
             saved = job.saved
             # A slot whose cells a copy still reads at the next decode takes no saved state before then.
-            if saved is not None and min(saved.common, len(job.prompt) - 1) > reusable \
+            if saved is not None and not scoring and min(saved.common, len(job.prompt) - 1) > reusable \
                     and slot.seq_id not in self._copy_sources:
                 prefix = self._restore(slot, saved, len(job.prompt) - 1)
                 job.generation.restored_tokens = prefix
@@ -417,6 +424,7 @@ class BatchingChatModel:
                 continue
             job.generation.cached_tokens = leader.generation.cached_tokens  # the request's prompt, read once
             self._assign(slot, job, len(job.prompt))
+            job.send_prompt_logprobs(self._piece_text(job.prompt[0]), source=leader)
             self._sample(slot, row, gaps)
 
     def _copy(self, source: Slot, target: Slot, length: int) -> bool:
@@ -473,9 +481,10 @@ class BatchingChatModel:
             slot.next_token = None
         decoded = tuple(slot.seq_id for slot in outputs.values())
         prefilled: dict[int, int] = {}
+        scored: list[tuple[int, Slot]] = []  # rows of prompts that asked for their log probabilities
         if prefilling:  # the cost model is consulted only when a prompt waits
             allowance = self.fixed_chunk if self.deterministic else self.budget.prefill_allowance(len(decoded))
-            prefilled = self._add_prefill(prefilling, outputs, allowance)
+            prefilled = self._add_prefill(prefilling, outputs, allowance, scored)
         tokens = self.batch.n_tokens()
         if tokens == 0:
             return
@@ -485,6 +494,7 @@ class BatchingChatModel:
         self._copy_sources.clear()  # the decode applied the copies made since the last one
         for seq_id in (*decoded, *prefilled):  # these sequences decoded past their restored states
             self._restored.pop(seq_id, None)
+        self._score_prompts(scored)
         gaps: list[float] = []
         for row, slot in outputs.items():
             job = slot.job
@@ -492,6 +502,7 @@ class BatchingChatModel:
             first = job.prefilling and not slot.pending  # this step read the last of its prompt
             if first:
                 self._save_prefix(job, slot)  # before sampling can end the reply: a reader may then look
+                job.send_prompt_logprobs(self._piece_text(job.prompt[0]))
             self._sample(slot, row, gaps)
             if first:
                 job.prefilling = False
@@ -507,6 +518,9 @@ class BatchingChatModel:
         """Sample the slot's next token from the logits of batch row `row`, and hand it to the slot."""
         job = slot.job
         assert job is not None  # a decoding slot serves a request
+        if slot.max_tokens <= 0:  # max_tokens 0: the prompt only (its log probabilities, with echo)
+            self._finish(slot, "length")
+            return
         if slot.sampler is None:  # plain greedy: the first largest logit, exactly as llama.cpp's greedy picks
             token = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, row),
                                               shape=(self.n_vocab,)).argmax())
@@ -525,27 +539,47 @@ class BatchingChatModel:
         if reason is not None:
             self._finish(slot, reason)
 
-    def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int) -> dict[int, int]:
+    def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int,
+                     scored: list[tuple[int, Slot]]) -> dict[int, int]:
         """Put up to `allowance` prompt tokens into the batch, oldest prompt first; the last token of a
         prompt asks for logits (its first generated token comes from them). A burst of requests is read
         in a few steps, not one step per prompt. A sliding-window model (Gemma 3) takes one prompt per
         step: with two prompts' tokens in one llama_decode it computes the first differently than alone
         (tests/integration/engine/test_gemma.py), and a reply must not depend on who else arrived; so
-        does a deterministic one (each prompt in its own fixed chunks)."""
+        does a deterministic one (each prompt in its own fixed chunks). A prompt scored for its log
+        probabilities asks for logits at every position, at most `SCORED_ROWS` a step."""
         waiting = sorted(prefilling, key=lambda slot: slot.job.arrived if slot.job else 0)
         prefilled: dict[int, int] = {}
         for slot in waiting[:1] if self.n_swa or self.deterministic else waiting:
             if allowance <= 0:
                 break
-            chunk, slot.pending = slot.pending[:allowance], slot.pending[allowance:]
+            scoring = slot.job is not None and slot.job.prompt_logprobs is not None
+            size = min(allowance, SCORED_ROWS) if scoring else allowance
+            chunk, slot.pending = slot.pending[:size], slot.pending[size:]
             for offset, token in enumerate(chunk):
                 last = offset == len(chunk) - 1 and not slot.pending
-                row = self._add(token, len(slot.cached), slot, logits=last)
+                row = self._add(token, len(slot.cached), slot, logits=last or scoring)
                 slot.cached.append(token)
+                if scoring:
+                    scored.append((row, slot))
                 if last:
                     outputs[row] = slot
             prefilled[slot.seq_id], allowance = len(chunk), allowance - len(chunk)
         return prefilled
+
+    def _score_prompts(self, scored: list[tuple[int, Slot]]) -> None:
+        """Each scored row's logits give the log probability of the prompt token after it (the logits
+        are overwritten by the next decode, so this runs right after this one)."""
+        for row, slot in scored:
+            job = slot.job
+            assert job is not None and job.prompt_logprobs is not None  # only such jobs' rows are scored
+            following = len(job.prompt_scored) + 1
+            if following < len(job.prompt):
+                job.prompt_scored.append(prompt_logprob(self.context.ctx, row, self.n_vocab, job.prompt[following],
+                                                        job.prompt_logprobs, self.pieces.piece))
+
+    def _piece_text(self, token: int) -> str:
+        return self.pieces.piece(token).decode("utf-8", "replace")
 
     def _finish(self, slot: Slot, reason: FinishReason) -> None:
         self.finished[reason] += 1

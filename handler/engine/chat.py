@@ -19,7 +19,7 @@ from handler.engine.batching import BatchingChatModel, GrammarError
 from handler.engine.generation import Generation
 from handler.engine.grammar import SchemaError, constraint_grammar
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
-from handler.engine.types import ChatRequest, FinishReason, PromptChoices, TokenLogprob, Usage
+from handler.engine.types import ChatRequest, FinishReason, PromptChoices, PromptLogprobs, TokenLogprob, Usage
 from handler.errors import ContextLengthExceeded, InvalidRequest
 from handler.formats.chat_format import ChatInput, ChatPlan, ForcedCalls
 from handler.formats.content import UnsupportedContent
@@ -33,6 +33,8 @@ class ChatEvent:
     logprobs: tuple[TokenLogprob, ...] = ()  # the tokens generated since the previous event, if asked for
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    stop_sequence: str | None = None  # the stop string that ended the reply
+    prompt_logprobs: PromptLogprobs | None = None  # raw-text replies that asked, before their text
 
 
 @attrs.define
@@ -57,7 +59,7 @@ class StartedChat:
                     yield ChatEvent(logprobs=entries)
                 if chunk.finish_reason is not None:
                     finish = "tool_calls" if called_tools and chunk.finish_reason == "stop" else chunk.finish_reason
-                    yield ChatEvent(finish_reason=finish,
+                    yield ChatEvent(finish_reason=finish, stop_sequence=chunk.stop_sequence,
                                     usage=Usage(chunk.prompt_tokens, chunk.completion_tokens,
                                                 cached_tokens=self.generation.cached_tokens))
         finally:

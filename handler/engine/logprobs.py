@@ -33,6 +33,14 @@ def token_logprob(context: llama_cpp.llama_context_p, row: int, n_vocab: int, to
     return TokenLogprob(text="", bytes=piece(token), logprob=float(logits[token] - log_total), top=choices)
 
 
+def prompt_logprob(context: llama_cpp.llama_context_p, row: int, n_vocab: int, token: int, top: int,
+                   piece: Callable[[int], bytes]) -> TokenLogprob:
+    """The log probability of prompt token `token` from the logits of the row before it: its text is
+    its own piece (prompts are text already, nothing is held back)."""
+    entry = token_logprob(context, row, n_vocab, token, top, piece)
+    return attrs.evolve(entry, text=entry.bytes.decode("utf-8", "replace"))
+
+
 class LogprobQueue:
     """Entries wait here until the text they produced leaves the slot, so every chunk carries the
     entries of exactly its text (their `text`s concatenate to it)."""

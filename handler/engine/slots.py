@@ -14,7 +14,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 from handler.engine.generation import Generation
 from handler.engine.logprobs import LogprobQueue
 from handler.engine.text import StopMatcher
-from handler.engine.types import FinishReason, SamplingParams, TextChunk, TokenLogprob
+from handler.engine.types import FinishReason, PromptLogprobs, SamplingParams, TextChunk, TokenLogprob
 from handler.store.prefixes import SavedPrefix, common_length
 
 _ARRIVALS = itertools.count()
@@ -41,6 +41,8 @@ class Job:
     submission: Submission = attrs.field(factory=Submission)
     preserved: frozenset[int] = frozenset()  # special tokens rendered as text (a format's markers)
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the top k
+    prompt_logprobs: int | None = None  # None: none; k: each prompt token's and its top k (echo)
+    prompt_scored: list[TokenLogprob] = attrs.field(factory=list)  # those read so far
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
     leader: Job | None = None  # another choice of the same request, whose prompt this one copies
     deadline: float | None = None  # on the engine's clock: past it, the generation ends as "length"
@@ -49,6 +51,12 @@ class Job:
     looking_up: bool = False  # in the line while its saved prefix is looked up: not admitted yet
     admitted: bool = False  # has had a slot
     prefilling: bool = False  # in a slot, its prompt not read yet
+
+    def send_prompt_logprobs(self, first: str, source: Job | None = None) -> None:
+        """Hand the prompt's log probabilities (this job's, or the leader's it copied) to the reader."""
+        if self.prompt_logprobs is not None:
+            entries = (source or self).prompt_scored
+            self.generation.emit(TextChunk(prompt_logprobs=PromptLogprobs(first, tuple(entries))))
 
     @property
     def waits(self) -> bool:
@@ -73,7 +81,7 @@ class Slot:
     last_token_at: float | None = None  # when the previous token was sampled (inter-token gaps)
     produced: int = 0
     max_tokens: int = 0
-    stop_string_hit: bool = False
+    stop_hit: str | None = None  # the stop string that ended the reply
     stops: StopMatcher = attrs.field(factory=lambda: StopMatcher(()))
     decoder: codecs.IncrementalDecoder = attrs.field(factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     logprobs: LogprobQueue = attrs.field(factory=LogprobQueue)
@@ -98,7 +106,7 @@ class Slot:
         job.admitted, job.prefilling = True, prefix < len(job.prompt)
         del self.cached[prefix:]
         self.pending = job.prompt[prefix:]
-        self.next_token, self.produced, self.stop_string_hit = None, 0, False
+        self.next_token, self.produced, self.stop_hit = None, 0, None
         self.max_tokens = min(job.params.max_tokens, n_ctx - len(job.prompt))
         self.stops = StopMatcher(job.params.stop)
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -117,8 +125,8 @@ class Slot:
         if logprob is not None:
             self.logprobs.add(attrs.evolve(logprob, text=decoded))
         text, hit = self.stops.push(decoded)
-        if hit:
-            self.stop_string_hit = True
+        if hit is not None:
+            self.stop_hit = hit
             job.generation.emit(TextChunk(text=text, logprobs=self.logprobs.cut(text)))
             return "stop"
         if text:
@@ -131,7 +139,7 @@ class Slot:
     def finish(self, reason: FinishReason) -> None:
         job = self.job
         assert job is not None
-        if reason != "cancelled" and not self.stop_string_hit:  # text held back for a stop string that never came
+        if reason != "cancelled" and self.stop_hit is None:  # text held back for a stop string that never came
             tail, _ = self.stops.push(self.decoder.decode(b"", final=True))
             tail += self.stops.flush()
             if entries := self.logprobs.cut(tail):
@@ -139,7 +147,7 @@ class Slot:
             elif tail:
                 job.generation.emit(TextChunk(text=tail))
         job.generation.emit(TextChunk(finish_reason=reason, prompt_tokens=len(job.prompt),
-                                      completion_tokens=self.produced))
+                                      completion_tokens=self.produced, stop_sequence=self.stop_hit))
         job.prefilling = False
         self.job, self.sampler, self.next_token, self.pending = None, None, None, []
 

@@ -119,6 +119,15 @@ class TokenLogprob:
 
 
 @attrs.frozen
+class PromptLogprobs:
+    """A prompt's tokens with their log probabilities, each given the tokens before it (`echo` with
+    `logprobs`): the first token has none, nothing precedes it."""
+
+    first: str  # the first token's text
+    entries: tuple[TokenLogprob, ...]  # every later token's
+
+
+@attrs.frozen
 class TextChunk:
     """A piece of generated text; the last chunk of a generation carries `finish_reason` and counts."""
 
@@ -127,6 +136,8 @@ class TextChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    stop_sequence: str | None = None  # the stop string that ended it (finish_reason "stop")
+    prompt_logprobs: PromptLogprobs | None = None  # when asked, before the first generated text
 
 
 @attrs.frozen

@@ -42,13 +42,14 @@ class FakeChatModel(BatchingChatModel):
         return frozenset()
 
     async def start_generations(self, prompts: Sequence[PromptChoices], grammar: object = None,
-                                *, preserved: frozenset[int] = frozenset(), logprobs: int | None = None, tenant: str = ""
-                                ) -> list[Generation]:
+                                *, preserved: frozenset[int] = frozenset(), logprobs: int | None = None, tenant: str = "",
+                                prompt_logprobs: int | None = None) -> list[Generation]:
         return [await self.start_generation(prompt.tokens, params) for prompt in prompts for params in prompt.choices]
 
     async def start_generation(self, prompt_tokens: list[int], params: SamplingParams, grammar: object = None, *,
                                preserved: frozenset[int] = frozenset(), logprobs: int | None = None) -> Generation:
         generation = Generation()
+        generation.prompt_tokens = len(prompt_tokens)
         words = REPLY.split(" ")
         produced = min(len(words), params.max_tokens)
         for index in range(produced):  # one "token" per word

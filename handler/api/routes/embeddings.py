@@ -13,14 +13,11 @@ from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
+from handler.api.dependencies import CallsDep
 from handler.api.errors import ERROR_RESPONSES
-from handler.api.serving import open_scope
-from handler.engine.cache import ModelCache
 from handler.engine.embedding import EmbeddingModel, normalise
+from handler.engine.types import Usage
 from handler.errors import InvalidRequest
-from handler.lifecycle import Lifecycle
-from handler.store.catalog import ModelCatalog
 
 MAX_INPUTS = 2048
 # msgspec allows one array type per union: the list's item shapes are checked in `_as_token_lists`.
@@ -84,22 +81,12 @@ class EmbeddingsController(Controller):
     tags = ["embeddings"]
 
     @post(summary="Create embeddings (OpenAI-compatible)", status_code=200, responses=ERROR_RESPONSES)
-    async def create(self, data: JSONBody[EmbeddingRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
-                     cache: CacheDep, lifecycle: LifecycleDep) -> Response[EmbeddingResponse]:
-        return await embed_request(data, request, catalog, cache, lifecycle)
-
-
-async def embed_request(data: EmbeddingRequest, request: Request[Any, Any, Any], catalog: ModelCatalog,
-                        cache: ModelCache, lifecycle: Lifecycle) -> Response[EmbeddingResponse]:
-    """An embeddings request from request to response: the one call the route makes."""
-    spec = await catalog.find(data.model)
-    scope = await open_scope(request, lifecycle, cache, spec, "embedding")
-    try:
-        body = await scope.client.unless_gone(_embed(data, scope.lease.embedding_model, spec.name))
-        scope.finished("embeddings", "stop", body.usage.prompt_tokens)
-        return Response(body, headers=scope.headers())
-    finally:
-        scope.close()
+    async def create(self, data: JSONBody[EmbeddingRequest], request: Request[Any, Any, Any],
+                     calls: CallsDep) -> Response[EmbeddingResponse]:
+        async with calls.open(request, data.model, "embedding", route="embeddings") as call:
+            body = await call.unless_gone(_embed(data, call.embedding_model, call.model))
+            call.finished("stop", Usage(body.usage.prompt_tokens))
+            return call.respond(body)
 
 
 async def _embed(data: EmbeddingRequest, model: EmbeddingModel, name: str) -> EmbeddingResponse:

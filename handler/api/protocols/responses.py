@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from handler.api.chat_protocol import ChatCompletionRequest, PositiveInt, Probability
+from handler.api.protocols.chat import ChatCompletionRequest, PositiveInt, Probability
 from handler.errors import InvalidRequest
 
 Item = dict[str, Any]

@@ -11,11 +11,10 @@ from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from handler.api.chat_mapping import enable_thinking, message_dict
-from handler.api.chat_protocol import ChatMessage, Tool
-from handler.api.dependencies import CacheDep, CatalogDep, LifecycleDep
+from handler.api.chat_requests import enable_thinking, message_dict
+from handler.api.dependencies import CallsDep
 from handler.api.errors import ERROR_RESPONSES
-from handler.api.serving import open_scope
+from handler.api.protocols.chat import ChatMessage, Tool
 from handler.engine.cache import Lease
 from handler.engine.chat import prompt_tokens
 from handler.errors import InvalidRequest
@@ -78,25 +77,16 @@ class TokenizerController(Controller):
 
     @post("/tokenize", status_code=200, responses=ERROR_RESPONSES,
           summary="Tokenize a prompt, or a chat conversation exactly as /v1/chat/completions sends it")
-    async def tokenize(self, data: JSONBody[TokenizeRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
-                       cache: CacheDep, lifecycle: LifecycleDep) -> Response[TokenizeResponse]:
-        spec = await catalog.find(data.model)
-        scope = await open_scope(request, lifecycle, cache, spec, spec.kind)
-        try:
-            return Response(await _tokenize(data, scope.lease), headers=scope.headers())
-        finally:
-            scope.close()
+    async def tokenize(self, data: JSONBody[TokenizeRequest], request: Request[Any, Any, Any],
+                       calls: CallsDep) -> Response[TokenizeResponse]:
+        async with calls.open(request, data.model, None, route="tokenize") as call:
+            return call.respond(await _tokenize(data, call.lease))
 
     @post("/detokenize", status_code=200, responses=ERROR_RESPONSES, summary="Token ids back to text")
-    async def detokenize(self, data: JSONBody[DetokenizeRequest], request: Request[Any, Any, Any], catalog: CatalogDep,
-                         cache: CacheDep, lifecycle: LifecycleDep) -> Response[DetokenizeResponse]:
-        spec = await catalog.find(data.model)
-        scope = await open_scope(request, lifecycle, cache, spec, spec.kind)
-        try:
-            model = scope.lease.chat_model if spec.kind == "chat" else scope.lease.embedding_model
+    async def detokenize(self, data: JSONBody[DetokenizeRequest], request: Request[Any, Any, Any],
+                         calls: CallsDep) -> Response[DetokenizeResponse]:
+        async with calls.open(request, data.model, None, route="detokenize") as call:
+            model = call.chat_model if call.spec.kind == "chat" else call.embedding_model
             if any(token >= model.n_vocab for token in data.tokens):
                 raise InvalidRequest(f"token ids must be below the vocabulary size, {model.n_vocab}", param="tokens")
-            text = await asyncio.to_thread(model.detokenize, data.tokens)
-            return Response(DetokenizeResponse(prompt=text), headers=scope.headers())
-        finally:
-            scope.close()
+            return call.respond(DetokenizeResponse(prompt=await asyncio.to_thread(model.detokenize, data.tokens)))

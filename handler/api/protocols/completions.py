@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from handler.api.chat_protocol import MAX_CHOICES, Penalty, PositiveInt, Probability, StreamOptions, TokenId, UsageOut
+from handler.api.protocols.chat import MAX_CHOICES, Penalty, Probability, StreamOptions, TokenId, UsageOut
 
 MAX_PROMPTS = 64
 TokenList = Annotated[list[Annotated[int, Meta(ge=0)]], Meta(min_length=1)]
@@ -19,7 +19,7 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     model: Annotated[str, Meta(min_length=1)]
     prompt: Prompt
     suffix: str | None = None
-    max_tokens: PositiveInt | None = None
+    max_tokens: Annotated[int, Meta(ge=0, le=2**31 - 1)] | None = None  # 0: the prompt only (echo)
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
     top_p: Probability | None = None
     top_k: Annotated[int, Meta(ge=0)] | None = None
@@ -41,8 +41,8 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
 
 class CompletionLogprobs(msgspec.Struct, kw_only=True):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]] | None
+    token_logprobs: list[float | None]  # a prompt's first token (echo) has none
+    top_logprobs: list[dict[str, float] | None] | None
     text_offset: list[int]
 
 
