@@ -44,6 +44,55 @@ def test_several_prompts_and_n(openai_client):
         tokenize("One, two, three,", add_bos=True))
 
 
+def _scored(openai_client, **options):
+    return openai_client.completions.create(model=MODEL, prompt=PROMPT, echo=True, logprobs=3, temperature=0,
+                                            **options)
+
+
+def test_echo_with_logprobs_scores_every_prompt_token(openai_client):
+    """How evaluation harnesses read log-likelihoods: the prompt's tokens with their log probabilities
+    (the first has none), each equal to what the model gives that token read one position at a time."""
+    tokens = tokenize(PROMPT, add_bos=True)
+    completion = _scored(openai_client, max_tokens=0)
+    (choice,) = completion.choices
+    logprobs = choice.logprobs
+    assert choice.text == PROMPT and choice.finish_reason == "length" and completion.usage.completion_tokens == 0
+    assert len(logprobs.tokens) == len(tokens) == completion.usage.prompt_tokens
+    assert "".join(logprobs.tokens) == PROMPT and logprobs.text_offset[0] == 0
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    for position in range(1, len(tokens)):
+        # The token at `position` forced (its logit biased up), its reported log probability is still the
+        # model's own: the same value, computed from a prompt that ends just before it.
+        alone = openai_client.completions.create(model=MODEL, prompt=tokens[:position], max_tokens=1, logprobs=3,
+                                                 temperature=0, logit_bias={str(tokens[position]): 100})
+        assert alone.choices[0].logprobs.token_logprobs[0] == pytest.approx(logprobs.token_logprobs[position],
+                                                                            abs=2e-3)
+        assert len(logprobs.top_logprobs[position]) == 3
+        assert max(logprobs.top_logprobs[position].values()) >= logprobs.token_logprobs[position] - 1e-6
+
+
+def test_echo_with_logprobs_then_generated_tokens(openai_client):
+    scored = _scored(openai_client, max_tokens=0).choices[0].logprobs
+    completion = _scored(openai_client, max_tokens=4, n=2)
+    plain = openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0)
+    for choice in completion.choices:  # the second choice copies the first's prompt: its scores too
+        prompt_part = len(scored.tokens)
+        assert choice.text == PROMPT + plain.choices[0].text
+        assert choice.logprobs.token_logprobs[0] is None
+        assert choice.logprobs.token_logprobs[1:prompt_part] == pytest.approx(scored.token_logprobs[1:], abs=1e-6)
+        assert len(choice.logprobs.tokens) == prompt_part + completion.usage.completion_tokens // 2
+        assert choice.logprobs.text_offset[prompt_part] == len(PROMPT)
+
+
+def test_streamed_echo_with_logprobs(openai_client):
+    scored = _scored(openai_client, max_tokens=0).choices[0].logprobs
+    chunks = list(_scored(openai_client, max_tokens=3, stream=True))
+    first = chunks[0].choices[0]
+    assert first.text == PROMPT and first.logprobs.tokens == scored.tokens
+    assert first.logprobs.token_logprobs[1:] == pytest.approx(scored.token_logprobs[1:], abs=1e-6)
+    assert "".join(chunk.choices[0].text for chunk in chunks if chunk.choices).startswith(PROMPT)
+
+
 def test_n_with_a_seed_gives_different_reproducible_choices(openai_client):
     def texts():
         completion = openai_client.completions.create(model=MODEL, prompt="My favourite animal is", n=3,
@@ -103,7 +152,6 @@ def test_suffix_without_fill_in_the_middle_tokens_is_a_clear_400(http):
     ({"prompt": [1, "a"]}, "prompt"),
     ({"prompt": [[10**8]]}, "prompt"),
     ({"prompt": "a", "best_of": 3}, "best_of"),
-    ({"prompt": "a", "echo": True, "logprobs": 1}, "echo"),
     ({"prompt": "a", "n": 99}, "n"),
     ({"prompt": "a", "logprobs": 21}, "logprobs"),
     ({"prompt": "a " * 5000}, "prompt"),

@@ -36,6 +36,37 @@ def test_the_next_process_restores_a_saved_prefix(launch, tmp_path):
     assert "gguf_prefixes_restored_total" in httpx.get(f"{second.base_url}/metrics").text
 
 
+def _conversation_tokens(server, question):
+    return httpx.post(f"{server.base_url}/tokenize", timeout=60, json={
+        "model": CHAT, "messages": [SYSTEM, {"role": "user", "content": question}]}).json()["tokens"]
+
+
+# The same conversation on every generating route (completions gets the rendered prompt's tokens).
+ROUTES = {
+    "completions": lambda server, question: ("/v1/completions", {
+        "prompt": _conversation_tokens(server, question), "max_tokens": 4}),
+    "responses": lambda server, question: ("/v1/responses", {
+        "instructions": SYSTEM["content"], "input": question, "max_output_tokens": 4}),
+    "messages": lambda server, question: ("/v1/messages", {
+        "system": SYSTEM["content"], "messages": [{"role": "user", "content": question}], "max_tokens": 4}),
+}
+
+
+def test_every_generating_route_says_what_it_restored(launch, tmp_path):
+    """`x-prefix-from-volume` was sent by the chat route only."""
+    env = {"KV_CACHE_DIR": str(tmp_path / "kv"), "KV_CACHE_MB": "512", "KV_CACHE_MIN_TOKENS": "64"}
+    writer = launch(env)
+    assert _ask(writer, "What is on shelf 3?").status_code == 200
+    assert writer.stop() == 0
+    for route, request in ROUTES.items():
+        server = launch(env)
+        path, body = request(server, "What is on shelf 5?")
+        answer = httpx.post(f"{server.base_url}{path}", json={"model": CHAT, "temperature": 0, **body}, timeout=120)
+        assert answer.status_code == 200, (route, answer.text)
+        assert int(answer.headers.get("x-prefix-from-volume", 0)) >= 64, route
+        assert server.stop() == 0
+
+
 def test_kv_cache_mb_zero_turns_it_off(launch, tmp_path):
     env = {"KV_CACHE_DIR": str(tmp_path / "kv"), "KV_CACHE_MB": "0", "KV_CACHE_MIN_TOKENS": "64"}
     server = launch(env)

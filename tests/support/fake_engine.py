@@ -27,6 +27,7 @@ class FakeChatModel(BatchingChatModel):
     def __init__(self, name: str, options: ModelOptions) -> None:  # noqa: D107 - no weights to load
         self.name, self.options, self.queue_limits = name, options, QueueLimits()
         self.n_ctx, self.n_parallel, self.n_batch = options.n_ctx, options.n_parallel, options.n_batch
+        self.n_vocab = 256  # token ids are bytes
         self.format = Qwen3Format(name="chatml")
         self.finished = collections.Counter()
         self.slots = []

@@ -102,3 +102,57 @@ def test_a_body_field_named_like_a_dependency_is_a_400_not_a_500(client):
     the Responses API's `store` once met a dependency called `store` and answered 500."""
     response = client.post("/v1/responses", json={"model": CHAT, "input": "hi", "store": {}})
     assert _error(response, 400)["param"] == "store"
+
+
+# Every generating route, the same conversation: each goes through one model call, so each gets the
+# same headers, the same usage and its own metric label.
+GENERATING = {
+    "chat": ("/v1/chat/completions", {"messages": HI, "max_tokens": 3}),
+    "completions": ("/v1/completions", {"prompt": "hi", "max_tokens": 3}),
+    "responses": ("/v1/responses", {"input": "hi", "max_output_tokens": 3}),
+    "messages": ("/v1/messages", {"messages": HI, "max_tokens": 3}),
+}
+
+
+def _prompt_and_output(route: str, body: dict) -> tuple[int, int]:
+    usage = body["usage"]
+    if route in ("chat", "completions"):
+        return usage["prompt_tokens"], usage["completion_tokens"]
+    if route == "responses":
+        return usage["input_tokens"], usage["output_tokens"]
+    return usage["input_tokens"] + usage["cache_read_input_tokens"], usage["output_tokens"]
+
+
+def _requests_counted(client, route: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in client.get("/metrics").text.splitlines()
+               if line.startswith("gguf_model_requests_total{") and f'endpoint="{route}"' in line)
+
+
+@pytest.mark.parametrize("route", GENERATING)
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_generating_route_is_one_model_call(client, route, stream):
+    path, body = GENERATING[route]
+    before = _requests_counted(client, route)
+    response = client.post(path, json={"model": CHAT, "stream": stream, **body})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream" if stream else "application/json")
+    assert "x-request-id" not in response.headers or response.headers["x-request-id"]
+    assert _requests_counted(client, route) == before + 1  # responses once counted as "chat"
+    if not stream:
+        chat = client.post("/v1/chat/completions", json={"model": CHAT, **GENERATING["chat"][1]}).json()
+        prompt, output = _prompt_and_output(route, response.json())
+        assert output == chat["usage"]["completion_tokens"] == 3
+        if route != "completions":  # a raw prompt is not the rendered conversation
+            assert prompt == chat["usage"]["prompt_tokens"]
+
+
+def test_messages_errors_are_anthropic_shaped(client):
+    response = client.post("/v1/messages", json={"model": "nope", "messages": HI, "max_tokens": 3})
+    assert response.status_code == 404
+    assert response.json() == {"type": "error", "error": {"type": "not_found_error",
+                                                          "message": response.json()["error"]["message"]}}
+    response = client.post("/v1/messages", json={"model": CHAT, "messages": HI})
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in response.json()["error"]["message"]
+    response = client.post("/v1/messages/count_tokens", json={"model": EMBED, "messages": HI})
+    assert response.status_code == 400 and response.json()["type"] == "error"
