@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response
@@ -121,13 +121,32 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
 
 
-def anthropic_error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+class AnthropicErrorDetail(msgspec.Struct, kw_only=True):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(msgspec.Struct, kw_only=True):
+    error: AnthropicErrorDetail
+    type: Literal["error"] = "error"
+
+
+def _anthropic_documented(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=AnthropicErrorResponse, description=description, generate_examples=False)
+
+
+# The same errors, documented with Anthropic's body, for the Messages routes.
+ANTHROPIC_ERROR_RESPONSES = {status: _anthropic_documented(spec.description or "")
+                             for status, spec in ERROR_RESPONSES.items()}
+
+
+def anthropic_error_body(exc: BaseException) -> tuple[int, AnthropicErrorResponse, dict[str, str]]:
     """(status, Anthropic's error body, headers) for `exc`: the OpenAI mapping's status and message."""
     status, body, headers = error_body(exc)
     kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    return status, {"type": "error", "error": {"type": kind, "message": body.error.message}}, headers
+    return status, AnthropicErrorResponse(error=AnthropicErrorDetail(type=kind, message=body.error.message)), headers
 
 
-def anthropic_error_handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def anthropic_error_handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[AnthropicErrorResponse]:
     status, body, headers = anthropic_error_body(exc)
     return Response(content=body, status_code=status, headers=headers)

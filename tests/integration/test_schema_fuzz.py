@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, settings
 MAX_REPLY_TOKENS = 4
 REAL_MODELS = {"/v1/chat/completions": "smollm2-135m", "/v1/embeddings": "smollm2-135m-embed",
                "/v1/completions": "smollm2-135m", "/v1/responses": "smollm2-135m",
-               "/tokenize": "smollm2-135m", "/detokenize": "smollm2-135m"}
+               "/tokenize": "smollm2-135m", "/detokenize": "smollm2-135m", "/v1/messages": "smollm2-135m",
+               "/v1/messages/count_tokens": "smollm2-135m"}
+ANTHROPIC_ROUTES = ("/v1/messages", "/v1/messages/count_tokens")
 CHUNK_OBJECTS = {"/v1/chat/completions": "chat.completion.chunk", "/v1/completions": "text_completion"}
 
 
@@ -32,10 +34,14 @@ def _check_event_stream(case, base_url):
     response = httpx.request(case.method, base_url + case.formatted_path, json=case.body, timeout=120)
     assert response.status_code < 500, response.text
     if response.status_code != 200:
-        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        _check_error(case.path, response.json())
         return
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [event for event in response.text.split("\n\n") if event]
+    if case.path == "/v1/messages":  # named events: message_start first, message_stop (or an error) last
+        payloads = [json.loads(event.split("data: ", 1)[1]) for event in events]
+        assert payloads[0]["type"] == "message_start" and payloads[-1]["type"] in ("message_stop", "error")
+        return
     if case.path == "/v1/responses":  # named events, no [DONE]: the last says how the response ended
         payloads = [json.loads(event.split("data: ", 1)[1]) for event in events]
         assert [payload["sequence_number"] for payload in payloads] == list(range(len(payloads)))
@@ -46,6 +52,13 @@ def _check_event_stream(case, base_url):
         chunk = json.loads(event.removeprefix("data: "))
         assert "error" not in chunk, chunk
         assert chunk["object"] == CHUNK_OBJECTS[case.path]
+
+
+def _check_error(route, body):
+    if route in ANTHROPIC_ROUTES:
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, body
+    else:
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body
 
 
 def _is_number(value):
@@ -85,6 +98,7 @@ BASE_BODIES = {
     "/v1/completions": {"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 2},
     "/v1/responses": {"model": "smollm2-135m", "input": "Hi", "max_output_tokens": 2},
     "/v1/embeddings": {"model": "smollm2-135m-embed", "input": "Hi"},
+    "/v1/messages": {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
 }
 NOT_OBJECTS = ["json", 1, 2.5, True, ["json"]]
 
@@ -147,7 +161,8 @@ def test_object_fields_refuse_every_other_kind_of_value(server, api_schema):
                 response = httpx.post(f"{server.base_url}{route}", json=body, timeout=120)
                 reached.add((route, path))
                 assert response.status_code == 400, (route, path, value, response.text)
-                assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+                _check_error(route, response.json())
                 tried += 1
     assert ("/v1/responses", ("text", "format")) in reached and ("/v1/chat/completions", ("messages", 0)) in reached
+    assert ("/v1/messages", ("messages", 0)) in reached
     assert tried > 50  # the walk reached nested fields, not only a handful

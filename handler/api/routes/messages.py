@@ -17,7 +17,7 @@ from litestar.response import Stream
 from handler.api.answers.messages import MessageShaper
 from handler.api.chat_requests import chat_input, plan_chat, start_chat_replies
 from handler.api.dependencies import CallsDep, SettingsDep
-from handler.api.errors import anthropic_error_handler
+from handler.api.errors import ANTHROPIC_ERROR_RESPONSES, anthropic_error_handler
 from handler.api.protocols.messages import CountTokensRequest, MessagesRequest, as_chat_request
 from handler.engine.chat import prompt_tokens
 
@@ -31,7 +31,8 @@ class MessagesController(Controller):
     tags = ["messages"]
     exception_handlers = {HTTPException: anthropic_error_handler, Exception: anthropic_error_handler}
 
-    @post(status_code=200, summary="Create a message (Anthropic's Messages API; `stream: true` for events)")
+    @post(status_code=200, responses=ANTHROPIC_ERROR_RESPONSES,
+          summary="Create a message (Anthropic's Messages API; `stream: true` for events)")
     async def create(self, data: JSONBody[MessagesRequest], request: Request[Any, Any, Any], calls: CallsDep,
                      settings: SettingsDep) -> Response[Any] | Stream:
         chat = as_chat_request(data)
@@ -40,7 +41,7 @@ class MessagesController(Controller):
             started = await start_chat_replies(call, chat, plan, settings)
             return await call.answer(started, MessageShaper(call.model), stream=data.stream)
 
-    @post("/count_tokens", status_code=200,
+    @post("/count_tokens", status_code=200, responses=ANTHROPIC_ERROR_RESPONSES,
           summary="Count a Messages request's input tokens: its prompt exactly as /v1/messages renders it")
     async def count_tokens(self, data: JSONBody[CountTokensRequest], request: Request[Any, Any, Any],
                            calls: CallsDep) -> Response[TokenCount]:
