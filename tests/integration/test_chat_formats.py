@@ -141,3 +141,26 @@ def test_gemma_answers_through_its_manifest_template(client):
         model="gemma3-270m", max_tokens=12, temperature=0,
         messages=[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a colour."}])
     assert completion.choices[0].message.content and "<start_of_turn>" not in completion.choices[0].message.content
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_messages_tool_loop_on_any_template(formats_server, model):
+    """The Messages API carries tools, tool_use and tool_result blocks through every chat format, and
+    its call equals the chat route's (one path: the same prompt, grammar and parser)."""
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=formats_server.base_url, api_key="unused", timeout=120, max_retries=0)
+    function = WEATHER["function"]
+    tool = {"name": function["name"], "description": function["description"], "input_schema": function["parameters"]}
+    ask = [{"role": "user", "content": ASK[0]["content"]}]
+    message = claude.messages.create(model=model, max_tokens=80, messages=ask, tools=[tool],
+                                     tool_choice={"type": "any", "disable_parallel_tool_use": True},
+                                     extra_body={"temperature": 0})
+    (use,) = [block for block in message.content if block.type == "tool_use"]
+    assert message.stop_reason == "tool_use" and set(use.input) == {"city", "unit"}
+    final = claude.messages.create(
+        model=model, max_tokens=16, tools=[tool], tool_choice={"type": "none"}, extra_body={"temperature": 0},
+        messages=[*ask, {"role": "assistant", "content": [block.model_dump() for block in message.content]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                                "content": json.dumps({"temperature": 21})}]}])
+    assert [block.type for block in final.content] == ["text"] and final.content[0].text

@@ -56,13 +56,14 @@ def _unsupported(kind: Any, where: str) -> InvalidRequest:
                           "and thinking are", param=where, code="unsupported_content")
 
 
+def _text_part(block: dict[str, Any], where: str) -> dict[str, str]:
+    if block.get("type") != "text" or not isinstance(block.get("text"), str):
+        raise _unsupported(block.get("type"), where)
+    return {"type": "text", "text": block["text"]}
+
+
 def _text_parts(blocks: Blocks, where: str) -> list[dict[str, str]]:
-    parts = []
-    for index, block in enumerate(blocks):
-        if block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _unsupported(block.get("type"), f"{where}[{index}]")
-        parts.append({"type": "text", "text": block["text"]})
-    return parts
+    return [_text_part(block, f"{where}[{index}]") for index, block in enumerate(blocks)]
 
 
 def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def _user_turn(blocks: Blocks, where: str) -> list[dict[str, Any]]:
         if kind == "tool_result":
             results.append(_tool_result(block, at))
         else:
-            texts.extend(_text_parts([block], at))
+            texts.append(_text_part(block, at))
     return [*results, *([{"role": "user", "content": texts}] if texts or not results else [])]
 
 
@@ -99,7 +100,7 @@ def _assistant_turn(blocks: Blocks, where: str) -> dict[str, Any]:
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thinking.append(block["thinking"])
         elif kind != "redacted_thinking":
-            texts.extend(_text_parts([block], at))
+            texts.append(_text_part(block, at))
     turn: dict[str, Any] = {"role": "assistant", "content": texts or None}
     if calls:
         turn["tool_calls"] = calls
