@@ -11,11 +11,11 @@ from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
+from handler.api.calls import ModelCall
 from handler.api.chat_requests import enable_thinking, message_dict
 from handler.api.dependencies import CallsDep
 from handler.api.errors import ERROR_RESPONSES
 from handler.api.protocols.chat import ChatMessage, Tool
-from handler.engine.cache import Lease
 from handler.engine.chat import prompt_tokens
 from handler.errors import InvalidRequest
 from handler.formats.chat_format import ChatInput, ToolUse
@@ -55,19 +55,19 @@ def _chat_input(data: TokenizeRequest) -> ChatInput:
                      enable_thinking=thinking, add_generation_prompt=data.add_generation_prompt)
 
 
-async def _tokenize(data: TokenizeRequest, lease: Lease) -> TokenizeResponse:
+async def _tokenize(data: TokenizeRequest, call: ModelCall) -> TokenizeResponse:
     if (data.prompt is None) == (data.messages is None):
         raise InvalidRequest("send either prompt or messages", param="prompt")
     if data.messages is not None:
-        if lease.entry.spec.kind != "chat":
+        if call.spec.kind != "chat":
             raise InvalidRequest("messages need a chat model", param="messages")
-        _, tokens = await prompt_tokens(lease.chat_model, _chat_input(data))
-        return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=lease.chat_model.n_ctx)
-    if lease.entry.spec.kind == "chat":
-        model = lease.chat_model
+        _, tokens = await prompt_tokens(call.chat_model, _chat_input(data))
+        return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=call.chat_model.n_ctx)
+    if call.spec.kind == "chat":
+        model = call.chat_model
         tokens = await asyncio.to_thread(model.tokenize, data.prompt or "", add_bos=data.add_special_tokens)
         return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=model.n_ctx)
-    embedder = lease.embedding_model
+    embedder = call.embedding_model
     tokens = await asyncio.to_thread(embedder.tokenize, data.prompt or "")
     return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=embedder.max_input_tokens)
 
@@ -80,7 +80,7 @@ class TokenizerController(Controller):
     async def tokenize(self, data: JSONBody[TokenizeRequest], request: Request[Any, Any, Any],
                        calls: CallsDep) -> Response[TokenizeResponse]:
         async with calls.open(request, data.model, None, route="tokenize") as call:
-            return call.respond(await _tokenize(data, call.lease))
+            return call.respond(await _tokenize(data, call))
 
     @post("/detokenize", status_code=200, responses=ERROR_RESPONSES, summary="Token ids back to text")
     async def detokenize(self, data: JSONBody[DetokenizeRequest], request: Request[Any, Any, Any],
