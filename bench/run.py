@@ -119,11 +119,14 @@ def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]
         report.add("ours peak RSS MB (chat model, 1 slot)", f"{ours['rss_one_slot']:.0f}",
                    f"{ours['rss_one_slot'] / raw['rss']:.2f}× raw (same context size)")
     ours["saved_prefix"] = saved_prefix_first_request(report, args)
-    starts = [cold_start(args) for _ in range(args.repeats)]
+    runs = [(cold_start(args), cold_start(args, "handler.app:build")) for _ in range(args.repeats)]  # interleaved
+    starts = [overlapped for overlapped, _ in runs]
     cold = median([first for _, first in starts])
-    report.add("ours cold start s (process → first token)", f"{cold:.2f}",
-               f"{cold / raw['cold']:.2f}× raw (+{(cold - raw['cold']) * 1000:.0f} ms; target +150)")
-    ours["cold"] = cold
+    sequential = median([first for _, (_, first) in runs])
+    report.add("ours cold start s (process → first token, warm set read while the app starts)", f"{cold:.2f}",
+               f"{cold / raw['cold']:.2f}× raw (+{(cold - raw['cold']) * 1000:.0f} ms); without the overlap "
+               f"(handler.app:build) {sequential:.2f}")
+    ours["cold"], ours["cold_sequential"] = cold, sequential
     ours["cold_phases"] = startup_phases(report, args, median([health for health, _ in starts]), cold)
     return ours
 
@@ -185,14 +188,16 @@ def saved_prefix_first_request(report: Report, args: argparse.Namespace) -> dict
     return {"ttft_restored": with_state, "ttft_without": without, "same_text": float(same)}
 
 
-def cold_start(args: argparse.Namespace) -> tuple[float, float]:
-    """(process start → /health answers, process start → first token), model already on the volume,
-    nothing warm."""
+def cold_start(args: argparse.Namespace, entry: str = "handler.serve:build") -> tuple[float, float]:
+    """(process start → /health answers, process start → first token), model already on the volume, for
+    the server entry `entry`."""
     port = free_port()
     started = time.perf_counter()
-    env = {"MODEL_DIR": str(MODEL_DIR), "N_THREADS": str(args.threads), "KV_CACHE_MB": "0"}
+    # The model is the warm set, as a deployed function's is: its weights are read while the app starts.
+    env = {"MODEL_DIR": str(MODEL_DIR), "N_THREADS": str(args.threads), "KV_CACHE_MB": "0",
+           "WARM_MODELS": "smollm2-135m"}
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-               "handler.app:app"]
+               "--factory", entry]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"

@@ -85,7 +85,7 @@ def ours(model_dir: Path, threads: int, parallel: int, *, port: int | None = Non
     env = {"MODEL_DIR": str(model_dir), "N_THREADS": str(threads), "N_PARALLEL": str(parallel), "N_CTX": "2048",
            "MAX_QUEUE": "64", "WARM_MODELS": model, "KV_CACHE_MB": "0", **(env or {})}
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-               "handler.app:app"]
+               "--factory", "handler.serve:build"]
     return _running("serverless-gguf", command, "/health/ready", model, port, env)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ModelCache
 from handler.engine.chat import read_prompt
+from handler.engine.early import EARLY_WEIGHTS
 from handler.engine.types import ChatRequest
 from handler.store.manifest import ModelSpec
 from handler.store.model_store import ModelStore
@@ -77,6 +78,8 @@ class WarmUp:
             previous_load = asyncio.ensure_future(self._load_after(previous_load, spec))
             loads.append(previous_load)
         await asyncio.gather(*loads)
+        for path in await asyncio.to_thread(EARLY_WEIGHTS.release):
+            log.info("freed the weights read early from %s: the warm set did not use them", path.name)
         log.info("warm set ready: %s", ", ".join(sorted(self.done)) or "none")
 
     async def _load_after(self, previous: asyncio.Future[Any] | None, spec: ModelSpec) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 
 from handler.engine import devices
 from handler.engine.cache import CacheLimits, Loader, ModelCache
-from handler.engine.llama_options import LlamaDefaults, StepObserverOf, check_options, resolve_options
+from handler.engine.early import EARLY_WEIGHTS, load_weights
+from handler.engine.llama_options import (
+    LlamaDefaults,
+    StepObserverOf,
+    check_options,
+    resolve_options,
+)
 from handler.engine.loading import load_model
 from handler.engine.types import QueueLimits
 from handler.settings import Settings
@@ -100,3 +108,17 @@ def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:
     names = [spec.name for spec in catalog.declared if spec.warm]
     names += [name for name in settings.warm_models if name not in names]
     return [catalog.get(name) for name in names]
+
+
+def start_early_weights(settings: Settings) -> Path | None:
+    """Start reading the warm set's first model's weights now, on a thread of their own, if its file is
+    already on the volume (see `engine.early`); returns its path. Only the first: more could exceed a
+    memory budget that the cache, which adopts them, has not applied yet."""
+    declared = load_checked_manifest(settings)
+    catalog = build_catalog(settings, declared)
+    for spec in warm_set(settings, catalog)[:1]:
+        path = catalog.path_of(spec)
+        options = resolve_options(llama_defaults(settings), spec.options)
+        EARLY_WEIGHTS.start(path, options, functools.partial(load_weights, options=options, chat=spec.kind == "chat"))
+        return path
+    return None

@@ -30,6 +30,7 @@ from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from handler.engine.early import Weights
 from handler.engine.generation import Generation, delivered_together
 from handler.engine.llama_options import ModelOptions, model_params
 from handler.engine.logprobs import prompt_logprob, token_logprob
@@ -67,7 +68,7 @@ class GrammarError(ValueError):
 class BatchingChatModel:
     def __init__(self, name: str, path: Path, options: ModelOptions, queue: QueueLimits = DEFAULT_QUEUE, *,
                  on_step: StepObserver | None = None, clock: Callable[[], float] = time.perf_counter,
-                 prefixes: PrefixStore | None = None, identity: str = "") -> None:
+                 prefixes: PrefixStore | None = None, identity: str = "", early: Weights | None = None) -> None:
         self.name, self.options, self.queue_limits = name, options, queue
         self.budget = StepBudget(target_s=options.step_target_ms / 1000, max_tokens=options.n_batch)
         self.on_step, self.clock = on_step, clock
@@ -77,8 +78,11 @@ class BatchingChatModel:
         self.deterministic = options.deterministic
         self.fixed_chunk = max(1, min(DETERMINISTIC_CHUNK, self.n_batch - self.n_parallel))
         llama_log_level(options.verbose)
-        self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
-        self.context = LlamaContext(model=self.model, params=_context_params(options), verbose=options.verbose)
+        if early is not None:  # loaded from this very file with these options while the process started
+            self.model, self.context = early.model, early.context
+        else:
+            self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
+            self.context = LlamaContext(model=self.model, params=context_params(options), verbose=options.verbose)
         self.threads = CpuThreadPool(options.n_threads)
         self.threads.attach(self.context.ctx)
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
@@ -175,7 +179,7 @@ class BatchingChatModel:
         """The namespace of this model's saved prefixes: everything a sequence's KV state depends on (the
         model's content, the KV layout: context length, streams, cell types, attention kernel, window,
         rope, and the llama.cpp build), and how large a state of a whole context can be."""
-        params = _context_params(self.options)
+        params = context_params(self.options)
         name = digest(identity, params.n_ctx, params.n_seq_max, params.kv_unified, params.type_k, params.type_v,
                       params.flash_attn_type, params.swa_full, params.rope_freq_base, params.rope_freq_scale,
                       self.n_swa, llama_cpp.__version__)
@@ -646,7 +650,7 @@ FLASH_ATTENTION = {None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, True: llama_cpp.L
                    False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}
 
 
-def _context_params(options: ModelOptions) -> Any:
+def context_params(options: ModelOptions) -> Any:
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = options.n_ctx * options.n_parallel
     params.n_batch = options.n_batch

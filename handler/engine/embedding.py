@@ -22,6 +22,7 @@ import llama_cpp
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 
+from handler.engine.early import Weights
 from handler.engine.llama_options import POOLING_TYPES, ModelOptions, model_params
 from handler.engine.pieces import detokenize
 from handler.engine.types import DEFAULT_QUEUE, QueueLimits
@@ -54,10 +55,12 @@ class _Job:
 
 class EmbeddingModel:
     def __init__(self, name: str, path: Path, options: ModelOptions,
-                 queue_limits: QueueLimits = DEFAULT_QUEUE) -> None:
+                 queue_limits: QueueLimits = DEFAULT_QUEUE, *, early: Weights | None = None) -> None:
         self.name, self.queue_limits = name, queue_limits
         llama_log_level(options.verbose)
-        self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
+        # `early`: its weights, read from this very file with these options while the process started
+        self.model = early.model if early is not None else LlamaModel(
+            path_model=str(path), params=model_params(options), verbose=options.verbose)
         self.max_input_tokens = min(options.n_batch, options.n_ctx)
         self.context = LlamaContext(model=self.model, params=self._context_params(options),
                                     verbose=options.verbose)

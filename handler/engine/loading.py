@@ -4,12 +4,14 @@ it costs in memory, before (estimated) and after (measured)."""
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import attrs
 
 from handler.engine import llama_log
 from handler.engine.batching import BatchingChatModel
+from handler.engine.early import EARLY_WEIGHTS
 from handler.engine.embedding import EmbeddingModel
 from handler.engine.llama_options import LlamaDefaults, resolve_options
 from handler.engine.memory import estimate_bytes
@@ -18,6 +20,7 @@ from handler.store.files import RecordBook
 from handler.store.manifest import ModelSpec
 
 LoadedModel = BatchingChatModel | EmbeddingModel
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -42,18 +45,23 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
     """Load `spec` from `path`; a failure names the model and llama.cpp's own reason."""
     options = resolve_options(defaults, spec.options)
     llama_log.take_messages(), llama_log.take_buffer_bytes()  # whatever an earlier load on this thread left
+    early = EARLY_WEIGHTS.take(path, options)  # the store has verified `path` by now
+    if early is not None:
+        log.info("model %s: adopted the weights read while the process started", spec.name)
     try:
         if spec.kind == "embedding":
-            model: LoadedModel = EmbeddingModel(spec.name, path, options, defaults.queue)
+            model: LoadedModel = EmbeddingModel(spec.name, path, options, defaults.queue, early=early)
         else:
             observer = defaults.step_observer
             model = BatchingChatModel(spec.name, path, options, defaults.queue,
                                       on_step=functools.partial(observer, spec.name) if observer else None,
-                                      prefixes=defaults.prefixes, identity=file_identity(spec, path))
+                                      prefixes=defaults.prefixes, identity=file_identity(spec, path), early=early)
     except (ValueError, RuntimeError, OSError) as exc:
+        if early is not None:
+            early.close()
         cause = "; ".join(llama_log.take_messages()[-3:]) or str(exc)
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {cause}") from exc
-    return Loaded(model, llama_log.take_buffer_bytes())
+    return Loaded(model, llama_log.take_buffer_bytes() + (early.buffer_bytes if early is not None else 0))
 
 
 def estimate_model_bytes(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> int:

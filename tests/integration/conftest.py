@@ -51,7 +51,7 @@ def start_server(tmp_path: Path, env: dict[str, str] | None = None, *, workers: 
     environment = {**os.environ, "MODEL_DIR": str(REPO / "models"), "N_THREADS": "2", "KV_CACHE_MB": "0",
                    "MODELS_MANIFEST": str(REPO / "models_manifest" / "default.toml"), **(env or {})}
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers), "--respawn-failed-workers", "--factory", "handler.app:build"]
+               "--workers", str(workers), "--respawn-failed-workers", "--factory", "handler.serve:build"]
     return run_until_healthy(command, port, environment, cwd=REPO, log_path=tmp_path / f"server-{port}.log")
 
 

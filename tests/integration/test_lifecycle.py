@@ -48,6 +48,30 @@ def test_warm_set_readiness_and_requests_during_warm_up(tmp_path, demo_model_pat
     assert server.log().count("loaded model remote") == 1
 
 
+def test_the_warm_sets_first_model_is_read_while_the_app_starts(launch, tmp_path, demo_model_path):
+    """On the volume already, the warm model's weights and context are made while the framework imports
+    (`handler.serve`), and adopted once the store has checked the file: one load, no second read."""
+    server = launch({"WARM_MODELS": CHAT})
+    assert wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200)
+    assert _chat(server.base_url, max_tokens=2).status_code == 200
+    assert server.log().count(f"model {CHAT}: adopted the weights read while the process started") == 1
+    assert server.log().count(f"loaded model {CHAT}") == 1
+
+
+def test_a_warm_model_synced_anew_is_not_taken_from_an_early_read(launch, tmp_path, demo_model_path, s3_servers):
+    """A remote model whose file is not on the volume yet has nothing read early: it is downloaded,
+    checked and loaded the usual way."""
+    s3 = s3_servers()
+    s3.upload("models", "smol/demo.gguf", demo_model_path)
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text('[[models]]\nname = "remote"\nsource = "s3://models/smol/demo.gguf"\nwarm = true\n')
+    (tmp_path / "volume").mkdir()
+    server = launch({**s3.app_env(), "MODEL_DIR": str(tmp_path / "volume"), "MODELS_MANIFEST": str(manifest)})
+    assert wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200)
+    assert "adopted the weights read while the process started" not in server.log()
+    assert server.log().count("loaded model remote") == 1
+
+
 def _loaded(base_url):
     return {card["id"]: card["loaded"] for card in httpx.get(f"{base_url}/v1/models").json()["data"]}
 

@@ -1,0 +1,34 @@
+"""The server process's entry: `granian --interface asgi --factory handler.serve:build`.
+
+Before the web framework is imported, the warm set's first model starts loading on a thread of its
+own (see `engine.early`): llama.cpp reads its weights and makes its context in C, without the GIL,
+while Python imports Litestar and builds the app, instead of after the port opened. Deciding what to
+load (settings, manifest, options) runs first, on this thread: its imports are the app's own, and two
+threads importing Python modules at once only take turns. `handler.app:build` serves the same app
+without the overlap."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+log = logging.getLogger("handler")
+
+
+def _start_early(environ: Mapping[str, str]) -> None:
+    try:
+        from handler.settings import Settings
+        from handler.wiring import start_early_weights
+
+        start_early_weights(Settings.from_env(environ))
+    except Exception:  # noqa: BLE001 - the usual start meets the same problem and reports it properly
+        log.debug("no early start", exc_info=True)
+
+
+def build() -> Any:
+    _start_early(os.environ)
+    from handler.app import build as build_app
+
+    return build_app()
