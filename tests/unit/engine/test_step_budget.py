@@ -49,3 +49,17 @@ def test_chunks_beside_running_streams_keep_the_prompts_micro_batch_on_the_fast_
         budget.record(tokens, 0.001 * tokens, decoding=1)  # 1 ms per token, no overhead
     assert budget.prefill_allowance(decoding=1) == expected
     assert (expected - 1) % CHUNK_QUANTUM == 0 and expected >= MIN_PREFILL
+
+
+def test_a_deepening_prompt_shrinks_its_chunks():
+    """Later chunks of a long prompt cost more per token (attention over what was read): the latest
+    mixed step bounds the next, where a fit over older steps would overshoot the target."""
+    budget = StepBudget(target_s=0.2, max_tokens=512)
+    for _ in range(20):
+        budget.record(1, 0.010, decoding=1)
+    for tokens in (66, 98, 130):
+        budget.record(tokens, 0.0015 * tokens, decoding=1)  # the fit's cost: 1.5 ms a token
+    fitted = budget.prefill_allowance(decoding=1)
+    budget.record(130, 0.40, decoding=1)  # the prompt is deep now: 3 ms a token
+    deeper = budget.prefill_allowance(decoding=1)
+    assert deeper < fitted and 0.003 * (deeper + 1) <= 0.2 + 0.01
