@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import llama_cpp
 
+from bench.s3_start import s3_to_first_token
 from bench import servers, workloads
 from bench.common import free_port
 from bench.host_bound import measure as measure_host_bound
@@ -247,6 +248,17 @@ def startup_phases(report: Report, args: argparse.Namespace, health: float, firs
     return phases
 
 
+def s3_start(report: Report, args: argparse.Namespace) -> dict[str, float]:
+    """S3 → first token in a new process: boto3 download_file + raw load, against ours staging the file on
+    the volume and in memory."""
+    medians = s3_to_first_token(MODEL, args.threads, args.repeats)
+    raw = medians["download_file + raw load"]
+    report.add("S3 → first token s, new process (model only in S3)",
+               " · ".join(f"{name} {seconds:.2f}" for name, seconds in medians.items()),
+               f"memory {medians['ours, memory'] / raw:.2f}× and volume {medians['ours, volume'] / raw:.2f}× raw")
+    return medians
+
+
 def measure_peer(report: Report, name: str, server_context, args: argparse.Namespace,
                  ours: dict[str, object]) -> dict[str, float]:
     with ExitStack() as stack:
@@ -292,6 +304,7 @@ def main() -> None:
         peers["llama-server -np 4"] = measure_peer(report, "llama-server -np 4",
                                                    servers.llama_server(binary, MODEL, args.threads, 4), args, ours)
     host_bound = {} if args.skip_host_bound else measure_host_bound(report, args, servers.CACHE)
+    ours["s3_start"] = s3_start(report, args)
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
     out = results / time.strftime("bench-%Y%m%d-%H%M%S.json")

@@ -111,6 +111,7 @@ class Settings:
     s3_max_attempts: int = 5
     trust_local_models: bool = False
     disk_headroom_mb: int = 64
+    model_staging: str = "volume"  # where remote model files are put: the volume, or memory (see store.staging)
     warm_models: tuple[str, ...] = ()
     model_ttl_s: float = 0.0
     max_loaded_models: int = 0
@@ -173,6 +174,8 @@ class Settings:
             s3_max_attempts=read("S3_MAX_ATTEMPTS", int, d["s3_max_attempts"], lambda v: 1 <= v <= 20, "1..20"),
             trust_local_models=read("TRUST_LOCAL_MODELS", _parse_bool, d["trust_local_models"]),
             disk_headroom_mb=read("DISK_HEADROOM_MB", int, d["disk_headroom_mb"], lambda v: v >= 0, ">= 0"),
+            model_staging=read("MODEL_STAGING", str, d["model_staging"], lambda v: v in ("volume", "memory"),
+                               '"volume" or "memory"'),
             warm_models=read("WARM_MODELS", _parse_list, d["warm_models"]),
             model_ttl_s=read("MODEL_TTL_S", float, d["model_ttl_s"], lambda v: v >= 0, ">= 0 (0 = never)"),
             max_loaded_models=read("MAX_LOADED_MODELS", int, d["max_loaded_models"],

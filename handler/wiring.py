@@ -39,7 +39,8 @@ def s3_tuning(settings: Settings) -> S3Tuning:
 
 def build_store(settings: Settings, catalog: ModelCatalog) -> ModelStore:
     return ModelStore(catalog, StoreConfig(tuning=s3_tuning(settings), trust_local=settings.trust_local_models,
-                                           headroom_bytes=settings.disk_headroom_mb * 1024 * 1024))
+                                           headroom_bytes=settings.disk_headroom_mb * 1024 * 1024,
+                                           staging=settings.model_staging))
 
 
 def build_prefix_store(settings: Settings) -> PrefixStore | None:
@@ -100,7 +101,7 @@ def build_cache(settings: Settings, store: ModelStore, loader: Loader = load_mod
                          max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
                          default_ttl_s=settings.model_ttl_s)
     return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_if_corrupt,
-                      loader=loader)
+                      loader=loader, loaded=store.release_staged)
 
 
 def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:

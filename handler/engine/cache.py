@@ -104,8 +104,10 @@ class CacheLimits:
 
 class ModelCache:
     def __init__(self, fetch: Fetch, defaults: LlamaDefaults, limits: CacheLimits = CacheLimits(),
-                 discard: Discard | None = None, loader: Loader = load_model) -> None:
+                 discard: Discard | None = None, loader: Loader = load_model,
+                 loaded: Callable[[ModelSpec], None] | None = None) -> None:
         self.fetch, self.defaults, self.limits, self.loader = fetch, defaults, limits, loader
+        self.loaded = loaded  # told when a load from a fetched file ended (a file staged in memory goes)
         self.discard = discard or _keep
         self._entries: dict[str, CacheEntry] = {}
         self._loading: dict[str, asyncio.Future[CacheEntry]] = {}
@@ -253,3 +255,6 @@ class ModelCache:
                 raise ModelLoadFailed(f"{exc.message}; the synced copy is not a valid GGUF file and was "
                                       "removed: the next request syncs it again") from exc
             raise
+        finally:
+            if self.loaded is not None:
+                self.loaded(spec)

@@ -18,6 +18,7 @@ from handler.engine.memory import estimate_bytes
 from handler.errors import ModelLoadFailed
 from handler.store.files import RecordBook
 from handler.store.manifest import ModelSpec
+from handler.store.staging import is_staged
 
 LoadedModel = BatchingChatModel | EmbeddingModel
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def file_identity(spec: ModelSpec, path: Path) -> str:
 def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
     """Load `spec` from `path`; a failure names the model and llama.cpp's own reason."""
     options = resolve_options(defaults, spec.options)
+    if is_staged(path) and options.n_gpu_layers != 0:  # the staged host copy goes once weights are on the device
+        options = attrs.evolve(options, use_mmap=False)
     llama_log.take_messages(), llama_log.take_buffer_bytes()  # whatever an earlier load on this thread left
     early = EARLY_WEIGHTS.take(path, options)  # the store has verified `path` by now
     if early is not None:

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import attrs
 
@@ -34,6 +34,7 @@ from handler.store.files import (
 )
 from handler.store.manifest import ModelSpec
 from handler.store.progress import SyncProgress
+from handler.store.staging import FD_DIR, MemoryStaging, StagedFile, available_memory_bytes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +45,7 @@ class StoreConfig:
     tuning: s3.S3Tuning = s3.S3Tuning()
     trust_local: bool = False
     headroom_bytes: int = 64 * 1024 * 1024  # kept free beyond the model itself
+    staging: str = "volume"  # "memory": remote files are streamed into memory, loaded, released
 
 
 STORE_THREADS = 4  # blocking store work at once (S3 syncs, lock waits, hashing); the rest queue behind
@@ -56,6 +58,7 @@ class ModelStore:
         self._inflight: dict[Path, asyncio.Future[Path]] = {}
         self._client: Any = None
         self._records = RecordBook()
+        self._staging = MemoryStaging()
         # Its own threads: a burst of cold syncs (each blocked for minutes on S3 or a lock) must not
         # take the default pool that tokenising, grammar building and loading for ready models use.
         self._executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="model-store")
@@ -65,6 +68,7 @@ class ModelStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def close(self) -> None:
+        self._staging.release_all()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def clean_leftovers(self) -> list[Path]:
@@ -90,6 +94,8 @@ class ModelStore:
         try:
             if not spec.is_remote:
                 self._check_local(spec, path)
+            elif self.config.staging == "memory":
+                path = self._stage_in_memory(spec, progress)
             elif not self._is_current(spec, path):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with exclusive_lock(path):  # another worker may be downloading this very file
@@ -174,29 +180,65 @@ class ModelStore:
         head = s3.head_object(self._s3(), s3.S3Location.parse(spec.source), spec.version_id)
         return record is not None and record.etag == head.etag and record.size == head.size
 
-    def _download(self, spec: ModelSpec, path: Path, progress: SyncProgress) -> None:
-        where = s3.S3Location.parse(spec.source)
+    def _head(self, spec: ModelSpec, where: s3.S3Location) -> s3.ObjectInfo:
         head = s3.head_object(self._s3(), where, spec.version_id)
         if spec.size is not None and head.size != spec.size:
             raise ModelSourceError(f"{where} is {head.size} bytes, the manifest says {spec.size}", code="size_mismatch")
-        self._check_space(spec, path, head.size)
+        return head
+
+    def _fetch(self, spec: ModelSpec, where: s3.S3Location, head: s3.ObjectInfo, handle: IO[bytes],
+               progress: SyncProgress) -> str:
+        """Stream the object into `handle` (parallel ranged GETs) and check it; returns its sha256."""
         progress.state, progress.total = "downloading", head.size
+        written, sha256 = s3.download(self._s3(), where, handle, self.config.tuning,
+                                      version_id=head.version_id if spec.version_id else None,
+                                      on_bytes=progress.add_bytes)
+        progress.state = "verifying"
+        if written != head.size:
+            raise ServiceUnavailable(f"{where}: got {written} of {head.size} bytes", code="model_source_unavailable",
+                                     retry_after_s=s3.RETRY_AFTER_S)
+        if spec.sha256 and sha256 != spec.sha256:
+            raise ModelSourceError(f"{where} does not match the manifest's sha256 (got {sha256}); "
+                                   "the download was discarded", code="checksum_mismatch")
+        return sha256
+
+    def _download(self, spec: ModelSpec, path: Path, progress: SyncProgress) -> None:
+        where = s3.S3Location.parse(spec.source)
+        head = self._head(spec, where)
+        self._check_space(spec, path, head.size)
         log.info("syncing %s (%d bytes) from %s", path.name, head.size, where)
         with temporary_beside(path) as (temporary, handle):
-            written, sha256 = s3.download(self._s3(), where, handle, self.config.tuning,
-                                          version_id=head.version_id if spec.version_id else None,
-                                          on_bytes=progress.add_bytes)
-            progress.state = "verifying"
-            if written != head.size:
-                raise ServiceUnavailable(f"{where}: got {written} of {head.size} bytes",
-                                         code="model_source_unavailable",
-                                         retry_after_s=s3.RETRY_AFTER_S)
-            if spec.sha256 and sha256 != spec.sha256:
-                raise ModelSourceError(f"{where} does not match the manifest's sha256 (got {sha256}); "
-                                       "the download was discarded", code="checksum_mismatch")
+            sha256 = self._fetch(spec, where, head, handle, progress)
             publish(temporary, handle, path)
         self._records.write(path, sha256=sha256, etag=head.etag, version_id=head.version_id)
         log.info("synced %s in %.2fs (%.1f MB/s)", path.name, progress.seconds, progress.rate / 1e6)
+
+    def _stage_in_memory(self, spec: ModelSpec, progress: SyncProgress) -> Path:
+        """The object streamed into an in-memory file (kept until its model loaded: `release_staged`)."""
+        if (staged := self._staging.get(spec.name)) is not None:
+            return staged.path
+        where = s3.S3Location.parse(spec.source)
+        head = self._head(spec, where)
+        needed, available = head.size + self.config.headroom_bytes, available_memory_bytes()
+        if available < needed:
+            raise InsufficientStorage(f"not enough memory to stage model '{spec.name}' (MODEL_STAGING=memory): "
+                                      f"{needed} bytes needed, {available} available")
+        log.info("staging %s (%d bytes) from %s in memory", spec.name, head.size, where)
+        fd = self._staging.new_file(spec.name)
+        try:
+            with os.fdopen(os.dup(fd), "wb") as handle:
+                sha256 = self._fetch(spec, where, head, handle, progress)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._staging.keep(spec.name, StagedFile(fd, sha256, head.size))
+        log.info("staged %s in %.2fs (%.1f MB/s)", spec.name, progress.seconds, progress.rate / 1e6)
+        return FD_DIR / str(fd)
+
+    def release_staged(self, spec: ModelSpec) -> None:
+        """Its model has loaded (or failed to): the staged file's memory goes back (mapped pages stay
+        with the mapping)."""
+        self._staging.release(spec.name)
 
     def _check_space(self, spec: ModelSpec, path: Path, size: int) -> None:
         needed = size + self.config.headroom_bytes

@@ -209,3 +209,33 @@ def test_cold_syncs_do_not_stall_models_already_loaded(tmp_path, volume, demo_mo
     finally:
         s3.kill()  # the syncs fail at once now (one attempt each)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def test_memory_staging_serves_without_the_volume(launch, s3_servers, tmp_path, demo_model_path, volume,
+                                                  demo_sha256):
+    """MODEL_STAGING=memory: the object is streamed into memory, verified, loaded and released: nothing
+    is written to the volume, and a model loaded again is fetched again."""
+    s3 = s3_servers()
+    s3.upload("models", KEY, demo_model_path)
+    manifest = _manifest(tmp_path, demo_model_path, ("remote", KEY, demo_sha256))
+    server = launch(_env(s3, manifest, volume, MODEL_STAGING="memory"))
+    first = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": "remote", **ASK}, timeout=120)
+    assert first.status_code == 200, first.text
+    assert "x-cold-start" in first.headers and not any(volume.iterdir())
+    assert "staged remote" in server.log()
+    unloaded = httpx.post(f"{server.base_url}/models/remote/unload", timeout=60)
+    assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True
+    again = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": "remote", **ASK}, timeout=120)
+    assert again.status_code == 200 and again.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+    assert s3.stats("models", KEY)["downloads"] == 2 and not any(volume.iterdir())
+
+
+def test_memory_staging_still_checks_the_sha256(launch, s3_servers, tmp_path, demo_model_path, volume):
+    s3 = s3_servers()
+    s3.upload("models", KEY, demo_model_path)
+    manifest = _manifest(tmp_path, demo_model_path, ("remote", KEY, "0" * 64))
+    server = launch(_env(s3, manifest, volume, MODEL_STAGING="memory"))
+    refused = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": "remote", **ASK}, timeout=120)
+    assert refused.status_code == 502 and refused.json()["error"]["code"] == "checksum_mismatch"
+    local = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": "local-demo", **ASK}, timeout=120)
+    assert local.status_code == 200

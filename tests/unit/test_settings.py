@@ -30,6 +30,7 @@ def test_values_are_parsed():
 @pytest.mark.parametrize(("name", "value"), [
     ("PORT", "eighty"), ("PORT", "70000"), ("N_CTX", "0"), ("N_CTX", "-5"), ("N_GPU_LAYERS", "-2"),
     ("TEMPERATURE", "nan"), ("TEMPERATURE", "3"), ("VERBOSE", "maybe"), ("MAX_TOKENS", "1.5"),
+    ("MODEL_STAGING", "tmpfs"),
 ])
 def test_invalid_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
@@ -98,3 +99,8 @@ def test_gpu_layers_are_auto_unless_set():
     assert Settings.from_env({"N_GPU_LAYERS": "0"}).n_gpu_layers == 0
     with pytest.raises(SettingsError, match="N_GPU_LAYERS"):
         Settings.from_env({"N_GPU_LAYERS": "most"})
+
+
+def test_model_staging_is_the_volume_unless_memory_is_asked_for():
+    assert Settings.from_env({}).model_staging == "volume"
+    assert Settings.from_env({"MODEL_STAGING": "memory"}).model_staging == "memory"
