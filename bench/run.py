@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import llama_cpp
 
-from bench.s3_start import s3_to_first_token
 from bench import servers, workloads
 from bench.common import free_port
 from bench.host_bound import measure as measure_host_bound
+from bench.s3_start import s3_to_first_token
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "models"
