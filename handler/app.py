@@ -53,6 +53,7 @@ from handler.api.routes.embeddings import EmbeddingRequest, EmbeddingsController
 from handler.api.routes.messages import MessagesController
 from handler.api.routes.responses import ResponsesController
 from handler.api.routes.tokens import DetokenizeRequest, TokenizerController, TokenizeRequest
+from handler.api.snapshot import SnapshotController
 from handler.api.warm_prompts import WarmPromptError, warm_prompt_request
 from handler.engine.cache import Loader, ModelCache
 from handler.engine.loading import load_model
@@ -123,7 +124,8 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
                         "they are not read", name)
         lifecycle.install_signal_handlers()
         app.state.update(settings=settings, catalog=catalog, model_store=store, model_cache=cache,
-                         lifecycle=lifecycle, warmup=warmup, model_calls=ModelCalls(catalog, cache, lifecycle))
+                         lifecycle=lifecycle, warmup=warmup, model_calls=ModelCalls(catalog, cache, lifecycle),
+                         prefix_store=prefixes)
         collector = StateCollector(cache, store, lifecycle, warmup, prefixes)
         register_state_collector(collector)
         warmup.start()
@@ -165,7 +167,7 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
         route_handlers=[ChatController, CompletionsController, ResponsesController, MessagesController,
                         EmbeddingsController,
                         TokenizerController,
-                        ModelsController, ModelAdminController, health, ready, MetricsController,
+                        ModelsController, ModelAdminController, SnapshotController, health, ready, MetricsController,
                         *playground_routes()],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},

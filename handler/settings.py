@@ -111,6 +111,7 @@ class Settings:
     s3_max_attempts: int = 5
     trust_local_models: bool = False
     disk_headroom_mb: int = 64
+    snapshot_ready: bool = False  # models loaded without mmap, S3 connections closed on /admin/snapshot/prepare
     model_staging: str = "volume"  # where remote model files are put: the volume, or memory (see store.staging)
     warm_models: tuple[str, ...] = ()
     model_ttl_s: float = 0.0
@@ -174,6 +175,7 @@ class Settings:
             s3_max_attempts=read("S3_MAX_ATTEMPTS", int, d["s3_max_attempts"], lambda v: 1 <= v <= 20, "1..20"),
             trust_local_models=read("TRUST_LOCAL_MODELS", _parse_bool, d["trust_local_models"]),
             disk_headroom_mb=read("DISK_HEADROOM_MB", int, d["disk_headroom_mb"], lambda v: v >= 0, ">= 0"),
+            snapshot_ready=read("SNAPSHOT_READY", _parse_bool, d["snapshot_ready"]),
             model_staging=read("MODEL_STAGING", str, d["model_staging"], lambda v: v in ("volume", "memory"),
                                '"volume" or "memory"'),
             warm_models=read("WARM_MODELS", _parse_list, d["warm_models"]),

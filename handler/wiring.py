@@ -64,7 +64,8 @@ def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = No
                          verbose=settings.verbose, n_parallel=settings.n_parallel,
                          queue=QueueLimits(max_waiting=settings.max_queue, timeout_s=settings.queue_timeout_s),
                          step_target_ms=settings.step_target_ms, step_observer=step_observer,
-                         max_request_s=settings.max_request_s, prefixes=prefixes)
+                         max_request_s=settings.max_request_s, prefixes=prefixes,
+                         use_mmap=not settings.snapshot_ready)
 
 
 def gpu_layers(settings: Settings) -> int:

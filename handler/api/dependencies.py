@@ -18,11 +18,12 @@ from handler.lifecycle import Lifecycle
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog
 from handler.store.model_store import ModelStore
+from handler.store.prefixes import PrefixStore
 from handler.warmup import WarmUp
 
 # Dependency name → the app state key the lifespan stores the object under.
 STATE_KEYS = {"settings": "settings", "catalog": "catalog", "cache": "model_cache", "model_store": "model_store",
-              "lifecycle": "lifecycle", "warmup": "warmup", "calls": "model_calls"}
+              "lifecycle": "lifecycle", "warmup": "warmup", "calls": "model_calls", "prefixes": "prefix_store"}
 
 
 def _from_state(key: str) -> Callable[[State], Any]:
@@ -41,3 +42,4 @@ StoreDep = SkipValidation[ModelStore]
 LifecycleDep = SkipValidation[Lifecycle]
 WarmUpDep = SkipValidation[WarmUp]
 CallsDep = SkipValidation[ModelCalls]
+PrefixesDep = SkipValidation[PrefixStore | None]

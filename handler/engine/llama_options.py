@@ -33,6 +33,7 @@ class LlamaDefaults:
     step_observer: StepObserverOf | None = None  # metrics
     max_request_s: float = 0.0
     prefixes: PrefixStore | None = None  # prompt prefixes saved on the volume (None: off)
+    use_mmap: bool = True  # False with SNAPSHOT_READY: the weights live in the process, as a snapshot takes it
 
 
 @attrs.frozen
@@ -84,7 +85,7 @@ def resolve_options(defaults: LlamaDefaults, manifest: Mapping[str, Any]) -> Mod
     environment = ModelOptions(n_ctx=defaults.n_ctx, n_batch=defaults.n_batch, n_threads=defaults.n_threads,
                                n_gpu_layers=defaults.n_gpu_layers, n_parallel=defaults.n_parallel,
                                verbose=defaults.verbose, step_target_ms=defaults.step_target_ms,
-                               max_request_s=defaults.max_request_s)
+                               max_request_s=defaults.max_request_s, use_mmap=defaults.use_mmap)
     return attrs.evolve(environment, **manifest)
 
 

@@ -67,6 +67,13 @@ class ModelStore:
         """Run blocking store work on the store's own threads."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
+    def drop_connections(self) -> bool:
+        """Close the S3 client's connections (before a process snapshot); the next sync opens new ones."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        return client is not None
+
     def close(self) -> None:
         self._staging.release_all()
         self._executor.shutdown(wait=False, cancel_futures=True)

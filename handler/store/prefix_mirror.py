@@ -45,6 +45,14 @@ class S3PrefixMirror:
                 self._client = make_client(self.tuning)
             return self._client
 
+    def drop_connections(self) -> bool:
+        """Close the client's connections (before a process snapshot); the next call opens new ones."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        return client is not None
+
     def _key(self, space: str, name: str) -> str:
         if not SPACE.fullmatch(space) or not NAME.fullmatch(name):
             raise ValueError(f"not a prefix file name: {space}/{name}")

@@ -108,6 +108,8 @@ class PrefixMirror(Protocol):
 
     def upload(self, space: str, path: Path) -> None: ...
 
+    def drop_connections(self) -> bool: ...
+
 
 def digest(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
@@ -291,6 +293,10 @@ class PrefixStore:
             self._loaded.pop(path, None)
             if space in self._index:
                 self._index[space] = [entry for entry in self._index[space] if entry.path != path]
+
+    def drop_connections(self) -> bool:
+        """Close the mirror's connections (before a process snapshot); the next use opens new ones."""
+        return self.mirror is not None and self.mirror.drop_connections()
 
     def close(self) -> None:
         self._lookups.shutdown(wait=True, cancel_futures=True)

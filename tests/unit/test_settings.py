@@ -30,7 +30,7 @@ def test_values_are_parsed():
 @pytest.mark.parametrize(("name", "value"), [
     ("PORT", "eighty"), ("PORT", "70000"), ("N_CTX", "0"), ("N_CTX", "-5"), ("N_GPU_LAYERS", "-2"),
     ("TEMPERATURE", "nan"), ("TEMPERATURE", "3"), ("VERBOSE", "maybe"), ("MAX_TOKENS", "1.5"),
-    ("MODEL_STAGING", "tmpfs"),
+    ("MODEL_STAGING", "tmpfs"), ("SNAPSHOT_READY", "maybe"),
 ])
 def test_invalid_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
@@ -104,3 +104,10 @@ def test_gpu_layers_are_auto_unless_set():
 def test_model_staging_is_the_volume_unless_memory_is_asked_for():
     assert Settings.from_env({}).model_staging == "volume"
     assert Settings.from_env({"MODEL_STAGING": "memory"}).model_staging == "memory"
+
+
+def test_snapshot_ready_loads_weights_into_the_process():
+    from handler.wiring import llama_defaults
+
+    assert llama_defaults(Settings.from_env({})).use_mmap is True
+    assert llama_defaults(Settings.from_env({"SNAPSHOT_READY": "true"})).use_mmap is False
