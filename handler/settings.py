@@ -124,6 +124,7 @@ class Settings:
     kv_cache_dir: Path | None = None  # saved prompt prefixes; None: MODEL_DIR/.kv
     kv_cache_mb: int = 1024  # their budget on the volume (0: off)
     kv_cache_min_tokens: int = 256  # shorter prompts are not saved
+    kv_cache_ram_mb: int = 256  # saved states kept in memory too, and conversations leaving their slot (0: off)
     kv_cache_s3: str | None = None  # s3://bucket/prefix/ shared by every instance (None: this volume only)
     kv_cache_key: str | None = attrs.field(default=None, repr=False)  # signs saved prefixes (None: DIR/.key)
 
@@ -191,6 +192,7 @@ class Settings:
             kv_cache_dir=read("KV_CACHE_DIR", Path, d["kv_cache_dir"]),
             kv_cache_mb=read("KV_CACHE_MB", int, d["kv_cache_mb"], lambda v: v >= 0, ">= 0 (0 = off)"),
             kv_cache_min_tokens=read("KV_CACHE_MIN_TOKENS", int, d["kv_cache_min_tokens"], **positive),
+            kv_cache_ram_mb=read("KV_CACHE_RAM_MB", int, d["kv_cache_ram_mb"], lambda v: v >= 0, ">= 0 (0 = off)"),
             kv_cache_s3=read("KV_CACHE_S3", _s3_prefix_url, d["kv_cache_s3"]),
             kv_cache_key=read("KV_CACHE_KEY", str, d["kv_cache_key"], lambda v: len(v) >= 32,
                               "at least 32 characters (a random secret)"),

@@ -54,7 +54,7 @@ def build_prefix_store(settings: Settings) -> PrefixStore | None:
         log.warning("saved prompt prefixes are off: no signing key (%s); set KV_CACHE_KEY", exc)
         return None
     return PrefixStore(settings.prefix_dir, settings.kv_cache_mb * 1024 * 1024, settings.kv_cache_min_tokens,
-                       key=key, mirror=mirror)
+                       key=key, mirror=mirror, ram_bytes=settings.kv_cache_ram_mb * 1024 * 1024)
 
 
 def llama_defaults(settings: Settings, step_observer: StepObserverOf | None = None,

@@ -208,6 +208,7 @@ class ModelCall:
         headers = {"x-first-request": "true"} if self.first_request else {}
         if restored := self.log_line.get("prefix_from_volume"):
             headers["x-prefix-from-volume"] = str(restored)  # prompt tokens whose KV state was restored
+            headers["x-prefix-source"] = self.log_line["prefix_source"]  # ram, volume or s3
         if "sync_ms" in self.log_line:
             sync_ms, load_ms = self.log_line["sync_ms"], self.log_line["load_ms"]
             headers["x-cold-start"] = f"sync={sync_ms}ms;load={load_ms}ms"
@@ -222,7 +223,8 @@ class ModelCall:
                      per_prompt: int = 1) -> Response[Any] | Stream:
         """The started replies, shaped: a JSON body once all end, or a stream of frames."""
         readers = [reply.generation for reply in started[::per_prompt]]
-        self._prefix_restored(sum(reader.restored_tokens for reader in readers))
+        self._prefix_restored(sum(reader.restored_tokens for reader in readers),
+                              {reader.restored_from for reader in readers if reader.restored_tokens})
         replies = Replies(self, readers, len(started), merged([reply.events() for reply in started]), per_prompt)
         if stream:
             self.handed_over = True
@@ -242,10 +244,12 @@ class ModelCall:
             self.close()
             await frames.aclose()  # type: ignore[attr-defined]
 
-    def _prefix_restored(self, tokens: int) -> None:
+    def _prefix_restored(self, tokens: int, sources: set[str]) -> None:
         if tokens:
-            self.log_line["prefix_from_volume"] = tokens
-            metrics.PREFIXES_RESTORED.labels(self.model).inc()
+            source = ",".join(sorted(sources))
+            self.log_line.update(prefix_from_volume=tokens, prefix_source=source)
+            for each in sources:
+                metrics.PREFIXES_RESTORED.labels(self.model, each).inc()
 
     def first_token(self) -> None:
         if self._first_seen:

@@ -30,7 +30,8 @@ TOKENS = Counter("gguf_tokens_total", "Tokens processed", ["model", "kind"])
 MODEL_REQUESTS = Counter("gguf_model_requests_total", "Requests that reached a model, by outcome",
                          ["model", "endpoint", "finish_reason"])
 PREFIXES_RESTORED = Counter("gguf_prefixes_restored_total",
-                            "Requests whose prompt prefix's KV state came from the volume", ["model"])
+                            "Requests whose prompt prefix's KV state was restored, by where it came from "
+                            "(ram, volume, s3)", ["model", "source"])
 COLD_STARTS = Counter("gguf_cold_starts_total", "Requests that waited for a model sync and load", ["model"])
 LOAD_SECONDS = Histogram("gguf_model_load_seconds", "Model load durations", ["model"], buckets=FAST_BUCKETS)
 SYNC_SECONDS = Histogram("gguf_model_sync_seconds", "Model file sync (check or download) durations", ["model"],

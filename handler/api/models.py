@@ -13,6 +13,7 @@ from litestar.params import FromPath
 
 from handler.api.dependencies import CacheDep, CatalogDep, StoreDep
 from handler.api.errors import ERROR_RESPONSES
+from handler.engine.batching import BatchingChatModel
 from handler.engine.cache import ModelCache
 from handler.engine.devices import devices
 from handler.engine.llama_options import resolve_options
@@ -38,6 +39,10 @@ class ModelCard(msgspec.Struct, kw_only=True):
     memory_bytes: int | None = None  # what it takes, while loaded
     gpu_layers: int | None = None  # layers placed on the GPU (-1: all), on /v1/models/{id}
     devices: list[str] | None = None  # the GPUs llama.cpp sees (empty: it runs on the CPU), on /v1/models/{id}
+    # What restoring a saved prefix is weighed against, as measured here (null until measured), while
+    # loaded: prompt tokens read a second, KV state bytes loaded into a slot a second.
+    prefill_tokens_per_s: float | None = None
+    restore_bytes_per_s: float | None = None
     object: Literal["model"] = "model"
 
 
@@ -106,4 +111,7 @@ class ModelsController(Controller):
                 card.memory_estimate_bytes = await cache.estimate(spec, catalog.path_of(spec))
         card.gpu_layers = resolve_options(cache.defaults, spec.options).n_gpu_layers
         card.devices = [f"{device.name} ({device.description})" for device in devices() if device.is_gpu]
+        if (entry := cache.entry(spec.name)) is not None and isinstance(model := entry.model, BatchingChatModel):
+            card.prefill_tokens_per_s = model.prefill_rate.per_second
+            card.restore_bytes_per_s = model.restore_rate.per_second
         return card

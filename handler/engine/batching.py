@@ -45,8 +45,10 @@ from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, Que
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.chat_format import ChatFormat
 from handler.formats.registry import choose_format
+from handler.store.prefix_ram import Rate
 from handler.store.prefixes import PrefixSpace, PrefixStore, SavedPrefix, digest
 
+MEASURED_PREFILL = 32  # prompt tokens a prefill-only step needs to count for the prefill rate
 SCORED_ROWS = 64  # prompt positions a step computes logits for (each row holds the whole vocabulary's)
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class BatchingChatModel:
         self._using, self._freed = 0, False
         self._copy_sources: set[int] = set()  # sequences copied from since the last decode (scheduler thread)
         self._restored: dict[int, SavedPrefix] = {}  # restored states no decode has read past yet, by sequence
+        self.prefill_rate, self.restore_rate = Rate(), Rate()  # prompt tokens a second; state bytes a second
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -273,7 +276,7 @@ class BatchingChatModel:
         try:
             for job in leaders:
                 if job is not None and self._wants_saved(job.prompt, tenant):
-                    job.saved = await store.find(space, job.prompt)
+                    job.saved = await store.find(space, job.prompt, self._worth)
         finally:
             with self._wake:
                 for job in leaders:
@@ -354,10 +357,13 @@ class BatchingChatModel:
             reusable = 0 if self.deterministic or scoring else self._still_cached(slot, shared)
             saved = job.saved
             # A slot whose cells a copy still reads at the next decode takes no saved state before then.
-            if saved is not None and not scoring and min(saved.common, len(job.prompt) - 1) > reusable \
-                    and slot.seq_id not in self._copy_sources:
+            restoring = (saved is not None and not scoring and min(saved.common, len(job.prompt) - 1) > reusable
+                         and slot.seq_id not in self._copy_sources)
+            self._keep_evicted(slot, keep=0 if restoring else reusable)
+            if restoring:
+                assert saved is not None
                 prefix = self._restore(slot, saved, len(job.prompt) - 1)
-                job.generation.restored_tokens = prefix
+                job.generation.restored_tokens, job.generation.restored_from = prefix, saved.tier
             else:
                 prefix = self._forget(slot, keep=reusable)
             job.generation.cached_tokens = prefix
@@ -368,9 +374,11 @@ class BatchingChatModel:
         `limit` tokens); returns how many tokens the slot now holds. A state llama.cpp refuses, or one
         that does not hold every position its tokens say, is dropped from the store (0: read the prompt)."""
         self._forget(slot, keep=0)
+        started = self.clock()
         buffer = (ctypes.c_uint8 * len(saved.state)).from_buffer_copy(saved.state)
         if not llama_cpp.llama_state_seq_set_data(self.context.ctx, buffer, len(saved.state), slot.seq_id):
             return self._drop_restored(slot, saved, "llama.cpp refused its KV state")
+        self.restore_rate.record(len(saved.state), self.clock() - started)
         if not self._holds(slot, len(saved.tokens)) \
                 or llama_cpp.llama_memory_seq_pos_max(self.context.memory, slot.seq_id) != len(saved.tokens) - 1:
             return self._drop_restored(slot, saved, "its KV state does not hold the positions of its tokens")
@@ -387,6 +395,34 @@ class BatchingChatModel:
         assert self.prefixes is not None  # only a store hands out saved prefixes
         self.prefixes.reject(saved, why)
 
+    def _worth(self, common: int, state_bytes: int, fetch_seconds: float) -> bool:
+        """Whether restoring a saved state (fetched in `fetch_seconds`, then loaded into a slot) beats
+        reading its `common` tokens, by this model's measured rates: on a GPU a prompt can be read faster
+        than a large state is copied in. Until both rates are measured, restoring is assumed to pay (the
+        first restore and the first prompt read measure them)."""
+        reading = self.prefill_rate.seconds_for(common)
+        loading = self.restore_rate.seconds_for(state_bytes)
+        if reading is None or loading is None:
+            return True
+        return fetch_seconds + loading < reading
+
+    def _keep_evicted(self, slot: Slot, keep: int) -> None:
+        """The slot's cells past `keep` are about to be overwritten by another prompt: when they hold a
+        conversation long enough to save, its state goes to the store's memory tier first, so it comes
+        back from there instead of being read again (bounded by the tier's size)."""
+        store = self.prefixes
+        if store is None or not store.ram.budget_bytes or len(slot.cached) - keep < store.min_tokens:
+            return
+        space = self.prefix_space.for_tenant(slot.tenant)
+        if store.ram.holds(space.name, slot.cached):
+            return
+        size = llama_cpp.llama_state_seq_get_size(self.context.ctx, slot.seq_id)
+        if size > min(store.ram.max_state_bytes, space.max_state_bytes):
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.context.ctx, buffer, size, slot.seq_id)
+        store.keep(space, slot.cached, bytes(buffer)[:written])
+
     def _save_prefix(self, job: Job, slot: Slot) -> None:
         """The slot has just read `job`'s whole prompt (its KV holds exactly that): hand a copy of its state
         to the prefix store, unless the prompt is short, a saved prefix already covers it, or the copy
@@ -400,7 +436,13 @@ class BatchingChatModel:
             return
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.context.ctx, buffer, size, slot.seq_id)
-        store.save_later(space, job.prompt, bytes(buffer)[:written])
+        state = bytes(buffer)[:written]
+        # Saved only where it can pay: a state the volume gives back slower than the prompt is read
+        # again stays in memory only.
+        if self._worth(len(job.prompt), len(state), store.read_rates["volume"].seconds_for(len(state)) or 0.0):
+            store.save_later(space, job.prompt, state)
+        else:
+            store.keep(space, job.prompt, state)
 
     def _admit_copies(self, leader: Job, source: Slot, row: int, gaps: list[float]) -> None:
         """`leader`'s prompt has just been read: its waiting sibling choices take free slots with a copy
@@ -513,6 +555,8 @@ class BatchingChatModel:
                 self._admit_copies(job, slot, row, gaps)
         finished = self.clock()
         self.budget.record(tokens, finished - started, decoding=len(decoded))
+        if not decoded and tokens >= MEASURED_PREFILL:  # what reading a prompt costs, to weigh restores by
+            self.prefill_rate.record(tokens, decoded_at - started)
         if self.on_step is not None:
             host = (started - prepared) + (finished - decoded_at)
             self.on_step(StepRecord(seconds=finished - prepared, decoded=decoded, prefilled=prefilled,

@@ -50,7 +50,8 @@ class Generation:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[TextChunk | BaseException] = asyncio.Queue()
         self.prompt_tokens = 0  # its prompt's length
-        self.restored_tokens = 0  # prompt tokens whose KV state came from the volume (set before `started`)
+        self.restored_tokens = 0  # prompt tokens whose KV state was restored (set before `started`)
+        self.restored_from = ""  # from where: "ram", "volume" or "s3"
         self.cached_tokens = 0  # prompt tokens not read again: kept in the slot or restored (set before `started`)
         self.refused: BaseException | None = None  # why it will never get a slot (set with `started`)
 

@@ -15,7 +15,8 @@ from handler.engine.generation import Generation
 from handler.engine.logprobs import LogprobQueue
 from handler.engine.text import StopMatcher
 from handler.engine.types import FinishReason, PromptLogprobs, SamplingParams, TextChunk, TokenLogprob
-from handler.store.prefixes import SavedPrefix, common_length
+from handler.store.prefix_ram import common_length
+from handler.store.prefixes import SavedPrefix
 
 _ARRIVALS = itertools.count()
 _ASSIGNMENTS = itertools.count(1)

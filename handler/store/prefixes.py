@@ -36,12 +36,14 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 import attrs
+
+from handler.store.prefix_ram import RamTier, Rate, common_length
 
 log = logging.getLogger(__name__)
 MAGIC = b"GGUF-KV-PREFIX-2\n"
@@ -83,6 +85,12 @@ class SavedPrefix:
     state: bytes
     space: str
     name: str  # its file name: to drop it when llama.cpp refuses it
+    tier: str = "volume"  # where it came from: "ram", "volume" or "s3"
+
+
+# Whether restoring a saved prefix pays: (tokens it saves reading, its state's bytes, predicted seconds
+# to fetch it from its tier) → restore it? Each model answers from its own measured rates.
+Worth = Callable[[int, int, float], bool]
 
 
 @attrs.define
@@ -115,13 +123,11 @@ def digest(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    count = 0
-    for left, right in zip(a, b, strict=False):
-        if left != right:
-            break
-        count += 1
-    return count
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def load_key(directory: Path, configured: str | None) -> bytes:
@@ -206,9 +212,11 @@ def _tokens(data: bytes) -> tuple[int, ...]:
 
 class PrefixStore:
     def __init__(self, directory: Path, budget_bytes: int, min_tokens: int, key: bytes,
-                 mirror: PrefixMirror | None = None) -> None:
+                 mirror: PrefixMirror | None = None, ram_bytes: int = 0) -> None:
         self.directory, self.budget_bytes, self.min_tokens = directory, budget_bytes, min_tokens
         self.mirror = mirror
+        self.ram = RamTier(ram_bytes)
+        self.read_rates = {"volume": Rate(), "s3": Rate()}  # bytes a second, measured on each read
         self.rejected: collections.Counter[str] = collections.Counter()  # files refused, by where they were
         self._codec = _Codec(key)
         self._lock = threading.Lock()
@@ -228,23 +236,43 @@ class PrefixStore:
         """No state larger than a quarter of the budget is copied out of a model."""
         return self.budget_bytes // 4
 
-    async def find(self, space: PrefixSpace, prompt: Sequence[int]) -> SavedPrefix | None:
+    async def find(self, space: PrefixSpace, prompt: Sequence[int], worth: Worth | None = None) -> SavedPrefix | None:
         """The saved prefix sharing the most leading tokens (at least `min_tokens`) with `prompt`, read
-        and checked on the store's own threads."""
+        and checked on the store's own threads: from memory, the volume or the mirror, whichever shares
+        the most (memory first when they tie), and only where `worth` says restoring it pays."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._lookups, self.find_blocking, space, tuple(prompt))
+        return await loop.run_in_executor(self._lookups, self.find_blocking, space, tuple(prompt), worth)
 
-    def find_blocking(self, space: PrefixSpace, prompt: Sequence[int]) -> SavedPrefix | None:
+    def find_blocking(self, space: PrefixSpace, prompt: Sequence[int], worth: Worth | None = None
+                      ) -> SavedPrefix | None:
+        worth = worth or (lambda _common, _size, _fetch: True)
+        in_ram = self.ram.best(space.name, prompt)
+        ram_common = in_ram.common if in_ram is not None and in_ram.common >= self.min_tokens else 0
+        saved = self._find_file(space, prompt, worth, beyond=ram_common)
+        if saved is None and in_ram is not None and ram_common and worth(ram_common, len(in_ram.state), 0.0):
+            saved = SavedPrefix(tokens=in_ram.tokens, common=ram_common, state=in_ram.state, space=space.name,
+                                name="", tier="ram")
+        return saved
+
+    def _find_file(self, space: PrefixSpace, prompt: Sequence[int], worth: Worth, beyond: int) -> SavedPrefix | None:
+        """The file (here or on the mirror) sharing more than `beyond` tokens with `prompt`, if reading it
+        pays; it then stays in memory too."""
         self._list_remote(space)
         with self._lock:
             local = max(self._entries(space), key=lambda entry: common_length(entry.tokens, prompt), default=None)
             remote = max(self._remote.get(space.name, []), key=lambda entry: common_length(entry.tokens, prompt),
                          default=None)
         local_common = common_length(local.tokens, prompt) if local is not None else 0
-        best = local
-        if remote is not None and common_length(remote.tokens, prompt) > max(local_common, self.min_tokens - 1):
-            best = self._download(space, remote) or local
-        if best is None or (common := common_length(best.tokens, prompt)) < self.min_tokens:
+        best, tier = local, "volume"
+        remote_common = common_length(remote.tokens, prompt) if remote is not None else 0
+        if remote is not None and remote_common > max(local_common, beyond, self.min_tokens - 1) \
+                and self._pays(worth, remote_common, len(remote.tokens) * space.max_state_bytes // space.max_tokens,
+                               "s3"):
+            downloaded = self._download(space, remote)
+            best, tier = (downloaded, "s3") if downloaded is not None else (local, "volume")
+        if best is None or (common := common_length(best.tokens, prompt)) < max(self.min_tokens, beyond + 1):
+            return None
+        if tier == "volume" and not self._pays(worth, common, _size(best.path), "volume"):
             return None
         loaded = self._load(space, best.path)
         if loaded is None:
@@ -252,7 +280,21 @@ class PrefixStore:
         tokens, state = loaded
         with contextlib.suppress(OSError):  # another process may have evicted it meanwhile
             os.utime(best.path)  # last use, for eviction
-        return SavedPrefix(tokens=tokens, common=common, state=state, space=space.name, name=best.path.name)
+        self.ram.put(space.name, tokens, state)
+        return SavedPrefix(tokens=tokens, common=common, state=state, space=space.name, name=best.path.name,
+                           tier=tier)
+
+    def _pays(self, worth: Worth, common: int, size: int, tier: str) -> bool:
+        """Whether `worth` says restoring `size` bytes from `tier` beats reading `common` tokens (with the
+        tier's read not measured yet, the read is counted as free: the first one measures it)."""
+        fetch = self.read_rates[tier].seconds_for(size)
+        if tier == "s3":
+            fetch = (fetch or 0.0) + (self.read_rates["volume"].seconds_for(size) or 0.0)
+        return worth(common, size, fetch or 0.0)
+
+    def keep(self, space: PrefixSpace, tokens: Sequence[int], state: bytes) -> bool:
+        """Keep a state in memory only (a conversation leaving its slot)."""
+        return len(state) <= space.max_state_bytes and self.ram.put(space.name, tokens, state)
 
     def covers(self, space: PrefixSpace, prompt: Sequence[int]) -> bool:
         """Whether a saved prefix (here, being written, or on the mirror as far as it was listed) already
@@ -261,6 +303,7 @@ class PrefixStore:
             known = [entry.tokens for entry in self._index.get(space.name, [])]
             known += [entry.tokens for entry in self._remote.get(space.name, [])]
             known += [tokens for name, tokens in self._pending if name == space.name]
+        known += self.ram.known(space.name)
         return any(common_length(tokens, prompt) >= self.min_tokens for tokens in known)
 
     def save_later(self, space: PrefixSpace, tokens: Sequence[int], state: bytes) -> bool:
@@ -268,6 +311,7 @@ class PrefixStore:
         Never blocks the caller on the disk."""
         if len(state) > min(self.max_state_bytes, space.max_state_bytes):
             return False
+        self.ram.put(space.name, tokens, state)
         job = (space.name, tuple(tokens))
         with self._lock:
             if len(self._pending) >= PENDING_WRITES:
@@ -278,10 +322,12 @@ class PrefixStore:
         return True
 
     def reject(self, saved: SavedPrefix, why: str) -> None:
-        """llama.cpp refused a state this store handed out: the file goes."""
-        log.warning("dropping the saved prefix %s: %s", saved.name, why)
+        """llama.cpp refused a state this store handed out: the file (and its copy in memory) goes."""
+        log.warning("dropping the saved prefix %s: %s", saved.name or "kept in memory", why)
         self.rejected["refused"] += 1
-        self.discard(saved.space, self.directory / saved.space / saved.name)
+        self.ram.drop(saved.space, saved.tokens)
+        if saved.name:
+            self.discard(saved.space, self.directory / saved.space / saved.name)
 
     def flush(self) -> None:
         """Wait for the writes queued so far (tests, shutdown)."""
@@ -322,7 +368,9 @@ class PrefixStore:
                 if cached is not None and cached[0] == version:
                     self._loaded.move_to_end(path)
                     return cached[1], cached[2]
+            started = time.perf_counter()
             tokens, state = self._codec.read(path, space, with_state=True)
+            self.read_rates["volume"].record(stat.st_size, time.perf_counter() - started)
         except FileNotFoundError:
             self.discard(space.name, path)
             return None
@@ -452,7 +500,9 @@ class PrefixStore:
         temporary = folder / f".{remote.name}.{os.getpid()}.{threading.get_ident()}{PART}"
         try:
             assert self.mirror is not None
+            started = time.perf_counter()
             self.mirror.fetch(space.name, remote.name, temporary, space.max_file_bytes)
+            self.read_rates["s3"].record(temporary.stat().st_size, time.perf_counter() - started)
             tokens, _ = self._codec.read(temporary, space, with_state=True)
             if tokens != remote.tokens:
                 raise RejectedFile("its tokens changed since it was listed")

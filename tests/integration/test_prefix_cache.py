@@ -64,6 +64,7 @@ def test_every_generating_route_says_what_it_restored(launch, tmp_path):
         answer = httpx.post(f"{server.base_url}{path}", json={"model": CHAT, "temperature": 0, **body}, timeout=120)
         assert answer.status_code == 200, (route, answer.text)
         assert int(answer.headers.get("x-prefix-from-volume", 0)) >= 64, route
+        assert answer.headers["x-prefix-source"] == "volume"
         assert server.stop() == 0
 
 

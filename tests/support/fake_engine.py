@@ -19,6 +19,7 @@ from handler.engine.loading import Loaded
 from handler.engine.types import PromptChoices, QueueLimits, SamplingParams, TextChunk
 from handler.formats.qwen3 import Qwen3Format
 from handler.store.manifest import ModelSpec
+from handler.store.prefix_ram import Rate
 
 REPLY = "Hello from the fake model."
 
@@ -28,6 +29,7 @@ class FakeChatModel(BatchingChatModel):
         self.name, self.options, self.queue_limits = name, options, QueueLimits()
         self.n_ctx, self.n_parallel, self.n_batch = options.n_ctx, options.n_parallel, options.n_batch
         self.n_vocab = 256  # token ids are bytes
+        self.prefill_rate, self.restore_rate = Rate(), Rate()
         self.format = Qwen3Format(name="chatml")
         self.finished = collections.Counter()
         self.slots = []

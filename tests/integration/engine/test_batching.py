@@ -269,9 +269,9 @@ class _CountingStore(PrefixStore):
         super().__init__(*args, **kwargs)
         self.lookups = 0
 
-    def find_blocking(self, space, prompt):
+    def find_blocking(self, space, prompt, worth=None):
         self.lookups += 1
-        return super().find_blocking(space, prompt)
+        return super().find_blocking(space, prompt, worth)
 
 
 def test_plain_greedy_picks_what_the_sampler_chain_picks(model):

@@ -136,3 +136,40 @@ def test_a_state_holding_fewer_positions_than_its_tokens_say_is_dropped(saved, d
         model.close()
     assert restored == 0 and not file.exists()
     assert reply == _fresh_reply(demo_model_path, question)
+
+
+def test_a_conversation_that_lost_its_slot_comes_back_from_memory(tmp_path, demo_model_path):
+    """One slot, two conversations taking turns: each turn evicts the other's cells, which go to the
+    memory tier first; the next turn restores its whole conversation from there (more than the saved
+    first prompt), and replies as a fresh model does."""
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS, key=KEY, ram_bytes=1 << 30)
+    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=GPU_LAYERS, n_parallel=1)
+    model = BatchingChatModel("demo", demo_model_path, options, prefixes=store, identity="demo-file")
+    first = model.tokenize(_ask("What is on shelf 3?"))
+    other = "A different inventory. " + " ".join(f"Bin {n} has {n + 2} green cups." for n in range(60))
+    greedy = SamplingParams(max_tokens=8, temperature=0, logit_bias={model.model.token_eos(): -100.0})
+
+    async def run():
+        generation = await model.start_generation(first, greedy)
+        _ = [chunk async for chunk in generation.chunks()]
+        conversation = list(model.slots[0].cached)  # the prompt and the reply's tokens, as the slot holds them
+        await _reply(model, other, max_tokens=2)  # takes the slot: the first conversation goes to memory
+        follow_up = conversation + model.tokenize("\nQuestion: And on shelf 4?\nAnswer:", add_bos=False)
+        again = await model.start_generation(follow_up, greedy)
+        text = "".join([chunk.text async for chunk in again.chunks()])
+        return follow_up, text, again, len(conversation)
+
+    try:
+        follow_up, text, generation, held = asyncio.run(run())
+    finally:
+        model.close()
+    assert generation.restored_from == "ram" and generation.restored_tokens == held > len(first)
+    fresh = _model(demo_model_path)
+
+    async def alone():
+        return "".join([chunk.text async for chunk in (await fresh.start_generation(follow_up, greedy)).chunks()])
+
+    try:
+        assert text == asyncio.run(alone())
+    finally:
+        fresh.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import llama_cpp
 import pytest
 
-from handler.engine.batching import _context_params
+from handler.engine.batching import context_params
 from handler.engine.llama_options import ModelOptions, model_params
 
 
@@ -34,5 +34,5 @@ def test_use_mmap_and_use_mlock_choose_the_load_mode(use_mmap, use_mlock, mode):
 
 
 def test_context_params_set_only_real_fields():
-    params = _context_params(_options(rope_freq_base=10000.0, rope_freq_scale=1.0, swa_full=True))
+    params = context_params(_options(rope_freq_base=10000.0, rope_freq_scale=1.0, swa_full=True))
     assert vars(params) == {}
