@@ -120,6 +120,7 @@ def measure_ours(report: Report, args: argparse.Namespace, raw: dict[str, float]
         report.add("ours peak RSS MB (chat model, 1 slot)", f"{ours['rss_one_slot']:.0f}",
                    f"{ours['rss_one_slot'] / raw['rss']:.2f}× raw (same context size)")
     ours["saved_prefix"] = saved_prefix_first_request(report, args)
+    ours["tiers"] = tier_decisions(report, args)
     runs = [(cold_start(args), cold_start(args, "handler.app:build")) for _ in range(args.repeats)]  # interleaved
     starts = [overlapped for overlapped, _ in runs]
     cold = median([first for _, first in starts])
@@ -187,6 +188,31 @@ def saved_prefix_first_request(report: Report, args: argparse.Namespace) -> dict
                f"{with_state * 1000:.0f} vs {without * 1000:.0f}",
                f"{without / with_state:.1f}× faster (target ≥ 10×); same text at temperature 0: {same}")
     return {"ttft_restored": with_state, "ttft_without": without, "same_text": float(same)}
+
+
+def tier_decisions(report: Report, args: argparse.Namespace) -> dict[str, float]:
+    """One slot, two conversations taking turns (each turn evicts the other's cells to the memory tier):
+    the rates the model measured (reading a prompt, loading a state), the decision they give for the
+    memory tier, and the time to first token when reading vs restoring from memory."""
+    first = [{"role": "system", "content": workloads.SYSTEM_1400}, {"role": "user", "content": "What is on shelf 12?"}]
+    other = [{"role": "user", "content": workloads.long_prompt()}]
+    with tempfile.TemporaryDirectory() as kv, servers.ours(
+            MODEL_DIR, args.threads, parallel=1, env={"KV_CACHE_DIR": kv, "KV_CACHE_MB": "1024"}) as server:
+        read, _, prompt = workloads.greedy_reply(server.base_url, server.model, first)
+        workloads.greedy_reply(server.base_url, server.model, other)  # takes the slot: the first goes to memory
+        from_ram = workloads.greedy_reply(server.base_url, server.model, first)[0]
+        card = httpx.get(f"{server.base_url}/v1/models/{server.model}", timeout=30).json()
+        state = max((path.stat().st_size for path in Path(kv).rglob("*.kvprefix")), default=0)
+    prefill, restore = card.get("prefill_tokens_per_s") or 0.0, card.get("restore_bytes_per_s") or 0.0
+    reading = prompt / prefill if prefill else float("nan")
+    loading = state / restore if restore else float("nan")
+    report.add("prefix tiers, 1 slot, two conversations taking turns: reading vs restoring from memory",
+               f"prefill {prefill:.0f} tok/s, state load {restore / 1e6:.0f} MB/s; {prompt}-token prompt, "
+               f"{state / 1e6:.0f} MB state: predicted read {reading * 1000:.0f} ms vs restore {loading * 1000:.0f} ms",
+               f"decision: {'restore' if loading < reading else 'read'}; measured TTFT read {read * 1000:.0f} ms, "
+               f"from memory {from_ram * 1000:.0f} ms")
+    return {"prefill_tokens_per_s": prefill, "restore_bytes_per_s": restore, "ttft_read": read,
+            "ttft_from_ram": from_ram}
 
 
 def cold_start(args: argparse.Namespace, entry: str = "handler.serve:build") -> tuple[float, float]:
