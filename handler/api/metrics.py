@@ -88,14 +88,29 @@ class StateCollector(Collector):
         finished = CounterMetricFamily("gguf_generations", "Generations of the loaded models, by finish reason "
                                        "(cancelled: the client left or the server stopped it)",
                                        labels=["model", "finish_reason"])
+        # The three gauges inference gateways and autoscalers read (the Gateway API Inference Extension's
+        # model server protocol: queued requests, running requests, KV cache utilization; KEDA).
+        waiting = GaugeMetricFamily("gguf_requests_waiting", "Requests waiting for their first slot, per model",
+                                    labels=["model"])
+        running = GaugeMetricFamily("gguf_requests_running", "Requests generating (or embedding) now, per model",
+                                    labels=["model"])
+        kv_used = GaugeMetricFamily("gguf_kv_cache_utilization", "Share (0-1) of a chat model's KV cells held by "
+                                    "running requests", labels=["model"])
         for entry in entries:
-            queue.add_metric([entry.spec.name], entry.model.waiting)
-            busy.add_metric([entry.spec.name], entry.in_use)
-            if isinstance(entry.model, BatchingChatModel):
-                slots.add_metric([entry.spec.name], entry.model.busy_slots)
-                for reason, count in entry.model.finished.items():
-                    finished.add_metric([entry.spec.name, reason], count)
-        yield from (queue, busy, slots, finished)
+            name, model = entry.spec.name, entry.model
+            queue.add_metric([name], model.waiting)
+            busy.add_metric([name], entry.in_use)
+            if isinstance(model, BatchingChatModel):
+                slots.add_metric([name], model.busy_slots)
+                waiting.add_metric([name], model.requests_waiting)
+                running.add_metric([name], model.requests_running)
+                kv_used.add_metric([name], model.kv_utilization)
+                for reason, count in model.finished.items():
+                    finished.add_metric([name, reason], count)
+            else:
+                waiting.add_metric([name], model.waiting)
+                running.add_metric([name], max(0, model.in_flight - model.waiting))
+        yield from (queue, busy, slots, finished, waiting, running, kv_used)
         memory = GaugeMetricFamily("gguf_model_memory_bytes", "Memory of each loaded model: measured (what llama.cpp "
                                    "allocated) and estimated before it loaded (with a memory budget)",
                                    labels=["model", "source"])

@@ -120,6 +120,23 @@ class BatchingChatModel:
     def busy_slots(self) -> int:
         return sum(slot.busy for slot in self.slots)
 
+    # What autoscalers and inference gateways read (approximate: read from another thread, between steps).
+    @property
+    def requests_waiting(self) -> int:
+        """Requests in the line none of whose generations has a slot yet."""
+        return len({job.submission for job in list(self._queue) if not job.submission.serving})
+
+    @property
+    def requests_running(self) -> int:
+        """Requests with at least one generation in a slot."""
+        return len({job.submission for job in [slot.job for slot in self.slots] if job is not None})
+
+    @property
+    def kv_utilization(self) -> float:
+        """The share (0-1) of the KV cells the running generations hold or are about to read."""
+        held = sum(len(slot.cached) + len(slot.pending) for slot in list(self.slots) if slot.job is not None)
+        return min(1.0, held / (self.n_ctx * self.n_parallel))
+
     @contextlib.contextmanager
     def in_use(self) -> Iterator[None]:
         """Around any use of the model's vocabulary from another thread (tokenizing, grammars): the

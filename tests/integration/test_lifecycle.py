@@ -225,3 +225,36 @@ def test_max_request_s_ends_a_generation_as_length(launch):
     assert events[-1] == "[DONE]"
     assert json.loads(events[-3])["choices"][0]["finish_reason"] == "length"
     assert 0 < json.loads(events[-2])["usage"]["completion_tokens"] < 1800
+
+
+def _gauges(base_url):
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics").text):
+        if family.name in ("gguf_requests_waiting", "gguf_requests_running", "gguf_kv_cache_utilization"):
+            for sample in family.samples:
+                if sample.labels.get("model") == CHAT:
+                    values[family.name] = sample.value
+    return values
+
+
+def test_autoscaling_gauges_rise_and_fall_with_the_queue(launch):
+    """Queued requests, running requests and KV cache utilization (what KEDA and inference gateways
+    read) follow the load: one long request in the only slot and two waiting, then none."""
+    server = launch({"N_PARALLEL": "1", "MAX_QUEUE": "4", "WARM_MODELS": CHAT})
+    assert wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200)
+    idle = {"gguf_requests_waiting": 0, "gguf_requests_running": 0, "gguf_kv_cache_utilization": 0}
+    assert wait_for(lambda: _gauges(server.base_url) == idle)
+
+    def loaded(gauges):
+        return (gauges.get("gguf_requests_waiting") == 2 and gauges.get("gguf_requests_running") == 1
+                and 0 < gauges.get("gguf_kv_cache_utilization", 0) < 1)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=300,
+                          json={**LONG, "max_tokens": 1500, "stream": True}) as stream:
+            lines = stream.iter_lines()
+            next(lines)  # the long request holds the slot until this stream closes
+            replies = [pool.submit(_chat, server.base_url, 4) for _ in range(2)]
+            assert wait_for(lambda: loaded(_gauges(server.base_url))), _gauges(server.base_url)
+        assert all(reply.result().status_code == 200 for reply in replies)  # the slot freed: they ran
+    assert wait_for(lambda: _gauges(server.base_url) == idle), _gauges(server.base_url)
