@@ -94,5 +94,12 @@ def _pull(settings: Settings, names: list[str]) -> int:
     return asyncio.run(pull(store, names))
 
 
+def sagemaker_serve() -> int:
+    """The image's `serve` command: SageMaker starts the container with `serve` as its argument and
+    sends every request to port 8080, whatever the image's PORT says."""
+    os.environ["PORT"] = "8080"
+    return main(["serve"])
+
+
 if __name__ == "__main__":
     sys.exit(main())

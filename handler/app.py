@@ -38,9 +38,11 @@ from handler.api.calls import ModelCalls
 from handler.api.dependencies import DEPENDENCIES
 from handler.api.errors import openai_error_handler
 from handler.api.health import health, ready
+from handler.api.health_port import serve_health_port
 from handler.api.metrics import StateCollector, record_step, register_state_collector, unregister_state_collector
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
+from handler.api.platforms import invocations, ping, readiness, vertex_routes
 from handler.api.playground import playground_routes
 from handler.api.protocols.chat import ChatCompletionRequest
 from handler.api.protocols.completions import CompletionRequest
@@ -130,6 +132,8 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
         register_state_collector(collector)
         warmup.start()
         reaper = asyncio.create_task(_unload_idle_models(cache), name="idle-unloader")
+        health_port = None if settings.health_port is None else await serve_health_port(
+            settings.host, settings.health_port, lambda: readiness(warmup, lifecycle))
         log.info("serving %d model(s) from %s; warm set: %s; %s", len(catalog.all()), settings.model_dir,
                  ", ".join(spec.name for spec in warmup.specs) or "none", describe_devices(settings))
         try:
@@ -140,6 +144,8 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            if health_port is not None:
+                health_port.close()
             await warmup.stop()
             await cache.close()
             store.close()
@@ -168,7 +174,7 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
                         EmbeddingsController,
                         TokenizerController,
                         ModelsController, ModelAdminController, SnapshotController, health, ready, MetricsController,
-                        *playground_routes()],
+                        ping, invocations, *vertex_routes(settings), *playground_routes()],
         middleware=[prometheus.middleware],
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings, declared, loader, prompts)],

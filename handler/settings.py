@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +58,10 @@ def _parse_gpu_layers(raw: str) -> int | None:
     return None if raw.lower() == "auto" else int(raw)
 
 
+_PORT_RULE = (lambda v: 0 < v < 65536, "between 1 and 65535")
+_ROUTE_RULE = (lambda v: re.fullmatch(r"/[A-Za-z0-9_.\-/]*", v) is not None, "a path such as /predict")
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -94,7 +99,10 @@ class Settings:
     model_dir: Path = Path("models")
     manifest_path: Path = Path("models_manifest/default.toml")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = 8000  # PORT; AIP_HTTP_PORT on Vertex AI; 8080 when started as SageMaker's `serve`
+    health_port: int | None = None  # PORT_HEALTH: RunPod's load-balancer health port (GET /ping there)
+    vertex_health_route: str | None = None  # AIP_HEALTH_ROUTE: readiness at this path too
+    vertex_predict_route: str | None = None  # AIP_PREDICT_ROUTE: {"instances": [...]} predictions at this path
     n_ctx: int = 2048
     n_gpu_layers: int | None = None  # None ("auto"): every layer on the GPU when the build sees one, else 0
     n_threads: int = 1
@@ -157,7 +165,11 @@ class Settings:
             model_dir=read("MODEL_DIR", Path, d["model_dir"]),
             manifest_path=read("MODELS_MANIFEST", Path, d["manifest_path"]),
             host=read("HOST", str, d["host"]),
-            port=read("PORT", int, d["port"], lambda v: 0 < v < 65536, "between 1 and 65535"),
+            # Vertex AI names the port in AIP_HTTP_PORT, over an image's PORT
+            port=read("AIP_HTTP_PORT", int, read("PORT", int, d["port"], *_PORT_RULE), *_PORT_RULE),
+            health_port=read("PORT_HEALTH", int, d["health_port"], *_PORT_RULE),
+            vertex_health_route=read("AIP_HEALTH_ROUTE", str, d["vertex_health_route"], *_ROUTE_RULE),
+            vertex_predict_route=read("AIP_PREDICT_ROUTE", str, d["vertex_predict_route"], *_ROUTE_RULE),
             n_ctx=read("N_CTX", int, d["n_ctx"], **positive),
             n_gpu_layers=read("N_GPU_LAYERS", _parse_gpu_layers, d["n_gpu_layers"], lambda v: v is None or v >= -1,
                               '"auto", or >= -1 (-1 = all)'),

@@ -111,3 +111,14 @@ def test_snapshot_ready_loads_weights_into_the_process():
 
     assert llama_defaults(Settings.from_env({})).use_mmap is True
     assert llama_defaults(Settings.from_env({"SNAPSHOT_READY": "true"})).use_mmap is False
+
+
+def test_platform_ports_and_routes():
+    vertex = Settings.from_env({"PORT": "8000", "AIP_HTTP_PORT": "8080", "AIP_HEALTH_ROUTE": "/v/health",
+                                "AIP_PREDICT_ROUTE": "/v/predict", "PORT_HEALTH": "9001"})
+    assert (vertex.port, vertex.vertex_health_route, vertex.vertex_predict_route, vertex.health_port) == (
+        8080, "/v/health", "/v/predict", 9001)
+    assert Settings.from_env({}).health_port is None
+    for name, value in [("AIP_PREDICT_ROUTE", "predict"), ("AIP_HEALTH_ROUTE", "/a b"), ("PORT_HEALTH", "0")]:
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: value})

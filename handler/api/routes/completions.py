@@ -15,6 +15,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.answers.completions import CompletionShaper
+from handler.api.calls import ModelCalls
 from handler.api.chat_requests import logit_bias, server_sampling, stop_strings
 from handler.api.dependencies import CallsDep, SettingsDep
 from handler.api.errors import ERROR_RESPONSES
@@ -100,9 +101,14 @@ class CompletionsController(Controller):
           summary="Create a completion (OpenAI's legacy completions; `stream: true` for SSE)")
     async def create(self, data: JSONBody[CompletionRequest], request: Request[Any, Any, Any], calls: CallsDep,
                      settings: SettingsDep) -> Response[Completion] | Stream:
-        _check(data)
-        async with calls.open(request, data.model, "chat", route="completions") as call:
-            prompts = await asyncio.to_thread(_prompts, call.chat_model, data)
-            started = await call.unless_gone(_start_all(call.chat_model, data, settings, prompts, call.tenant))
-            shaper = CompletionShaper(data, [prompt.echo for prompt in prompts], call.model)
-            return await call.answer(started, shaper, stream=data.stream, per_prompt=data.n)
+        return await completion_answer(data, request, calls, settings)
+
+
+async def completion_answer(data: CompletionRequest, request: Request[Any, Any, Any], calls: ModelCalls,
+                            settings: Settings, route: str = "completions") -> Response[Completion] | Stream:
+    _check(data)
+    async with calls.open(request, data.model, "chat", route=route) as call:
+        prompts = await asyncio.to_thread(_prompts, call.chat_model, data)
+        started = await call.unless_gone(_start_all(call.chat_model, data, settings, prompts, call.tenant))
+        shaper = CompletionShaper(data, [prompt.echo for prompt in prompts], call.model)
+        return await call.answer(started, shaper, stream=data.stream, per_prompt=data.n)

@@ -13,6 +13,7 @@ from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
+from handler.api.calls import ModelCalls
 from handler.api.dependencies import CallsDep
 from handler.api.errors import ERROR_RESPONSES
 from handler.engine.embedding import EmbeddingModel, normalise
@@ -83,10 +84,15 @@ class EmbeddingsController(Controller):
     @post(summary="Create embeddings (OpenAI-compatible)", status_code=200, responses=ERROR_RESPONSES)
     async def create(self, data: JSONBody[EmbeddingRequest], request: Request[Any, Any, Any],
                      calls: CallsDep) -> Response[EmbeddingResponse]:
-        async with calls.open(request, data.model, "embedding", route="embeddings") as call:
-            body = await call.unless_gone(_embed(data, call.embedding_model, call.model))
-            call.finished("stop", Usage(body.usage.prompt_tokens))
-            return call.respond(body)
+        return await embedding_answer(data, request, calls)
+
+
+async def embedding_answer(data: EmbeddingRequest, request: Request[Any, Any, Any], calls: ModelCalls,
+                           route: str = "embeddings") -> Response[EmbeddingResponse]:
+    async with calls.open(request, data.model, "embedding", route=route) as call:
+        body = await call.unless_gone(_embed(data, call.embedding_model, call.model))
+        call.finished("stop", Usage(body.usage.prompt_tokens))
+        return call.respond(body)
 
 
 async def _embed(data: EmbeddingRequest, model: EmbeddingModel, name: str) -> EmbeddingResponse:
