@@ -227,21 +227,10 @@ def cold_start(args: argparse.Namespace, entry: str = "handler.serve:build") -> 
                "--factory", entry]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}"
+    base_url, health = f"http://127.0.0.1:{port}", []
     try:
-        deadline, healthy = time.monotonic() + 120, None
-        while time.monotonic() < deadline:
-            try:
-                if healthy is None:
-                    httpx.get(f"{base_url}/health", timeout=5).raise_for_status()
-                    healthy = time.perf_counter() - started
-                result = workloads.stream_once(base_url, "smollm2-135m", 1)
-                if result.completed:
-                    return healthy, time.perf_counter() - started - result.decode_seconds
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.005)
-        raise RuntimeError("our server did not answer")
+        first = workloads.first_token_since(base_url, "smollm2-135m", started, on_health=health.append)
+        return health[0], first
     finally:
         process.terminate()
         process.wait(30)

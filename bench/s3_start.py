@@ -15,7 +15,6 @@ from pathlib import Path
 from statistics import median
 
 import boto3
-import httpx
 
 from bench import workloads
 from bench.common import CREDENTIALS, free_port, moto_s3
@@ -49,16 +48,7 @@ def _ours(scratch: Path, env: dict[str, str], staging: str, manifest: Path, thre
                                 "--port", str(port), "--factory", "handler.serve:build"], env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                result = workloads.stream_once(f"http://127.0.0.1:{port}", "remote", 1)
-                if result.completed:
-                    return time.perf_counter() - started - result.decode_seconds
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.005)
-        raise RuntimeError("our server did not answer")
+        return workloads.first_token_since(f"http://127.0.0.1:{port}", "remote", started)
     finally:
         process.terminate()
         process.wait(30)

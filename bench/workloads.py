@@ -140,6 +140,25 @@ def raw_cold_start(model_path: Path, threads: int) -> tuple[float, float]:
     return float(output[0]), float(output[1])
 
 
+def first_token_since(base_url: str, model: str, started: float, on_health=None, timeout_s: float = 120) -> float:
+    """Seconds from `started` (perf_counter) to the first token of a request sent as soon as the server
+    answers (polling every 5 ms, bounded); `on_health` is told when /health first answers."""
+    deadline, healthy = time.monotonic() + timeout_s, False
+    while time.monotonic() < deadline:
+        try:
+            if on_health is not None and not healthy:
+                httpx.get(f"{base_url}/health", timeout=5).raise_for_status()
+                healthy = True
+                on_health(time.perf_counter() - started)
+            result = stream_once(base_url, model, 1)
+            if result.completed:
+                return time.perf_counter() - started - result.decode_seconds
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.005)
+    raise RuntimeError("the server did not answer")
+
+
 def long_prompt() -> str:
     """About 1,400 tokens of prompt, unique per call (no prefix reuse)."""
     return f"[run {next(_runs)}] Summarise this list. " + " ".join(
