@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.calls import ModelCalls
@@ -95,7 +96,7 @@ async def ping(warmup: WarmUpDep, lifecycle: LifecycleDep) -> Response[dict[str,
 
 @post("/invocations", tags=["platforms"], status_code=200, responses=ERROR_RESPONSES,
       summary="SageMaker's inference route: an OpenAI chat, completion or embedding body")
-async def invocations(data: Any, request: Request[Any, Any, Any], calls: CallsDep, catalog: CatalogDep,
+async def invocations(data: JSONBody[Any], request: Request[Any, Any, Any], calls: CallsDep, catalog: CatalogDep,
                       settings: SettingsDep) -> Response[Any] | Stream:
     return await invoke(data, request, calls, catalog, settings)
 
@@ -113,7 +114,7 @@ def vertex_routes(settings: Settings) -> list[HTTPRouteHandler]:
     if settings.vertex_predict_route:
         @post(settings.vertex_predict_route, tags=["platforms"], status_code=200, responses=ERROR_RESPONSES,
               include_in_schema=False)
-        async def vertex_predict(data: Any, request: Request[Any, Any, Any], calls: CallsDep, catalog: CatalogDep,
+        async def vertex_predict(data: JSONBody[Any], request: Request[Any, Any, Any], calls: CallsDep, catalog: CatalogDep,
                                  settings: SettingsDep) -> dict[str, Any]:
             return {"predictions": [msgspec.to_builtins(response.content) for response in
                                     [await invoke(instance, request, calls, catalog, settings, stream_allowed=False)
