@@ -114,8 +114,8 @@ def vertex_routes(settings: Settings) -> list[HTTPRouteHandler]:
     if settings.vertex_predict_route:
         @post(settings.vertex_predict_route, tags=["platforms"], status_code=200, responses=ERROR_RESPONSES,
               include_in_schema=False)
-        async def vertex_predict(data: JSONBody[Any], request: Request[Any, Any, Any], calls: CallsDep, catalog: CatalogDep,
-                                 settings: SettingsDep) -> dict[str, Any]:
+        async def vertex_predict(data: JSONBody[Any], request: Request[Any, Any, Any], calls: CallsDep,
+                                 catalog: CatalogDep, settings: SettingsDep) -> dict[str, Any]:
             return {"predictions": [msgspec.to_builtins(response.content) for response in
                                     [await invoke(instance, request, calls, catalog, settings, stream_allowed=False)
                                      for instance in _instances(data)]]}
