@@ -4,12 +4,15 @@ decided once for every route that chats (chat completions, responses, messages).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import msgspec
+from litestar import Request, Response
+from litestar.response import Stream
 
-from handler.api.calls import ModelCall
+from handler.api.calls import ModelCall, ModelCalls, Shaper
 from handler.api.protocols.chat import ChatCompletionRequest
 from handler.api.tool_choice import ToolPlan, plan_tools
 from handler.engine.chat import StartedChat, start_chats
@@ -88,6 +91,17 @@ async def plan_chat(data: ChatCompletionRequest) -> ToolPlan:
     model is leased: a bad schema never loads a model."""
     check_choices(data)
     return await asyncio.to_thread(plan_tools, data)
+
+
+async def answer_chat(data: ChatCompletionRequest, request: Request[Any, Any, Any], calls: ModelCalls,
+                      settings: Settings, *, route: str, shaper: Callable[[str], Shaper],
+                      stream: bool) -> Response[Any] | Stream:
+    """A chat request of any route that chats, answered in that route's format: checked before any
+    model is leased, then one call, its replies, and the shaper made for the model's name."""
+    plan = await plan_chat(data)
+    async with calls.open(request, data.model, "chat", route=route) as call:
+        started = await start_chat_replies(call, data, plan, settings)
+        return await call.answer(started, shaper(call.model), stream=stream, per_prompt=data.n)
 
 
 async def start_chat_replies(call: ModelCall, data: ChatCompletionRequest, plan: ToolPlan,

@@ -10,7 +10,7 @@ from litestar.response import Stream
 
 from handler.api.answers.chat import ChatShaper
 from handler.api.calls import ModelCalls
-from handler.api.chat_requests import plan_chat, start_chat_replies
+from handler.api.chat_requests import answer_chat
 from handler.api.dependencies import CallsDep, SettingsDep
 from handler.api.errors import ERROR_RESPONSES
 from handler.api.protocols.chat import ChatCompletion, ChatCompletionRequest
@@ -30,9 +30,6 @@ class ChatController(Controller):
 
 async def chat_answer(data: ChatCompletionRequest, request: Request[Any, Any, Any], calls: ModelCalls,
                       settings: Settings, route: str = "chat") -> Response[ChatCompletion] | Stream:
-    plan = await plan_chat(data)
-    async with calls.open(request, data.model, "chat", route=route) as call:
-        started = await start_chat_replies(call, data, plan, settings)
-        shaper = ChatShaper(call.model, data.n, bool(data.logprobs),
-                            bool(data.stream_options and data.stream_options.include_usage))
-        return await call.answer(started, shaper, stream=data.stream, per_prompt=data.n)
+    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    return await answer_chat(data, request, calls, settings, route=route, stream=data.stream,
+                             shaper=lambda model: ChatShaper(model, data.n, bool(data.logprobs), include_usage))

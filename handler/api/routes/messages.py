@@ -15,7 +15,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.answers.messages import MessageShaper
-from handler.api.chat_requests import chat_input, plan_chat, start_chat_replies
+from handler.api.chat_requests import answer_chat, chat_input, plan_chat
 from handler.api.dependencies import CallsDep, SettingsDep
 from handler.api.errors import ANTHROPIC_ERROR_RESPONSES, anthropic_error_handler
 from handler.api.protocols.messages import CountTokensRequest, MessagesRequest, as_chat_request
@@ -35,11 +35,8 @@ class MessagesController(Controller):
           summary="Create a message (Anthropic's Messages API; `stream: true` for events)")
     async def create(self, data: JSONBody[MessagesRequest], request: Request[Any, Any, Any], calls: CallsDep,
                      settings: SettingsDep) -> Response[Any] | Stream:
-        chat = as_chat_request(data)
-        plan = await plan_chat(chat)
-        async with calls.open(request, data.model, "chat", route="messages") as call:
-            started = await start_chat_replies(call, chat, plan, settings)
-            return await call.answer(started, MessageShaper(call.model), stream=data.stream)
+        return await answer_chat(as_chat_request(data), request, calls, settings, route="messages",
+                                 shaper=MessageShaper, stream=data.stream)
 
     @post("/count_tokens", status_code=200, responses=ANTHROPIC_ERROR_RESPONSES,
           summary="Count a Messages request's input tokens: its prompt exactly as /v1/messages renders it")

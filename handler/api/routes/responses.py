@@ -13,7 +13,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from handler.api.answers.responses import ResponseShaper
-from handler.api.chat_requests import plan_chat, start_chat_replies
+from handler.api.chat_requests import answer_chat
 from handler.api.dependencies import CallsDep, SettingsDep
 from handler.api.errors import ERROR_RESPONSES
 from handler.api.protocols.responses import ResponsesRequest, as_chat_request
@@ -27,8 +27,5 @@ class ResponsesController(Controller):
           summary="Create a model response (OpenAI's Responses API, stateless; `stream: true` for events)")
     async def create(self, data: JSONBody[ResponsesRequest], request: Request[Any, Any, Any], calls: CallsDep,
                      settings: SettingsDep) -> Response[Any] | Stream:
-        chat = as_chat_request(data)
-        plan = await plan_chat(chat)
-        async with calls.open(request, data.model, "chat", route="responses") as call:
-            started = await start_chat_replies(call, chat, plan, settings)
-            return await call.answer(started, ResponseShaper(data, call.model), stream=data.stream)
+        return await answer_chat(as_chat_request(data), request, calls, settings, route="responses",
+                                 shaper=lambda model: ResponseShaper(data, model), stream=data.stream)
