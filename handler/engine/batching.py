@@ -433,12 +433,17 @@ class BatchingChatModel:
         space = self.prefix_space.for_tenant(slot.tenant)
         if store.ram.holds(space.name, slot.cached):
             return
+        if (state := self._state_of(slot, min(store.ram.max_state_bytes, space.max_state_bytes))) is not None:
+            store.keep(space, slot.cached, state)
+
+    def _state_of(self, slot: Slot, max_bytes: int) -> bytes | None:
+        """A copy of the slot's sequence state, unless it is larger than `max_bytes`."""
         size = llama_cpp.llama_state_seq_get_size(self.context.ctx, slot.seq_id)
-        if size > min(store.ram.max_state_bytes, space.max_state_bytes):
-            return
+        if size > max_bytes:
+            return None
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.context.ctx, buffer, size, slot.seq_id)
-        store.keep(space, slot.cached, bytes(buffer)[:written])
+        return bytes(buffer)[:written]
 
     def _save_prefix(self, job: Job, slot: Slot) -> None:
         """The slot has just read `job`'s whole prompt (its KV holds exactly that): hand a copy of its state
@@ -448,12 +453,9 @@ class BatchingChatModel:
         space = self.prefix_space.for_tenant(job.tenant)
         if store is None or len(job.prompt) < store.min_tokens or store.covers(space, job.prompt):
             return
-        size = llama_cpp.llama_state_seq_get_size(self.context.ctx, slot.seq_id)
-        if size > space.max_state_bytes:
+        state = self._state_of(slot, space.max_state_bytes)
+        if state is None:
             return
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self.context.ctx, buffer, size, slot.seq_id)
-        state = bytes(buffer)[:written]
         # Saved only where it can pay: a state the volume gives back slower than the prompt is read
         # again stays in memory only.
         if self._worth(len(job.prompt), len(state), store.read_rates["volume"].seconds_for(len(state)) or 0.0):

@@ -34,7 +34,7 @@ from handler.store.files import (
 )
 from handler.store.manifest import ModelSpec
 from handler.store.progress import SyncProgress
-from handler.store.staging import FD_DIR, MemoryStaging, StagedFile, available_memory_bytes
+from handler.store.staging import MemoryStaging, StagedFile, available_memory_bytes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -238,9 +238,10 @@ class ModelStore:
         except BaseException:
             os.close(fd)
             raise
-        self._staging.keep(spec.name, StagedFile(fd, sha256, head.size))
+        staged = StagedFile(fd, sha256, head.size)
+        self._staging.keep(spec.name, staged)
         log.info("staged %s in %.2fs (%.1f MB/s)", spec.name, progress.seconds, progress.rate / 1e6)
-        return FD_DIR / str(fd)
+        return staged.path
 
     def release_staged(self, spec: ModelSpec) -> None:
         """Its model has loaded (or failed to): the staged file's memory goes back (mapped pages stay
