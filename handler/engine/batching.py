@@ -30,6 +30,7 @@ from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from handler.engine import llama_log
 from handler.engine.early import Weights
 from handler.engine.generation import Generation, delivered_together
 from handler.engine.llama_options import ModelOptions, model_params
@@ -83,7 +84,7 @@ class BatchingChatModel:
         if early is not None:  # loaded from this very file with these options while the process started
             self.model, self.context = early.model, early.context
         else:
-            self.model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
+            self.model = llama_log.open_model(str(path), model_params(options))
             self.context = LlamaContext(model=self.model, params=context_params(options), verbose=options.verbose)
         self.threads = CpuThreadPool(options.n_threads)
         self.threads.attach(self.context.ctx)

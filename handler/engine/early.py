@@ -107,7 +107,7 @@ EARLY_WEIGHTS = EarlyWeights()  # process-wide, as the model cache is
 
 def load_weights(path: Path, options: Any, *, chat: bool) -> Weights:
     """llama.cpp's weights for `path` placed as `options` says, and a chat model's context."""
-    from llama_cpp._internals import LlamaContext, LlamaModel
+    from llama_cpp._internals import LlamaContext
     from llama_cpp._logger import set_verbose
 
     from handler.engine import llama_log
@@ -116,7 +116,7 @@ def load_weights(path: Path, options: Any, *, chat: bool) -> Weights:
 
     set_verbose(options.verbose)
     llama_log.take_buffer_bytes()
-    model = LlamaModel(path_model=str(path), params=model_params(options), verbose=options.verbose)
+    model = llama_log.open_model(str(path), model_params(options))
     try:
         context = LlamaContext(model=model, params=context_params(options), verbose=options.verbose) if chat else None
     except BaseException:

@@ -19,9 +19,10 @@ from typing import Any
 
 import attrs
 import llama_cpp
-from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
+from llama_cpp._internals import LlamaBatch, LlamaContext
 from llama_cpp._logger import set_verbose as llama_log_level
 
+from handler.engine import llama_log
 from handler.engine.early import Weights
 from handler.engine.llama_options import POOLING_TYPES, ModelOptions, model_params
 from handler.engine.pieces import detokenize
@@ -59,8 +60,7 @@ class EmbeddingModel:
         self.name, self.queue_limits = name, queue_limits
         llama_log_level(options.verbose)
         # `early`: its weights, read from this very file with these options while the process started
-        self.model = early.model if early is not None else LlamaModel(
-            path_model=str(path), params=model_params(options), verbose=options.verbose)
+        self.model = early.model if early is not None else llama_log.open_model(str(path), model_params(options))
         self.max_input_tokens = min(options.n_batch, options.n_ctx)
         self.context = LlamaContext(model=self.model, params=self._context_params(options),
                                     verbose=options.verbose)

@@ -13,6 +13,7 @@ import sys
 import threading
 
 import llama_cpp
+from llama_cpp._internals import LlamaModel
 from llama_cpp._logger import logger as llama_logger
 
 _WARN, _ERROR, _CONTINUED = 2, 3, 5
@@ -48,7 +49,10 @@ def _on_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
 
 
 def install() -> None:
-    """Route llama.cpp's log here (replacing llama-cpp-python's printer, which this one includes)."""
+    """Route llama.cpp's log here (replacing llama-cpp-python's printer, which this one includes); errors
+    only until a model's VERBOSE says otherwise."""
+    if llama_logger.level == logging.NOTSET:
+        llama_logger.setLevel(logging.ERROR)
     llama_cpp.llama_log_set(_on_log, ctypes.c_void_p(0))
 
 
@@ -68,3 +72,13 @@ def take_messages() -> list[str]:
 
 
 install()
+
+
+def open_model(path: str, params: llama_cpp.llama_model_params) -> LlamaModel:
+    """llama.cpp's model for `path`, read without touching the process's stdout and stderr.
+
+    llama-cpp-python's quiet load (`verbose=False`) points file descriptors 1 and 2 at /dev/null while
+    it reads: every other thread's log lines are lost meanwhile, and two loads at once (a warm load
+    beside a size estimate) can leave them there for good. llama.cpp's own log comes through `_on_log`
+    already, filtered by VERBOSE, so nothing is gained by the redirect."""
+    return LlamaModel(path_model=path, params=params, verbose=True)

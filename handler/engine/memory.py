@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import llama_cpp
-from llama_cpp._internals import LlamaModel
 
+from handler.engine import llama_log
 from handler.engine.embedding import SEQUENCES_PER_DECODE
 from handler.engine.llama_options import ModelOptions
 from handler.store.manifest import ModelKind
@@ -36,7 +36,7 @@ def estimate_bytes(path: Path, options: ModelOptions, kind: ModelKind) -> int:
     """Bytes `path` will take once loaded with `options` (blocking: reads the header and vocabulary)."""
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
-    model = LlamaModel(path_model=str(path), params=params, verbose=False)
+    model = llama_log.open_model(str(path), params)
     try:
         metadata, weights, vocabulary = model.metadata(), llama_cpp.llama_model_size(model.model), model.n_vocab()
     finally:
