@@ -16,9 +16,11 @@ import llama_cpp
 from llama_cpp._internals import LlamaModel
 from llama_cpp._logger import logger as llama_logger
 
-_WARN, _ERROR, _CONTINUED = 2, 3, 5
-_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG,
-           5: logging.DEBUG}
+# ggml's levels (ggml.h: none, debug, info, warn, error, continued). llama-cpp-python's own table
+# predates the debug level and maps them one off: its quiet mode printed warnings and hid errors.
+_DEBUG, _INFO, _WARN, _ERROR, _CONTINUED = 1, 2, 3, 4, 5
+_LEVELS = {0: logging.INFO, _DEBUG: logging.DEBUG, _INFO: logging.INFO, _WARN: logging.WARNING,
+           _ERROR: logging.ERROR}
 _KEPT = 8  # messages per thread
 _BUFFER = re.compile(r"buffer size =\s*([0-9.]+) MiB")
 _MIB = 1024 * 1024
@@ -27,25 +29,27 @@ _local = threading.local()
 
 def _messages() -> collections.deque[str]:
     if not hasattr(_local, "messages"):
-        _local.messages, _local.keeping, _local.buffer_bytes = collections.deque(maxlen=_KEPT), False, 0
+        _local.messages, _local.level, _local.buffer_bytes = collections.deque(maxlen=_KEPT), _INFO, 0
     return _local.messages
 
 
 @llama_cpp.llama_log_callback
 def _on_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     message = text.decode("utf-8", errors="replace")
+    kept = _messages()
+    continued = level == _CONTINUED
+    level = _local.level if continued else level
+    _local.level = level
     if llama_logger.level <= _LEVELS.get(level, logging.DEBUG):
         print(message, end="", flush=True, file=sys.stderr)
-    kept = _messages()
     if (allocated := _BUFFER.search(message)) is not None:
         _local.buffer_bytes += round(float(allocated.group(1)) * _MIB)
-    if level in (_WARN, _ERROR):
-        kept.append(message.strip())
-        _local.keeping = True
-    elif level == _CONTINUED and _local.keeping and kept:
-        kept[-1] += message.rstrip()
+    if level not in (_WARN, _ERROR):
+        return
+    if continued and kept:
+        kept[-1] += message
     else:
-        _local.keeping = False
+        kept.append(message)
 
 
 def install() -> None:
@@ -66,7 +70,7 @@ def take_buffer_bytes() -> int:
 def take_messages() -> list[str]:
     """The warnings and errors llama.cpp logged on this thread since the last call."""
     kept = _messages()
-    messages = [message for message in kept if message]
+    messages = [" ".join(message.split()) for message in kept if not message.isspace()]
     kept.clear()
     return messages
 
