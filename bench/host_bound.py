@@ -1,8 +1,10 @@
 """The host-bound decode, what a GPU exposes: a tiny model with Qwen3's 151,936-token vocabulary, whose
 decode step is cheap next to each sequence's per-token host work (reading and sampling a full
-vocabulary row, the Python around it). Greedy, non-streamed, usage-counted completions, 1 and 16 at a
-time, against llama.cpp's decode-only limit (`llama-batched-bench` from the same sources: no sampling
-at all) and llama-server (with and without `--backend-sampling`). Best of `repeats` for every side."""
+vocabulary row, the Python around it). Greedy, non-streamed, usage-counted completions, 1, 4, 16 and
+64 at a time, against llama.cpp's decode-only limit (`llama-batched-bench` from the same sources: no
+sampling at all) and llama-server (with and without `--backend-sampling`). Best of `repeats`
+interleaved rounds: every server stays up (an idle one takes no CPU) and each round measures every
+side once, so a slow minute of this shared machine falls on all of them alike."""
 
 from __future__ import annotations
 
@@ -11,15 +13,23 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import ExitStack
 from pathlib import Path
+
+import httpx
 
 from bench import servers
 from bench.tiny_model import write_tiny_model
-from bench.workloads import CLIENT
 
 MODEL = "tiny-qwen3-vocabulary"
-STREAMS = (1, 16)
+STREAMS = (1, 4, 16, 64)
+PEERS = (("llama-server", ()), ("llama-server --backend-sampling", ("--backend-sampling",)))
+# Enough connections for the most streams at once (the shared client keeps fewer).
+CLIENT = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=2 * max(STREAMS),
+                                                       max_keepalive_connections=2 * max(STREAMS)))
 PROMPT_TOKENS = 128
 # Our engine does not repack weights for the CPU (a repacked matmul computes a row differently with the
 # batch's size, so replies would depend on what else decodes; `repack = true` in the manifest turns it
@@ -72,27 +82,56 @@ def _step_totals(base_url: str) -> dict[str, float]:
     return totals
 
 
-def best_rates(server: servers.Server, tokens: int, repeats: int) -> dict[int, float]:
-    completions_rate(server.base_url, server.model, 2, 8)  # warm up
-    return {streams: max(completions_rate(server.base_url, server.model, streams, tokens) for _ in range(repeats))
-            for streams in STREAMS}
+def ours(model: Path, threads: int, work: Path) -> ContextManager[servers.Server]:
+    manifest = work / "manifest.toml"
+    manifest.write_text(f'[[models]]\nname = "{MODEL}"\nkind = "chat"\nsource = "{model.name}"\n')
+    env = {"MODELS_MANIFEST": str(manifest), "N_CTX": "512", "MAX_QUEUE": str(2 * max(STREAMS))}
+    return servers.ours(model.parent, threads, max(STREAMS), env=env, model=MODEL)
 
 
-def ours_with_steps(model: Path, threads: int, tokens: int, repeats: int) -> tuple[dict[int, float], dict[str, float]]:
-    """Our rates, and the mean step's total and host milliseconds at 16 streams (from /metrics)."""
-    with tempfile.TemporaryDirectory() as work:
-        manifest = Path(work) / "manifest.toml"
-        manifest.write_text(f'[[models]]\nname = "{MODEL}"\nkind = "chat"\nsource = "{model.name}"\n')
-        env = {"MODELS_MANIFEST": str(manifest), "N_CTX": "512"}
-        with servers.ours(model.parent, threads, max(STREAMS), env=env, model=MODEL) as server:
-            rates = best_rates(server, tokens, repeats)
-            before = _step_totals(server.base_url)
-            completions_rate(server.base_url, server.model, max(STREAMS), tokens)
-            after = _step_totals(server.base_url)
+def steps_at(server: servers.Server, streams: int, tokens: int) -> dict[str, float]:
+    """The mean step's total and host milliseconds over one run of `streams` requests (from /metrics)."""
+    before = _step_totals(server.base_url)
+    completions_rate(server.base_url, server.model, streams, tokens)
+    after = _step_totals(server.base_url)
     steps = after.get("count", 0) - before.get("count", 0)
-    per_step = {"total_ms": 1000 * (after.get("sum", 0) - before.get("sum", 0)) / max(steps, 1),
-                "host_ms": 1000 * (after.get("host_sum", 0) - before.get("host_sum", 0)) / max(steps, 1)}
-    return rates, per_step
+    return {"total_ms": 1000 * (after.get("sum", 0) - before.get("sum", 0)) / max(steps, 1),
+            "host_ms": 1000 * (after.get("host_sum", 0) - before.get("host_sum", 0)) / max(steps, 1)}
+
+
+def _peers(stack: ExitStack, report, model: Path, threads: int) -> dict[str, servers.Server]:
+    binary = servers.llama_server_binary()
+    started: dict[str, servers.Server] = {}
+    for name, extra in PEERS:
+        if binary is None:
+            report.add(f"host-bound: {name}", "skipped", "no llama-server (just build-llama-server)")
+            continue
+        try:
+            started[name] = stack.enter_context(servers.llama_server(
+                binary, model, threads, max(STREAMS), model=MODEL, extra=("-fa", "on", *SAME_WEIGHTS, *extra)))
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            report.add(f"host-bound: {name}", "skipped", str(exc)[:80])
+    return started
+
+
+def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[int, float]] | None, tokens: int,
+                repeats: int) -> dict[str, dict[int, float]]:
+    """Best of `repeats` rounds for every side and stream count; each round measures every side once, so
+    a slow minute of this shared machine falls on all of them alike."""
+    best: dict[str, dict[int, float]] = {name: dict.fromkeys(STREAMS, 0.0) for name in ["limit", *sides]}
+    for side in sides.values():
+        completions_rate(side.base_url, side.model, 2, 8)  # warm up
+    for _ in range(repeats):
+        if limit_of is not None:
+            for streams, rate in limit_of().items():
+                best["limit"][streams] = max(best["limit"].get(streams, 0.0), rate)
+        for name, side in sides.items():
+            for streams in STREAMS:
+                best[name][streams] = max(best[name][streams],
+                                          completions_rate(side.base_url, side.model, streams, tokens))
+    if limit_of is None:
+        del best["limit"]
+    return best
 
 
 def measure(report, args, cache: Path) -> dict[str, object]:
@@ -101,35 +140,30 @@ def measure(report, args, cache: Path) -> dict[str, object]:
     except (OSError, subprocess.SubprocessError) as exc:  # no npm, or no registry: say so, measure the rest
         report.add("host-bound decode", "skipped", f"could not make the tiny model: {exc}"[:100])
         return {}
-    results: dict[str, object] = {}
     batched_bench = servers.llama_tool("llama-batched-bench")
-    limit: dict[int, float] = {}
     if batched_bench is None:
         report.add("decode-only limit", "skipped", "no llama-batched-bench (just build-llama-server)")
-    else:
-        limit = {streams: max(decode_limit(batched_bench, model, args.threads, args.tokens)[streams]
-                              for _ in range(args.repeats)) for streams in STREAMS}
-        results["limit"] = limit
-    ours, steps = ours_with_steps(model, args.threads, args.tokens, args.repeats)
-    results["ours"], results["ours_steps_at_16"] = ours, steps
-    for streams in STREAMS:
-        share = f"{ours[streams] / limit[streams]:.2f} of the limit ({limit[streams]:.0f})" if limit else ""
-        report.add(f"host-bound: ours, {streams} greedy requests, tok/s", f"{ours[streams]:.0f}", share)
+    limit_of = None if batched_bench is None else (lambda: decode_limit(batched_bench, model, args.threads,
+                                                                         args.tokens))
+    with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
+        sides = {"ours": stack.enter_context(ours(model, args.threads, Path(work)))}
+        sides.update(_peers(stack, report, model, args.threads))
+        results: dict[str, object] = dict(interleaved(sides, limit_of, args.tokens, args.repeats))
+        results["ours_steps_at_16"] = steps = steps_at(sides["ours"], 16, args.tokens)
+    _report(report, results)
     report.add("host-bound: ours at 16, mean step ms (host part)", f"{steps['total_ms']:.2f} ({steps['host_ms']:.2f})")
-    binary = servers.llama_server_binary()
-    for name, extra in (("llama-server -np 16", ()), ("llama-server -np 16 --backend-sampling", ("--backend-sampling",))):
-        if binary is None:
-            break
-        try:
-            with servers.llama_server(binary, model, args.threads, max(STREAMS), model=MODEL,
-                                      extra=("-fa", "on", *SAME_WEIGHTS, *extra)) as peer:
-                rates = best_rates(peer, args.tokens, args.repeats)
-        except (RuntimeError, subprocess.SubprocessError) as exc:
-            report.add(f"host-bound: {name}", "skipped", str(exc)[:80])
-            continue
-        results[name] = rates
-        for streams in STREAMS:
-            share = f"{rates[streams] / limit[streams]:.2f} of the limit" if limit else ""
-            report.add(f"host-bound: {name}, {streams} requests, tok/s", f"{rates[streams]:.0f}",
-                       f"{share}; ours is {ours[streams] / rates[streams]:.2f}× this")
     return results
+
+
+def _report(report, results: dict[str, object]) -> None:
+    limit = results.get("limit", {})
+    ours_rates = results["ours"]
+    for name, rates in results.items():
+        if name in ("limit", "ours_steps_at_16"):
+            continue
+        for streams in STREAMS:
+            notes = [f"{rates[streams] / limit[streams]:.2f} of the limit ({limit[streams]:.0f})"] if limit else []
+            if name != "ours":
+                notes.append(f"ours is {ours_rates[streams] / rates[streams]:.2f}× this")
+            report.add(f"host-bound: {name}, {streams} greedy requests, tok/s", f"{rates[streams]:.0f}",
+                       "; ".join(notes))

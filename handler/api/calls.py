@@ -129,16 +129,25 @@ class Replies:
     by the shaper: observed for the first token and the outcome, summed into the request's usage."""
 
     call: ModelCall
-    readers: Sequence[Generation]  # each prompt's first choice, which reads (or reuses) its prompt
-    count: int
+    generations: Sequence[Generation]  # one a choice of each prompt, in order
     _events: AsyncIterator[tuple[int, ChatEvent]]
     per_prompt: int = 1
     finals: dict[int, ChatEvent] = attrs.field(factory=dict)
 
+    @property
+    def count(self) -> int:
+        return len(self.generations)
+
+    @property
+    def readers(self) -> Sequence[Generation]:
+        """Each prompt's first choice, which reads (or reuses) its prompt."""
+        return self.generations[::self.per_prompt]
+
     async def __aiter__(self) -> AsyncIterator[tuple[int, ChatEvent]]:
         async for index, event in self._events:
             if event.delta is not None:
-                self.call.first_token()
+                sampled = [each.first_token_at for each in self.generations if each.first_token_at is not None]
+                self.call.first_token(min(sampled, default=None))
             if event.finish_reason == "cancelled":
                 raise cut_short()  # never a bare end of stream: the client must see the reply is incomplete
             if event.finish_reason is not None:
@@ -222,10 +231,13 @@ class ModelCall:
     async def answer(self, started: Sequence[Started], shaper: Shaper, *, stream: bool,
                      per_prompt: int = 1) -> Response[Any] | Stream:
         """The started replies, shaped: a JSON body once all end, or a stream of frames."""
-        readers = [reply.generation for reply in started[::per_prompt]]
-        self._prefix_restored(sum(reader.restored_tokens for reader in readers),
-                              {reader.restored_from for reader in readers if reader.restored_tokens})
-        replies = Replies(self, readers, len(started), merged([reply.events() for reply in started]), per_prompt)
+        generations = [reply.generation for reply in started]
+        replies = Replies(self, generations, merged([reply.events() for reply in started]), per_prompt)
+        self._prefix_restored(sum(reader.restored_tokens for reader in replies.readers),
+                              {reader.restored_from for reader in replies.readers if reader.restored_tokens})
+        if not stream:
+            for generation in generations:
+                generation.read_whole()
         if stream:
             self.handed_over = True
             return Stream(self._stream(shaper, replies), media_type="text/event-stream",
@@ -251,11 +263,12 @@ class ModelCall:
             for each in sources:
                 metrics.PREFIXES_RESTORED.labels(self.model, each).inc()
 
-    def first_token(self) -> None:
+    def first_token(self, at: float | None = None) -> None:
+        """`at`: when the engine sampled it (perf_counter); a whole reply reaches the loop at its end."""
         if self._first_seen:
             return
         self._first_seen = True
-        seconds = time.perf_counter() - self.began
+        seconds = (time.perf_counter() if at is None else at) - self.began
         self.log_line["ttft_ms"] = round(seconds * 1000)
         metrics.TIME_TO_FIRST_TOKEN.labels(self.model).observe(seconds)
 

@@ -597,6 +597,8 @@ class BatchingChatModel:
         now = self.clock()
         if slot.last_token_at is not None:
             gaps.append(now - slot.last_token_at)
+        elif job.generation.first_token_at is None:
+            job.generation.first_token_at = time.perf_counter()
         slot.last_token_at = now
         eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
         piece = b"" if eog else self.pieces.piece(token, special=token in job.preserved)

@@ -42,7 +42,10 @@ def _run(batch: list[_Call]) -> None:
 
 class Generation:
     """Chunks cross from the model's thread to the loop through an asyncio queue. Stopping early
-    (or dropping the object) sets `cancel`, which the model checks before its next decode step."""
+    (or dropping the object) sets `cancel`, which the model checks before its next decode step.
+
+    A reader that takes the reply whole (`read_whole`: a JSON answer, not a stream) gets its text at
+    the end, in one chunk: waking the loop for every step would only take a core from the decode."""
 
     def __init__(self) -> None:
         self.cancel = threading.Event()
@@ -54,10 +57,28 @@ class Generation:
         self.restored_from = ""  # from where: "ram", "volume" or "s3"
         self.cached_tokens = 0  # prompt tokens not read again: kept in the slot or restored (set before `started`)
         self.refused: BaseException | None = None  # why it will never get a slot (set with `started`)
+        self.first_token_at: float | None = None  # perf_counter when its first token was sampled
+        self._whole = False
+        self._held: list[TextChunk] = []  # text kept on the model's thread for a whole reader
+
+    def read_whole(self) -> None:
+        """From now on, hold text until the reply ends (called on the loop, at any time)."""
+        self._whole = True
 
     def emit(self, item: TextChunk | BaseException) -> None:
         """Called on the model's thread."""
-        self._call(self._queue.put_nowait, item)
+        if self._whole and isinstance(item, TextChunk) and item.finish_reason is None:
+            self._held.append(item)
+        elif self._held:
+            held, self._held = self._held, []
+            self._call(self._put_whole, held, item)
+        else:
+            self._call(self._queue.put_nowait, item)
+
+    def _put_whole(self, held: list[TextChunk], last: TextChunk | BaseException) -> None:
+        for chunk in joined(held):
+            self._queue.put_nowait(chunk)
+        self._queue.put_nowait(last)
 
     def mark_started(self) -> None:
         """Called on the model's thread."""
@@ -97,3 +118,21 @@ class Generation:
 
     def __del__(self) -> None:
         self.cancel.set()
+
+
+def joined(chunks: list[TextChunk]) -> list[TextChunk]:
+    """Consecutive text chunks as one (their text and log probabilities in order); a chunk carrying the
+    prompt's log probabilities stays a chunk of its own, where it was."""
+    out: list[TextChunk] = []
+    texts: list[TextChunk] = []
+    for chunk in [*chunks, None]:
+        if chunk is not None and chunk.prompt_logprobs is None:
+            texts.append(chunk)
+            continue
+        if texts:
+            out.append(TextChunk(text="".join(each.text for each in texts),
+                                 logprobs=tuple(entry for each in texts for entry in each.logprobs)))
+            texts = []
+        if chunk is not None:
+            out.append(chunk)
+    return out

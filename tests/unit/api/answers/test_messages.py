@@ -28,7 +28,7 @@ class _Call:
     def __init__(self) -> None:
         self.outcome = None
 
-    def first_token(self) -> None:
+    def first_token(self, at: float | None = None) -> None:
         pass
 
     def finished(self, reason: str, usage: Usage) -> None:
@@ -42,7 +42,7 @@ async def _replies(events):
 
     reader = Generation()
     reader.prompt_tokens, reader.cached_tokens = 20, 5
-    return Replies(_Call(), [reader], 1, source())  # type: ignore[arg-type]
+    return Replies(_Call(), [reader], source())  # type: ignore[arg-type]
 
 
 def _body(events):
