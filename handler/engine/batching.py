@@ -30,7 +30,7 @@ from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from handler.engine import llama_log
+from handler.engine import device_sampling, llama_log
 from handler.engine.early import Weights
 from handler.engine.generation import Generation, delivered_together
 from handler.engine.llama_options import ModelOptions, model_params
@@ -88,6 +88,8 @@ class BatchingChatModel:
             self.context = LlamaContext(model=self.model, params=context_params(options), verbose=options.verbose)
         self.threads = CpuThreadPool(options.n_threads)
         self.threads.attach(self.context.ctx)
+        self.device = device_sampling.DeviceGreedy(self.context.ctx, self.n_parallel) \
+            if device_sampling.wanted(options) else None
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
         self.n_swa = llama_cpp.llama_model_n_swa(self.model.model)  # 0 unless sliding-window attention
@@ -510,6 +512,9 @@ class BatchingChatModel:
     def _assign(self, slot: Slot, job: Job, prefix: int) -> None:
         greedy = is_plain_greedy(job.params, job.grammar)
         slot.assign(job, prefix, None if greedy else build_sampler(self.model, job.params, job.grammar), self.n_ctx)
+        if self.device is not None:  # its logits stay on the device unless the host needs them
+            needs_logits = job.logprobs is not None or job.prompt_logprobs is not None
+            slot.on_device = self.device.use(slot.seq_id, greedy and not needs_logits)
         job.generation.mark_started()
 
     def _step(self, active: list[Slot]) -> None:
@@ -589,11 +594,7 @@ class BatchingChatModel:
         if slot.max_tokens <= 0:  # max_tokens 0: the prompt only (its log probabilities, with echo)
             self._finish(slot, "length")
             return
-        if slot.sampler is None:  # plain greedy: the first largest logit, exactly as llama.cpp's greedy picks
-            token = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, row),
-                                              shape=(self.n_vocab,)).argmax())
-        else:
-            token = slot.sampler.sample(self.context, row)
+        token = self._choose(slot, row)
         now = self.clock()
         if slot.last_token_at is not None:
             gaps.append(now - slot.last_token_at)
@@ -609,6 +610,17 @@ class BatchingChatModel:
         if reason is not None:
             self._finish(slot, reason)
 
+    def _choose(self, slot: Slot, row: int) -> int:
+        """The slot's next token from batch row `row`: chosen on the device, by the host's argmax (plain
+        greedy: the first largest logit, exactly as llama.cpp's greedy picks), or by its sampler chain."""
+        if slot.on_device:
+            assert self.device is not None  # only a model that samples on its device puts slots there
+            return self.device.token(row)
+        if slot.sampler is None:
+            return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, row),
+                                             shape=(self.n_vocab,)).argmax())
+        return slot.sampler.sample(self.context, row)
+
     def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int,
                      scored: list[tuple[int, Slot]]) -> dict[int, int]:
         """Put up to `allowance` prompt tokens into the batch, oldest prompt first; the last token of a
@@ -617,14 +629,15 @@ class BatchingChatModel:
         step: with two prompts' tokens in one llama_decode it computes the first differently than alone
         (tests/integration/engine/test_gemma.py), and a reply must not depend on who else arrived; so
         does a deterministic one (each prompt in its own fixed chunks). A prompt scored for its log
-        probabilities asks for logits at every position, at most `SCORED_ROWS` a step."""
+        probabilities asks for logits at every position, at most `SCORED_ROWS` a step for all of them."""
         waiting = sorted(prefilling, key=lambda slot: slot.job.arrived if slot.job else 0)
         prefilled: dict[int, int] = {}
+        scored_rows = SCORED_ROWS  # for every scored prompt of the step together
         for slot in waiting[:1] if self.n_swa or self.deterministic else waiting:
-            if allowance <= 0:
-                break
             scoring = slot.job is not None and slot.job.prompt_logprobs is not None
-            size = min(allowance, SCORED_ROWS) if scoring else allowance
+            size = min(allowance, scored_rows) if scoring else allowance
+            if size <= 0:
+                continue
             chunk, slot.pending = slot.pending[:size], slot.pending[size:]
             for offset, token in enumerate(chunk):
                 last = offset == len(chunk) - 1 and not slot.pending
@@ -635,6 +648,7 @@ class BatchingChatModel:
                 if last:
                     outputs[row] = slot
             prefilled[slot.seq_id], allowance = len(chunk), allowance - len(chunk)
+            scored_rows -= len(chunk) if scoring else 0
         return prefilled
 
     def _score_prompts(self, scored: list[tuple[int, Slot]]) -> None:
@@ -704,6 +718,8 @@ class BatchingChatModel:
             self._users.wait_for(lambda: self._using == 0, timeout=USERS_WAIT_S)
         self.batch.close()
         self.context.close()
+        if self.device is not None:
+            self.device.free()
         self.threads.free()
         self.model.close()
 
@@ -728,6 +744,8 @@ def context_params(options: ModelOptions) -> Any:
     params.kv_unified = False
     params.swa_full = options.swa_full
     params.no_perf = True
+    if device_sampling.wanted(options):
+        device_sampling.limit_outputs(params, options.n_parallel, SCORED_ROWS)
     # Flash attention is llama.cpp's choice unless the manifest says on or off: it turns it on wherever every
     # attention op can run on the KV cache's device (on CPU it decodes ~10% faster here, and outputs still do
     # not depend on batching: tests/integration/engine).

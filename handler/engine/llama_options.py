@@ -67,6 +67,9 @@ class ModelOptions:
     # Bit-for-bit reproducible replies whatever the load: each sequence in its own llama_decode, fixed
     # prefill chunks, no cached prefixes (slower: no batching across sequences).
     deterministic: bool = False
+    # Greedy sequences sampled in llama.cpp's compute graph (engine.device_sampling); None: when every
+    # layer is on a GPU.
+    device_sampling: bool | None = None
     rope_freq_base: float | None = None
     rope_freq_scale: float | None = None
     seed: int | None = None  # sampling seed for requests that send none

@@ -77,6 +77,7 @@ class Slot:
     tenant: str = ""  # whose prompt those tokens are
     job: Job | None = None
     sampler: LlamaSampler | None = None  # None while serving: plain greedy, picked by the engine itself
+    on_device: bool = False  # plain greedy, picked in llama.cpp's graph (engine.device_sampling)
     pending: list[int] = attrs.field(factory=list)  # prompt tokens still to prefill
     next_token: int | None = None  # sampled, not yet decoded
     last_token_at: float | None = None  # when the previous token was sampled (inter-token gaps)

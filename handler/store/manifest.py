@@ -39,7 +39,7 @@ KINDS: tuple[ModelKind, ...] = ("chat", "embedding")
 LLAMA_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "n_ctx": int, "n_batch": int, "n_ubatch": int, "n_threads": int, "n_gpu_layers": int,
     "main_gpu": int, "flash_attn": bool, "use_mmap": bool, "use_mlock": bool, "repack": bool, "swa_full": bool,
-    "deterministic": bool,
+    "deterministic": bool, "device_sampling": bool,
     "rope_freq_base": (int, float), "rope_freq_scale": (int, float), "seed": int,
     "pooling": str, "chat_format": str, "chat_template": str, "n_parallel": int,
 }
