@@ -38,12 +38,13 @@ SAME_WEIGHTS = ("--no-repack",)
 _STEP_METRICS = re.compile(r'^gguf_step(_host)?_seconds_(sum|count)\{model="[^"]+"\} (\S+)$', re.M)
 
 
-def decode_limit(binary: str, model: Path, threads: int, tokens: int) -> dict[int, float]:
+def decode_limit(binary: str, model: Path, threads: int, tokens: int, placement: tuple[str, ...] = ()
+                 ) -> dict[int, float]:
     """Decode tok/s per number of parallel sequences, as `llama-batched-bench` measures it (S_TG)."""
     context = max(STREAMS) * (PROMPT_TOKENS + tokens + 16)
     command = [binary, "-m", str(model), "-c", str(context), "-b", "2048", "-ub", "512", "-t", str(threads),
                "-fa", "on", *SAME_WEIGHTS, "-npp", str(PROMPT_TOKENS), "-ntg", str(tokens),
-               "-npl", ",".join(map(str, STREAMS))]
+               "-npl", ",".join(map(str, STREAMS)), *placement]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
     rates = {}
     for line in output.splitlines():
@@ -99,7 +100,8 @@ def steps_at(server: servers.Server, streams: int, tokens: int) -> dict[str, flo
             "host_ms": 1000 * (after.get("host_sum", 0) - before.get("host_sum", 0)) / max(steps, 1)}
 
 
-def _peers(stack: ExitStack, report, model: Path, threads: int) -> dict[str, servers.Server]:
+def _peers(stack: ExitStack, report, model: Path, threads: int, placement: tuple[str, ...] = ()
+           ) -> dict[str, servers.Server]:
     binary = servers.llama_server_binary()
     started: dict[str, servers.Server] = {}
     for name, extra in PEERS:
@@ -108,7 +110,7 @@ def _peers(stack: ExitStack, report, model: Path, threads: int) -> dict[str, ser
             continue
         try:
             started[name] = stack.enter_context(servers.llama_server(
-                binary, model, threads, max(STREAMS), model=MODEL, extra=("-fa", "on", *SAME_WEIGHTS, *extra)))
+                binary, model, threads, max(STREAMS), model=MODEL, extra=("-fa", "on", *SAME_WEIGHTS, *placement, *extra)))
         except (RuntimeError, subprocess.SubprocessError) as exc:
             report.add(f"host-bound: {name}", "skipped", str(exc)[:80])
     return started
@@ -140,16 +142,23 @@ def measure(report, args, cache: Path) -> dict[str, object]:
     except (OSError, subprocess.SubprocessError) as exc:  # no npm, or no registry: say so, measure the rest
         report.add("host-bound decode", "skipped", f"could not make the tiny model: {exc}"[:100])
         return {}
+    return measure_model(report, model, args.threads, args.tokens, args.repeats)
+
+
+def measure_model(report, model: Path, threads: int, tokens: int, repeats: int,
+                  placement: tuple[str, ...] = ()) -> dict[str, object]:
+    """Every side on `model`; `placement`: llama.cpp's flags for where the layers go (ours places them
+    by itself: all on the GPU when there is one)."""
     batched_bench = servers.llama_tool("llama-batched-bench")
     if batched_bench is None:
         report.add("decode-only limit", "skipped", "no llama-batched-bench (just build-llama-server)")
-    limit_of = None if batched_bench is None else (lambda: decode_limit(batched_bench, model, args.threads,
-                                                                         args.tokens))
+    limit_of = None if batched_bench is None else (lambda: decode_limit(batched_bench, model, threads, tokens,
+                                                                         placement))
     with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
-        sides = {"ours": stack.enter_context(ours(model, args.threads, Path(work)))}
-        sides.update(_peers(stack, report, model, args.threads))
-        results: dict[str, object] = dict(interleaved(sides, limit_of, args.tokens, args.repeats))
-        results["ours_steps_at_16"] = steps = steps_at(sides["ours"], 16, args.tokens)
+        sides = {"ours": stack.enter_context(ours(model, threads, Path(work)))}
+        sides.update(_peers(stack, report, model, threads, placement))
+        results: dict[str, object] = dict(interleaved(sides, limit_of, tokens, repeats))
+        results["ours_steps_at_16"] = steps = steps_at(sides["ours"], 16, tokens)
     _report(report, results)
     report.add("host-bound: ours at 16, mean step ms (host part)", f"{steps['total_ms']:.2f} ({steps['host_ms']:.2f})")
     return results
@@ -167,3 +176,30 @@ def _report(report, results: dict[str, object]) -> None:
                 notes.append(f"ours is {ours_rates[streams] / rates[streams]:.2f}× this")
             report.add(f"host-bound: {name}, {streams} greedy requests, tok/s", f"{rates[streams]:.0f}",
                        "; ".join(notes))
+
+
+def main() -> None:
+    """`python -m bench.host_bound --model M [--gpu]`: the same sides on a model of your choice (the GPU
+    recipe, bench/gpu.sh, runs it on random-weight models of real shapes), figures to `--out`."""
+    import argparse
+    import json
+
+    from bench.run import Report
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--gpu", action="store_true", help="every layer on the GPU for llama.cpp's tools")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    results = measure_model(Report(), args.model.resolve(), args.threads, args.tokens, args.repeats,
+                            ("-ngl", "999") if args.gpu else ())
+    if args.out is not None:
+        args.out.write_text(json.dumps({"model": args.model.name, "tokens": args.tokens, **results}, indent=2,
+                                       default=str))
+
+
+if __name__ == "__main__":
+    main()

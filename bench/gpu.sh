@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The GPU measurement, in one go, on a lent machine without network access. Beforehand, here:
+#   bash ../shared/gpu/bundle.sh .gpu        (the offline bundle, ~35 MB; .gpu stays out of git)
+# There, from this checkout:   bash bench/gpu.sh
+# Builds llama.cpp with CUDA (../shared/gpu/build.sh, plus llama-batched-bench for the decode-only limit),
+# writes random-weight Qwen3-8B and Qwen3-0.6B shapes (Q4_0, Qwen3's real vocabulary), and runs the
+# host-bound bench on each: ours, llama-server with and without --backend-sampling, and the limit, at
+# 1/4/16/64 streams, 256 tokens each. Figures: bench/results/gpu-*.json and gpu-summary.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .gpu/build.sh
+cmake --build /tmp/b --target llama-batched-bench -j "$(nproc)" >/tmp/build-batched-bench.log
+export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/b/bin LLAMA_SERVER=/tmp/b/bin/llama-server
+out=bench/results
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu-summary.txt"
+for shape in qwen3-8b qwen3-0.6b; do
+  PYTHONPATH=/tmp/src/llama.cpp/gguf-py python3 .gpu/make_model.py /tmp/tok "/tmp/models/$shape.gguf" "$shape" q4_0
+  timeout 1800 python3 -m bench.host_bound --gpu --model "/tmp/models/$shape.gguf" --threads 8 --tokens 256 \
+    --repeats 3 --out "$out/gpu-$shape.json" | tee -a "$out/gpu-summary.txt"
+done
