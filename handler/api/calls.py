@@ -129,10 +129,11 @@ class Replies:
     by the shaper: observed for the first token and the outcome, summed into the request's usage."""
 
     call: ModelCall
-    generations: Sequence[Generation]  # one a choice of each prompt, in order
+    generations: Sequence[Generation]  # every reply's: each prompt's choices, prompt by prompt
     _events: AsyncIterator[tuple[int, ChatEvent]]
     per_prompt: int = 1
     finals: dict[int, ChatEvent] = attrs.field(factory=dict)
+    _first_seen: bool = False
 
     @property
     def count(self) -> int:
@@ -145,7 +146,8 @@ class Replies:
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, ChatEvent]]:
         async for index, event in self._events:
-            if event.delta is not None:
+            if event.delta is not None and not self._first_seen:
+                self._first_seen = True
                 sampled = [each.first_token_at for each in self.generations if each.first_token_at is not None]
                 self.call.first_token(min(sampled, default=None))
             if event.finish_reason == "cancelled":
@@ -187,7 +189,6 @@ class ModelCall:
     log_line: dict[str, Any]  # this request's log line (the request log middleware writes it out)
     tenant: str = ""  # whose prompts these are (see `auth.tenant_of`)
     handed_over: bool = False  # a stream holds the call and closes it when it ends
-    _first_seen: bool = False
     _closed: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -235,13 +236,12 @@ class ModelCall:
         replies = Replies(self, generations, merged([reply.events() for reply in started]), per_prompt)
         self._prefix_restored(sum(reader.restored_tokens for reader in replies.readers),
                               {reader.restored_from for reader in replies.readers if reader.restored_tokens})
-        if not stream:
-            for generation in generations:
-                generation.read_whole()
         if stream:
             self.handed_over = True
             return Stream(self._stream(shaper, replies), media_type="text/event-stream",
                           headers={**SSE_HEADERS, **self.headers()})
+        for generation in generations:
+            generation.read_whole()
         return Response(await self.unless_gone(shaper.body(replies)), headers=self.headers())
 
     async def _stream(self, shaper: Shaper, replies: Replies) -> AsyncGenerator[bytes, None]:
@@ -264,10 +264,8 @@ class ModelCall:
                 metrics.PREFIXES_RESTORED.labels(self.model, each).inc()
 
     def first_token(self, at: float | None = None) -> None:
-        """`at`: when the engine sampled it (perf_counter); a whole reply reaches the loop at its end."""
-        if self._first_seen:
-            return
-        self._first_seen = True
+        """The call's first token (once, from its `Replies`). `at`: when the engine sampled it
+        (perf_counter), since a whole reply reaches the loop only at its end."""
         seconds = (time.perf_counter() if at is None else at) - self.began
         self.log_line["ttft_ms"] = round(seconds * 1000)
         metrics.TIME_TO_FIRST_TOKEN.labels(self.model).observe(seconds)
