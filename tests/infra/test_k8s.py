@@ -143,3 +143,80 @@ def test_the_pod_runs_as_its_image_does(kind):
     assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["runAsNonRoot"] is True
     assert pod["volumes"][0]["hostPath"]["path"]  # node-local models: a new pod on the node skips the download
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+# Kubernetes' own OpenAPI schemas (kubernetes-validate carries them; strict: unknown fields fail).
+KUBERNETES = "1.33.0"
+CORE_API = ("v1", "apps/v1", "networking.k8s.io/v1")
+# Fields the custom resources add around a pod spec or a container, per their own API references.
+KNATIVE_REVISION = {"containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds"}
+KSERVE_COMPONENT = {"minReplicas", "maxReplicas", "containerConcurrency", "scaleMetric", "scaleTarget", "timeout",
+                    "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy",
+                    "model"}
+KSERVE_MODEL = {"modelFormat", "runtime", "storageUri", "protocolVersion"}
+
+
+def _pod(spec, name):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def _knative_defaults(spec):
+    """What Knative fills in before the pod exists: a container name, and probes on the serving port."""
+    spec = {key: value for key, value in spec.items() if key not in KNATIVE_REVISION}
+    containers = []
+    for container in spec["containers"]:
+        container = {"name": "user-container", **container}
+        port = container["ports"][0]["containerPort"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if "httpGet" in container.get(probe, {}):
+                container[probe] = {**container[probe], "httpGet": {"port": port, **container[probe]["httpGet"]}}
+        containers.append(container)
+    return {**spec, "containers": containers}
+
+
+def _core_objects(document):
+    """The document, or the Kubernetes objects a custom resource embeds, as core objects to validate."""
+    api, kind, name = document["apiVersion"], document["kind"], document["metadata"]["name"]
+    if api in CORE_API:
+        return [document]
+    if api.startswith("serving.knative.dev"):
+        return [_pod(_knative_defaults(document["spec"]["template"]["spec"]), name)]
+    if kind == "ServingRuntime":
+        return [_pod({"containers": document["spec"]["containers"]}, name)]
+    if kind == "InferenceService":
+        predictor = document["spec"]["predictor"]
+        model = {key: value for key, value in predictor["model"].items() if key not in KSERVE_MODEL}
+        pod = {key: value for key, value in predictor.items() if key not in KSERVE_COMPONENT}
+        return [_pod({**pod, "containers": [{"name": "kserve-container", **model}]}, name)]
+    assert kind == "ScaledObject", kind  # KEDA publishes no schema here: REQUIRED checks its fields
+    return []
+
+
+def _schema_errors(documents):
+    import kubernetes_validate
+
+    errors = []
+    for name, document in documents:
+        for core in _core_objects(document):
+            try:
+                kubernetes_validate.validate(core, KUBERNETES, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                errors.append(f"{name} {document['kind']}: {error.message} at {list(error.absolute_path)}")
+    return errors
+
+
+def test_every_manifest_validates_against_kubernetes_schemas():
+    assert sum(len(_core_objects(document)) for _, document in _documents()) == 6
+    assert _schema_errors(_documents()) == []
+
+
+def test_the_schema_check_catches_a_misspelt_field():
+    (deployment,) = [(name, d) for name, d in _documents() if d["kind"] == "Deployment"]
+    name, document = json.loads(json.dumps(deployment))
+    container = document["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    (knative,) = [(n, json.loads(json.dumps(d))) for n, d in _documents() if d["apiVersion"].startswith("serving.")
+                  and d["kind"] == "Service"]
+    knative[1]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8000"
+    errors = _schema_errors([(name, document), knative])
+    assert len(errors) == 2 and "readinesProbe" in errors[0] and "'8000'" in errors[1], errors
