@@ -10,6 +10,10 @@ export MODEL_DIR := env("MODEL_DIR", "models")
 export UV_COMPILE_BYTECODE := "1"
 host := env("HOST", "127.0.0.1")
 port := env("PORT", "8000")
+local_base := "localhost/serverless-gguf-base:bookworm"
+image_test_tag := "localhost/serverless-gguf:cpu-test"
+# This VM's podman needs runc and explicit limits (crun fails on its cgroups).
+podman_run_flags := "--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
 cache_dir := env("XDG_CACHE_HOME", env("HOME") + "/.cache") + "/serverless-gguf"
 demo_file := "SmolLM2-135M-Instruct.Q4_1.gguf"
 demo_sha256 := "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -183,19 +187,48 @@ lint-infra: install-dev
     uv run --frozen hadolint Containerfile
     uv run --frozen pytest tests/infra -q
 
-# Build the GPU image (podman or docker, whichever exists)
-image tag="serverless-gguf:latest":
+# base="local" builds on the Debian base from `just image-base` instead of pulling one, without the
+# Lambda adapter. BUILD_CA_BUNDLE names a CA bundle to trust while building (a TLS-inspecting proxy);
+# it is mounted for the build only and never lands in the image.
+# Build the image (podman or docker): variant cuda (GPU) or cpu (Lambda and other CPU platforms)
+image variant="cuda" tag="" base="":
     #!/usr/bin/env bash
     set -euo pipefail
     engine=$(command -v podman || command -v docker || { echo "no podman or docker here" >&2; exit 1; })
-    "$engine" build -f Containerfile -t {{tag}} .
+    args=(--build-arg VARIANT={{variant}})
+    if [ "{{base}}" = local ]; then
+        args+=(--build-arg PYTHON_IMAGE={{local_base}} --build-arg LAMBDA_ADAPTER=none)
+    fi
+    if [ -n "${BUILD_CA_BUNDLE:-}" ]; then
+        args+=(-v "$BUILD_CA_BUNDLE:/run/build-ca.crt:ro" --build-arg SSL_CERT_FILE=/run/build-ca.crt
+               --build-arg PIP_CERT=/run/build-ca.crt)
+    fi
+    if [ "$(basename "$engine")" = podman ]; then
+        args+=(--format docker {{podman_run_flags}})  # docker format keeps HEALTHCHECK and SHELL
+    fi
+    tag="{{tag}}"
+    "$engine" build -f Containerfile "${args[@]}" -t "${tag:-serverless-gguf:{{variant}}}" .
 
-# Build the CPU image (for AWS Lambda and other CPU platforms)
-image-cpu tag="serverless-gguf:cpu":
+# For machines that reach no image registry.
+# A Debian base image with Python 3, made from Debian's packages (mmdebstrap + podman import)
+image-base:
     #!/usr/bin/env bash
     set -euo pipefail
-    engine=$(command -v podman || command -v docker || { echo "no podman or docker here" >&2; exit 1; })
-    "$engine" build -f Containerfile --build-arg VARIANT=cpu -t {{tag}} .
+    if podman image exists {{local_base}}; then echo "{{local_base}} exists"; exit 0; fi
+    command -v mmdebstrap >/dev/null || { echo "mmdebstrap is not installed (apt-get install mmdebstrap)" >&2; exit 1; }
+    tarball=$(mktemp --suffix .tar)
+    trap 'rm -f "$tarball"' EXIT
+    mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates,libgomp1 \
+        --format=tar bookworm "$tarball"
+    podman import --change 'CMD ["/bin/bash"]' "$tarball" {{local_base}}
+
+# As its users run it: non-root, a model volume, readiness, a chat, a stream, SIGTERM drain, its size,
+# no compilers and no weights inside.
+# Build the CPU image on the local Debian base and test it
+image-test: fetch-demo install-dev image-base
+    BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().cafile or "")')}" \
+        just image cpu {{image_test_tag}} local
+    IMAGE_UNDER_TEST={{image_test_tag}} uv run --frozen pytest tests/infra/test_image.py -v
 
 # Benchmarks: ours vs raw llama-cpp-python, llama_cpp.server and llama-server (ratios in one run)
 bench *args: fetch-demo
