@@ -124,7 +124,8 @@ class Settings:
     warm_models: tuple[str, ...] = ()
     model_ttl_s: float = 0.0
     max_loaded_models: int = 0
-    max_model_memory_mb: int = 0
+    max_model_memory_mb: int = 0  # host memory the loaded models may take (0: no budget)
+    max_gpu_memory_mb: int = 0  # GPU memory they may take, all devices together (0: no budget)
     max_queue: int = DEFAULT_QUEUE.max_waiting
     queue_timeout_s: float = DEFAULT_QUEUE.timeout_s
     drain_timeout_s: float = 30.0
@@ -197,6 +198,8 @@ class Settings:
                                    lambda v: v >= 0, ">= 0 (0 = no limit)"),
             max_model_memory_mb=read("MAX_MODEL_MEMORY_MB", int, d["max_model_memory_mb"],
                                      lambda v: v >= 0, ">= 0 (0 = no budget)"),
+            max_gpu_memory_mb=read("MAX_GPU_MEMORY_MB", int, d["max_gpu_memory_mb"],
+                                   lambda v: v >= 0, ">= 0 (0 = no budget)"),
             max_queue=read("MAX_QUEUE", int, d["max_queue"], lambda v: v >= 0, ">= 0"),
             queue_timeout_s=read("QUEUE_TIMEOUT_S", float, d["queue_timeout_s"], **positive),
             drain_timeout_s=read("DRAIN_TIMEOUT_S", float, d["drain_timeout_s"], lambda v: v >= 0, ">= 0"),

@@ -16,7 +16,7 @@ from handler.engine.llama_options import (
     resolve_options,
 )
 from handler.engine.loading import load_model
-from handler.engine.types import QueueLimits
+from handler.engine.types import Footprint, QueueLimits
 from handler.settings import Settings
 from handler.store.catalog import ModelCatalog, check_distinct_paths
 from handler.store.manifest import ModelSpec, load_manifest
@@ -99,7 +99,8 @@ def build_cache(settings: Settings, store: ModelStore, loader: Loader = load_mod
                 step_observer: StepObserverOf | None = None, prefixes: PrefixStore | None = None) -> ModelCache:
     defaults = llama_defaults(settings, step_observer, prefixes)
     limits = CacheLimits(max_loaded=settings.max_loaded_models,
-                         max_memory_bytes=settings.max_model_memory_mb * 1024 * 1024,
+                         memory_budget=Footprint(host=settings.max_model_memory_mb * 1024 * 1024,
+                                                 device=settings.max_gpu_memory_mb * 1024 * 1024),
                          default_ttl_s=settings.model_ttl_s)
     return ModelCache(fetch=store.ensure_local, defaults=defaults, limits=limits, discard=store.discard_if_corrupt,
                       loader=loader, loaded=store.release_staged)

@@ -111,16 +111,20 @@ class StateCollector(Collector):
                 waiting.add_metric([name], model.waiting)
                 running.add_metric([name], max(0, model.in_flight - model.waiting))
         yield from (queue, busy, slots, finished, waiting, running, kv_used)
-        memory = GaugeMetricFamily("gguf_model_memory_bytes", "Memory of each loaded model: measured (what llama.cpp "
-                                   "allocated) and estimated before it loaded (with a memory budget)",
-                                   labels=["model", "source"])
+        memory = GaugeMetricFamily("gguf_model_memory_bytes", "Memory of each loaded model, in host memory and on "
+                                   "GPUs: measured (what llama.cpp allocated) and estimated before it loaded (with a "
+                                   "memory budget)", labels=["model", "source", "memory"])
         for entry in entries:
-            memory.add_metric([entry.spec.name, "measured"], entry.memory_bytes)
-            if entry.estimated_bytes is not None:
-                memory.add_metric([entry.spec.name, "estimate"], entry.estimated_bytes)
+            for source, footprint in (("measured", entry.memory), ("estimate", entry.estimate)):
+                if footprint is not None:
+                    memory.add_metric([entry.spec.name, source, "host"], footprint.host)
+                    memory.add_metric([entry.spec.name, source, "gpu"], footprint.device)
         yield memory
-        yield GaugeMetricFamily("gguf_model_memory_budget_bytes", "MAX_MODEL_MEMORY_MB in bytes (0: no budget)",
-                                value=self.cache.limits.max_memory_bytes)
+        budget = GaugeMetricFamily("gguf_model_memory_budget_bytes", "MAX_MODEL_MEMORY_MB (host) and "
+                                   "MAX_GPU_MEMORY_MB (gpu) in bytes (0: no budget)", labels=["memory"])
+        budget.add_metric(["host"], self.cache.limits.memory_budget.host)
+        budget.add_metric(["gpu"], self.cache.limits.memory_budget.device)
+        yield budget
         yield GaugeMetricFamily("gguf_requests_in_flight", "Model requests in flight", value=self.lifecycle.in_flight)
         yield GaugeMetricFamily("gguf_ready", "1 when the warm set is loaded", value=int(self.warmup.ready))
         synced = GaugeMetricFamily("gguf_sync_bytes", "Bytes fetched by the latest sync of each file", labels=["file"])

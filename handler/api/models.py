@@ -37,6 +37,9 @@ class ModelCard(msgspec.Struct, kw_only=True):
     size: int | None = None
     memory_estimate_bytes: int | None = None  # what it would take loaded (on /v1/models/{id}, once downloaded)
     memory_bytes: int | None = None  # what it takes, while loaded
+    # The part of each on GPUs (the rest is host memory): budgeted apart by MAX_GPU_MEMORY_MB.
+    gpu_memory_estimate_bytes: int | None = None
+    gpu_memory_bytes: int | None = None
     gpu_layers: int | None = None  # layers placed on the GPU (-1: all), on /v1/models/{id}
     devices: list[str] | None = None  # the GPUs llama.cpp sees (empty: it runs on the CPU), on /v1/models/{id}
     # What restoring a saved prefix is weighed against, as measured here (null until measured), while
@@ -71,12 +74,14 @@ def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache, store: Mode
         created, size, downloaded = int(stat.st_mtime), stat.st_size, True
     except OSError:
         created, size, downloaded = 0, spec.size, False
-    entry = cache.entry(spec.name)
+    entry, estimate = cache.entry(spec.name), cache.known_estimate(spec, path)
     return ModelCard(id=spec.name, created=created, owned_by="serverless-gguf", kind=spec.kind,
                      source=spec.source if spec.declared else "local", downloaded=downloaded,
                      loaded=entry is not None, state=_state(spec, downloaded, cache, store), size=size,
-                     memory_bytes=entry.memory_bytes if entry else None,
-                     memory_estimate_bytes=cache.known_estimate(spec, path))
+                     memory_bytes=entry.memory.total if entry else None,
+                     gpu_memory_bytes=entry.memory.device if entry else None,
+                     memory_estimate_bytes=estimate.total if estimate else None,
+                     gpu_memory_estimate_bytes=estimate.device if estimate else None)
 
 
 async def _list(catalog: ModelCatalog, cache: ModelCache, store: ModelStore,
@@ -108,7 +113,8 @@ class ModelsController(Controller):
         card = _card(spec, catalog, cache, model_store)
         if card.downloaded:
             with contextlib.suppress(ModelLoadFailed, OSError):  # a file llama.cpp cannot read has no estimate
-                card.memory_estimate_bytes = await cache.estimate(spec, catalog.path_of(spec))
+                estimate = await cache.estimate(spec, catalog.path_of(spec))
+                card.memory_estimate_bytes, card.gpu_memory_estimate_bytes = estimate.total, estimate.device
         card.gpu_layers = resolve_options(cache.defaults, spec.options).n_gpu_layers
         card.devices = [f"{device.name} ({device.description})" for device in devices() if device.is_gpu]
         if (entry := cache.entry(spec.name)) is not None and isinstance(model := entry.model, BatchingChatModel):

@@ -4,8 +4,9 @@ Owned by the app (created and closed by its lifespan). Requests take a `Lease` o
 as they use it. The first lease on a cold model fetches the file (`fetch`: the store's job) and loads
 it off the event loop; leases asked for meanwhile await that same load (single flight) and share its
 result or its error, and carry its `ColdStart` timings. A failed load is not cached.
-Memory: `max_loaded` bounds how many models are loaded and `max_memory_bytes` what they may take
-together (each model's cost estimated before it loads, then measured). With either limit, loads are
+Memory: `max_loaded` bounds how many models are loaded and `memory_budget` what they may take
+together, in host memory and in GPU memory apart (each model's cost estimated before it loads, then
+measured from the buffers llama.cpp allocates on each). With any limit, loads are
 admitted one at a time, counted before they start, and make room by evicting the least recently used
 idle models; what cannot fit is a 503 `model_capacity` (busy models are never evicted, nor models whose
 load has just finished for requests still waiting on it). Idle models are unloaded after their TTL.
@@ -28,6 +29,7 @@ from handler.engine.batching import BatchingChatModel
 from handler.engine.embedding import EmbeddingModel
 from handler.engine.llama_options import LlamaDefaults
 from handler.engine.loading import Loaded, LoadedModel, estimate_model_bytes, load_model
+from handler.engine.types import Footprint
 from handler.errors import Conflict, ModelLoadFailed, ModelTooLarge, ServiceUnavailable
 from handler.store.manifest import ModelSpec
 
@@ -38,6 +40,11 @@ Discard = Callable[[ModelSpec], Awaitable[bool]]  # removes a corrupt synced fil
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 MIB = 1024 * 1024
 EVICTION_WAIT_S = 60  # an evicted model's thread ends after its current step, then frees its context
+
+
+def _fits(used: Footprint, budget: Footprint) -> bool:
+    """Within the budget on both sides (a side budgeted 0 has no budget)."""
+    return (not budget.host or used.host <= budget.host) and (not budget.device or used.device <= budget.device)
 
 
 async def _keep(_spec: ModelSpec) -> bool:
@@ -58,8 +65,8 @@ class CacheEntry:
     spec: ModelSpec
     model: LoadedModel
     cold_start: ColdStart
-    memory_bytes: int  # measured: what llama.cpp allocated for it
-    estimated_bytes: int | None = None  # what was expected before it loaded (with a memory budget)
+    memory: Footprint  # measured: what llama.cpp allocated for it
+    estimate: Footprint | None = None  # what was expected before it loaded (with a memory budget)
     last_used: float = attrs.field(factory=time.monotonic)
     in_use: int = 0
 
@@ -94,12 +101,12 @@ class Lease:
 @attrs.frozen
 class CacheLimits:
     max_loaded: int = 0  # 0: no limit
-    max_memory_bytes: int = 0  # 0: no budget
+    memory_budget: Footprint = Footprint()  # host and device bytes the loaded models may take (0: no budget)
     default_ttl_s: float = 0  # 0: never unload for idleness
 
     @property
     def bounded(self) -> bool:
-        return bool(self.max_loaded or self.max_memory_bytes)
+        return bool(self.max_loaded or self.memory_budget.total)
 
 
 class ModelCache:
@@ -113,23 +120,23 @@ class ModelCache:
         self._loading: dict[str, asyncio.Future[CacheEntry]] = {}
         self._waiting: collections.Counter[str] = collections.Counter()  # leases awaiting a model's load
         self._admission = asyncio.Lock()  # with limits, one load at a time decides what to evict
-        self._estimates: dict[tuple[str, Path, int, int], int] = {}
+        self._estimates: dict[tuple[str, Path, int, int], Footprint] = {}
         self.failures: dict[str, str] = {}
 
     @property
-    def memory_bytes(self) -> int:
+    def memory(self) -> Footprint:
         """What the loaded models take, as llama.cpp reported allocating."""
-        return sum(entry.memory_bytes for entry in self._entries.values())
+        return sum((entry.memory for entry in self._entries.values()), Footprint())
 
-    async def estimate(self, spec: ModelSpec, path: Path) -> int:
-        """Bytes `spec` would take loaded from `path` (cached per file version)."""
+    async def estimate(self, spec: ModelSpec, path: Path) -> Footprint:
+        """What `spec` would take loaded from `path` (cached per file version)."""
         stat = path.stat()
         key = (spec.name, path, stat.st_size, stat.st_mtime_ns)
         if key not in self._estimates:
             self._estimates[key] = await asyncio.to_thread(estimate_model_bytes, spec, path, self.defaults)
         return self._estimates[key]
 
-    def known_estimate(self, spec: ModelSpec, path: Path) -> int | None:
+    def known_estimate(self, spec: ModelSpec, path: Path) -> Footprint | None:
         """The estimate made earlier for this file version, if any (never computed here)."""
         try:
             stat = path.stat()
@@ -206,14 +213,16 @@ class ModelCache:
     def _busy(self, entry: CacheEntry) -> bool:
         return entry.in_use > 0 or self._waiting[entry.spec.name] > 0
 
-    def _make_room(self, spec: ModelSpec, cost: int) -> list[CacheEntry]:
+    def _make_room(self, spec: ModelSpec, cost: Footprint) -> list[CacheEntry]:
         """Evict idle models (least recently used first) until `spec`, costing `cost`, fits; returns them."""
-        limit, budget = self.limits.max_loaded, self.limits.max_memory_bytes
-        if budget and cost > budget:
-            raise ModelTooLarge(f"model '{spec.name}' needs about {cost / MIB:.0f} MiB, more than the memory budget "
-                                f"of {budget / MIB:.0f} MiB (MAX_MODEL_MEMORY_MB)")
+        limit, budget = self.limits.max_loaded, self.limits.memory_budget
+        for where, needed, allowed, setting in (("host", cost.host, budget.host, "MAX_MODEL_MEMORY_MB"),
+                                                 ("GPU", cost.device, budget.device, "MAX_GPU_MEMORY_MB")):
+            if allowed and needed > allowed:
+                raise ModelTooLarge(f"model '{spec.name}' needs about {needed / MIB:.0f} MiB of {where} memory, "
+                                    f"more than the budget of {allowed / MIB:.0f} MiB ({setting})")
         evicted: list[CacheEntry] = []
-        while (limit and len(self._entries) >= limit) or (budget and self.memory_bytes + cost > budget):
+        while (limit and len(self._entries) >= limit) or not _fits(self.memory + cost, budget):
             idle = [entry for entry in self._entries.values() if not self._busy(entry)]
             if not idle:
                 raise ServiceUnavailable(f"no room to load model '{spec.name}': the {len(self._entries)} loaded "
@@ -230,20 +239,20 @@ class ModelCache:
             fetched = time.perf_counter()
             # With limits, one load at a time: room is made for it, and counted, before it starts.
             async with self._admission if self.limits.bounded else contextlib.nullcontext():
-                cost = await self.estimate(spec, path) if self.limits.max_memory_bytes else None
-                for evicted in self._make_room(spec, cost or 0):
+                cost = await self.estimate(spec, path) if self.limits.memory_budget.total else None
+                for evicted in self._make_room(spec, cost or Footprint()):
                     # Its memory (on a GPU: device memory) is freed on its own thread: wait for that, or the
                     # new model could be refused memory the old one still holds.
                     await asyncio.to_thread(evicted.model.join, EVICTION_WAIT_S)
                 loaded = await self._load_file(spec, path)
                 cold_start = ColdStart(sync_seconds=fetched - started, load_seconds=time.perf_counter() - fetched)
                 entry = self._entries[spec.name] = CacheEntry(spec=spec, model=loaded.model, cold_start=cold_start,
-                                                              memory_bytes=loaded.memory_bytes, estimated_bytes=cost)
+                                                              memory=loaded.memory, estimate=cost)
         except Exception as exc:
             self.failures[spec.name] = getattr(exc, "message", None) or str(exc)
             raise
-        log.info("loaded model %s from %s in %.2fs (%.0f MiB)", spec.name, path, cold_start.load_seconds,
-                 loaded.memory_bytes / MIB)
+        log.info("loaded model %s from %s in %.2fs (%.0f MiB host, %.0f MiB GPU)", spec.name, path,
+                 cold_start.load_seconds, loaded.memory.host / MIB, loaded.memory.device / MIB)
         self.failures.pop(spec.name, None)
         return entry
 

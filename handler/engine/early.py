@@ -13,9 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:  # nothing heavy at import: see the module's note
+    from handler.engine.types import Footprint
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ def file_signature(path: Path) -> tuple[int, int, int, int] | None:
 class Weights:
     model: Any  # llama_cpp's LlamaModel
     context: Any  # its LlamaContext (chat models), or None
-    buffer_bytes: int  # what llama.cpp reported allocating for them (on the loading thread)
+    buffers: Footprint  # what llama.cpp reported allocating for them (on the loading thread)
 
     def close(self) -> None:
         if self.context is not None:
@@ -115,11 +118,11 @@ def load_weights(path: Path, options: Any, *, chat: bool) -> Weights:
     from handler.engine.llama_options import model_params
 
     set_verbose(options.verbose)
-    llama_log.take_buffer_bytes()
+    llama_log.take_buffers()
     model = llama_log.open_model(str(path), model_params(options))
     try:
         context = LlamaContext(model=model, params=context_params(options), verbose=options.verbose) if chat else None
     except BaseException:
         model.close()
         raise
-    return Weights(model, context, llama_log.take_buffer_bytes())
+    return Weights(model, context, llama_log.take_buffers())

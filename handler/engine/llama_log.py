@@ -16,20 +16,23 @@ import llama_cpp
 from llama_cpp._internals import LlamaModel
 from llama_cpp._logger import logger as llama_logger
 
+from handler.engine.types import Footprint
+
 # ggml's levels (ggml.h: none, debug, info, warn, error, continued). llama-cpp-python's own table
 # predates the debug level and maps them one off: its quiet mode printed warnings and hid errors.
 _DEBUG, _INFO, _WARN, _ERROR, _CONTINUED = 1, 2, 3, 4, 5
 _LEVELS = {0: logging.INFO, _DEBUG: logging.DEBUG, _INFO: logging.INFO, _WARN: logging.WARNING,
            _ERROR: logging.ERROR}
 _KEPT = 8  # messages per thread
-_BUFFER = re.compile(r"buffer size =\s*([0-9.]+) MiB")
+# "CPU_Mapped model buffer size = 92.10 MiB", "CUDA0 KV buffer size = …", "CUDA_Host compute buffer size = …"
+_BUFFER = re.compile(r"(\S+)\s+(?:\S+\s+)?buffer size =\s*([0-9.]+) MiB")
 _MIB = 1024 * 1024
 _local = threading.local()
 
 
 def _messages() -> collections.deque[str]:
     if not hasattr(_local, "messages"):
-        _local.messages, _local.level, _local.buffer_bytes = collections.deque(maxlen=_KEPT), _INFO, 0
+        _local.messages, _local.level, _local.buffers = collections.deque(maxlen=_KEPT), _INFO, Footprint()
     return _local.messages
 
 
@@ -43,7 +46,7 @@ def _on_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     if llama_logger.level <= _LEVELS.get(level, logging.DEBUG):
         print(message, end="", flush=True, file=sys.stderr)
     if (allocated := _BUFFER.search(message)) is not None:
-        _local.buffer_bytes += round(float(allocated.group(1)) * _MIB)
+        _local.buffers += buffer_footprint(allocated.group(1), round(float(allocated.group(2)) * _MIB))
     if level not in (_WARN, _ERROR):
         return
     if continued and kept:
@@ -60,10 +63,17 @@ def install() -> None:
     llama_cpp.llama_log_set(_on_log, ctypes.c_void_p(0))
 
 
-def take_buffer_bytes() -> int:
-    """Bytes of the buffers llama.cpp reported allocating on this thread since the last call."""
+def buffer_footprint(buffer_type: str, size: int) -> Footprint:
+    """Where a buffer of ggml's `buffer_type` lives: the CPU's own buffers and a GPU backend's pinned
+    host buffers ("CUDA_Host", "Vulkan_Host") are host memory; the rest is on a device."""
+    on_host = buffer_type.startswith("CPU") or buffer_type.endswith("_Host")
+    return Footprint(host=size) if on_host else Footprint(device=size)
+
+
+def take_buffers() -> Footprint:
+    """The buffers llama.cpp reported allocating on this thread since the last call, host and device."""
     _messages()
-    allocated, _local.buffer_bytes = _local.buffer_bytes, 0
+    allocated, _local.buffers = _local.buffers, Footprint()
     return allocated
 
 

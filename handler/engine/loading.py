@@ -15,6 +15,7 @@ from handler.engine.early import EARLY_WEIGHTS
 from handler.engine.embedding import EmbeddingModel
 from handler.engine.llama_options import LlamaDefaults, resolve_options
 from handler.engine.memory import estimate_bytes
+from handler.engine.types import Footprint
 from handler.errors import ModelLoadFailed
 from handler.store.files import RecordBook
 from handler.store.manifest import ModelSpec
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 @attrs.frozen
 class Loaded:
     model: LoadedModel
-    memory_bytes: int  # what llama.cpp reported allocating for it
+    memory: Footprint  # what llama.cpp reported allocating for it, host and device
 
 
 def file_identity(spec: ModelSpec, path: Path) -> str:
@@ -47,7 +48,7 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
     options = resolve_options(defaults, spec.options)
     if is_staged(path) and options.n_gpu_layers != 0:  # the staged host copy goes once weights are on the device
         options = attrs.evolve(options, use_mmap=False)
-    llama_log.take_messages(), llama_log.take_buffer_bytes()  # whatever an earlier load on this thread left
+    llama_log.take_messages(), llama_log.take_buffers()  # whatever an earlier load on this thread left
     early = EARLY_WEIGHTS.take(path, options)  # the store has verified `path` by now
     if early is not None:
         log.info("model %s: adopted the weights read while the process started", spec.name)
@@ -64,11 +65,11 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
             early.close()
         cause = "; ".join(llama_log.take_messages()[-3:]) or str(exc)
         raise ModelLoadFailed(f"model '{spec.name}' failed to load from {path.name}: {cause}") from exc
-    return Loaded(model, llama_log.take_buffer_bytes() + (early.buffer_bytes if early is not None else 0))
+    return Loaded(model, llama_log.take_buffers() + (early.buffers if early is not None else Footprint()))
 
 
-def estimate_model_bytes(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> int:
-    """Bytes `spec` would take once loaded from `path`."""
+def estimate_model_bytes(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Footprint:
+    """What `spec` would take once loaded from `path`, host and device."""
     try:
         return estimate_bytes(path, resolve_options(defaults, spec.options), spec.kind)
     except (ValueError, RuntimeError, OSError) as exc:

@@ -24,6 +24,22 @@ class QueueLimits:
 DEFAULT_QUEUE = QueueLimits()
 
 
+@attrs.frozen
+class Footprint:
+    """Bytes a model takes in host memory and in device (GPU) memory: budgeted apart, since running out
+    of one is not helped by room in the other."""
+
+    host: int = 0
+    device: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.host + self.device
+
+    def __add__(self, other: Footprint) -> Footprint:
+        return Footprint(self.host + other.host, self.device + other.device)
+
+
 # Built-in sampling defaults: what applies when neither the request, the model nor the server sets a
 # value (OpenAI's own defaults where it has them: top_p 1, no penalties). The only place they are written.
 TEMPERATURE, TOP_P, TOP_K, MIN_P = 0.7, 1.0, 40, 0.05

@@ -146,8 +146,9 @@ def test_memory_budget_evicts_to_make_room_and_refuses_what_cannot_fit(tmp_path,
     loaded = httpx.get(f"{server.base_url}/v1/models/m1").json()
     assert loaded["loaded"] is True and 300 * 2**20 < loaded["memory_bytes"] <= loaded["memory_estimate_bytes"]
     metrics = httpx.get(f"{server.base_url}/metrics").text
-    assert 'gguf_model_memory_bytes{model="m1",source="measured"}' in metrics
-    assert "gguf_model_memory_budget_bytes 6.291456e+08" in metrics
+    assert 'gguf_model_memory_bytes{memory="host",model="m1",source="measured"}' in metrics
+    assert ('gguf_model_memory_budget_bytes{memory="host"} 6.291456e+08' in metrics
+            and 'gguf_model_memory_budget_bytes{memory="gpu"} 0.0' in metrics)
 
 
 def test_a_model_larger_than_the_budget_is_a_clear_error(tmp_path, demo_model_path, launch):

@@ -16,7 +16,7 @@ from handler.engine.embedding import EmbeddingModel
 from handler.engine.generation import Generation
 from handler.engine.llama_options import LlamaDefaults, ModelOptions, resolve_options
 from handler.engine.loading import Loaded
-from handler.engine.types import PromptChoices, QueueLimits, SamplingParams, TextChunk
+from handler.engine.types import Footprint, PromptChoices, QueueLimits, SamplingParams, TextChunk
 from handler.formats.qwen3 import Qwen3Format
 from handler.store.manifest import ModelSpec
 from handler.store.prefix_ram import Rate
@@ -98,4 +98,4 @@ class FakeEmbeddingModel(EmbeddingModel):
 def fake_loader(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
     options = resolve_options(defaults, spec.options)
     model = FakeEmbeddingModel(spec.name, options) if spec.kind == "embedding" else FakeChatModel(spec.name, options)
-    return Loaded(model, memory_bytes=1024)
+    return Loaded(model, memory=Footprint(host=1024))

@@ -30,7 +30,7 @@ def test_values_are_parsed():
 @pytest.mark.parametrize(("name", "value"), [
     ("PORT", "eighty"), ("PORT", "70000"), ("N_CTX", "0"), ("N_CTX", "-5"), ("N_GPU_LAYERS", "-2"),
     ("TEMPERATURE", "nan"), ("TEMPERATURE", "3"), ("VERBOSE", "maybe"), ("MAX_TOKENS", "1.5"),
-    ("MODEL_STAGING", "tmpfs"), ("SNAPSHOT_READY", "maybe"),
+    ("MODEL_STAGING", "tmpfs"), ("SNAPSHOT_READY", "maybe"), ("MAX_GPU_MEMORY_MB", "-1"), ("MAX_GPU_MEMORY_MB", "8G"),
 ])
 def test_invalid_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):

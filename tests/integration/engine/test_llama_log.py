@@ -39,7 +39,7 @@ def _options(**overrides) -> ModelOptions:
 
 
 def test_no_load_redirects_stdout_or_stderr(redirected, demo_model_path):
-    assert estimate_bytes(demo_model_path, _options(), "chat") > 0
+    assert estimate_bytes(demo_model_path, _options(), "chat").total > 0
     load_weights(demo_model_path, _options(), chat=True).close()
     BatchingChatModel("chat", demo_model_path, _options()).close()
     EmbeddingModel("embed", demo_model_path, _options()).close()
@@ -47,6 +47,6 @@ def test_no_load_redirects_stdout_or_stderr(redirected, demo_model_path):
 
 
 def test_a_quiet_load_prints_nothing(capfd, demo_model_path):
-    assert estimate_bytes(demo_model_path, _options(), "chat") > 0
+    assert estimate_bytes(demo_model_path, _options(), "chat").total > 0
     load_weights(demo_model_path, _options(verbose=False), chat=True).close()
     assert capfd.readouterr() == ("", "")

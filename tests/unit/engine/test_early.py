@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from handler.engine.early import EarlyWeights, Weights
+from handler.engine.types import Footprint
 
 
 class _Model:
@@ -32,7 +33,7 @@ def _started(early: EarlyWeights, path, key=("cpu",), gate: threading.Event | No
     def load(_path):
         if gate is not None:
             gate.wait(10)
-        return Weights(model, None, 123)
+        return Weights(model, None, Footprint(host=123))
 
     early.start(path, key, load)
     return model
@@ -44,7 +45,7 @@ def test_the_same_file_and_options_are_adopted_once(model_file):
     model = _started(early, model_file, gate=gate)
     gate.set()  # take() waits for the load that is under way
     taken = early.take(model_file, ("cpu",))
-    assert taken is not None and taken.model is model and taken.buffer_bytes == 123 and not model.closed
+    assert taken is not None and taken.model is model and taken.buffers == Footprint(host=123) and not model.closed
     assert early.take(model_file, ("cpu",)) is None  # taken once
 
 

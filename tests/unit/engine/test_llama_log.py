@@ -10,6 +10,7 @@ import pytest
 from llama_cpp._logger import logger as llama_logger
 
 from handler.engine import llama_log
+from handler.engine.types import Footprint
 
 DEBUG, INFO, WARN, ERROR, CONTINUED = 1, 2, 3, 4, 5
 
@@ -45,3 +46,21 @@ def test_warnings_and_errors_are_kept_for_the_load_that_failed(quiet):
     _log(INFO, "freeing\n")
     _log(CONTINUED, " buffers\n")
     assert llama_log.take_messages() == ["a token looks like a control token (overridden)", "failed to read tensor 3"]
+
+
+def test_buffers_are_counted_where_they_live(quiet):
+    """What a load allocates, from llama.cpp's own lines: the CPU's buffers and a GPU backend's pinned
+    host buffers are host memory, a device's buffers are GPU memory (one sum of both hid which ran out)."""
+    llama_log.take_buffers()
+    for line in ("load_tensors:   CPU_Mapped model buffer size =    92.10 MiB\n",
+                 "load_tensors:        CUDA0 model buffer size =  4400.00 MiB\n",
+                 "llama_kv_cache:      CUDA0 KV buffer size =   576.00 MiB\n",
+                 "llama_context:  CUDA_Host  output buffer size =     0.58 MiB\n",
+                 "sched_reserve:      CUDA0 compute buffer size =   300.75 MiB\n",
+                 "sched_reserve:  CUDA_Host compute buffer size =    16.01 MiB\n",
+                 "~llama_context:        CPU compute buffer size is  98.2520 MiB, matches expectation\n"):
+        _log(INFO, line)
+    mib = 1024 * 1024
+    assert llama_log.take_buffers() == Footprint(host=round(92.10 * mib) + round(0.58 * mib) + round(16.01 * mib),
+                                                 device=round((4400.00 + 576.00 + 300.75) * mib))
+    assert llama_log.take_buffers() == Footprint()
