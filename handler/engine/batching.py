@@ -92,6 +92,7 @@ class BatchingChatModel:
             if device_sampling.wanted(options) else None
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
+        self._logits_row = ctypes.c_float * self.n_vocab
         self.n_swa = llama_cpp.llama_model_n_swa(self.model.model)  # 0 unless sliding-window attention
         self.pieces = PieceReader(self.model.vocab)  # used on the scheduler thread only
         self.format: ChatFormat = choose_format(
@@ -601,7 +602,7 @@ class BatchingChatModel:
         elif job.generation.first_token_at is None:
             job.generation.first_token_at = time.perf_counter()
         slot.last_token_at = now
-        eog = llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
+        eog = self.pieces.ends_generation(token)
         piece = b"" if eog else self.pieces.piece(token, special=token in job.preserved)
         logprob = None
         if job.logprobs is not None and not eog:
@@ -617,8 +618,10 @@ class BatchingChatModel:
             assert self.device is not None  # only a model that samples on its device puts slots there
             return self.device.token(row)
         if slot.sampler is None:
-            return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, row),
-                                             shape=(self.n_vocab,)).argmax())
+            # A view made from the row's address: numpy's ctypes pointer conversion costs several times
+            # more, once per sequence and token.
+            logits = ctypes.addressof(llama_cpp.llama_get_logits_ith(self.context.ctx, row).contents)
+            return int(np.frombuffer(self._logits_row.from_address(logits), dtype=np.float32).argmax())
         return slot.sampler.sample(self.context, row)
 
     def _add_prefill(self, prefilling: list[Slot], outputs: dict[int, Slot], allowance: int,

@@ -13,13 +13,28 @@ import llama_cpp
 
 
 class PieceReader:
-    """Reads token pieces with one reusable buffer; for one thread (a model's scheduler)."""
+    """Reads token pieces with one reusable buffer, each token's once (a vocabulary's pieces never
+    change, and a reply repeats many); for one thread (a model's scheduler)."""
 
     def __init__(self, vocab: llama_cpp.llama_vocab_p, size: int = 64) -> None:
         self._vocab = vocab
         self._buffer = ctypes.create_string_buffer(size)
+        self._read: dict[tuple[int, bool], bytes] = {}
+        self._ends: dict[int, bool] = {}
 
     def piece(self, token: int, *, special: bool = False) -> bytes:
+        key = (token, special)
+        if (known := self._read.get(key)) is None:
+            known = self._read[key] = self._piece(token, special)
+        return known
+
+    def ends_generation(self, token: int) -> bool:
+        """Whether `token` ends a generation (end of turn, end of text: llama.cpp's EOG set)."""
+        if (known := self._ends.get(token)) is None:
+            known = self._ends[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return known
+
+    def _piece(self, token: int, special: bool) -> bytes:
         for _ in range(2):  # the second call has the size llama.cpp asked for
             size = len(self._buffer)
             written = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, size, 0, special)
