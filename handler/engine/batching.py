@@ -31,6 +31,7 @@ from llama_cpp._logger import set_verbose as llama_log_level
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from handler.engine import device_sampling, llama_log
+from handler.engine.chains import ChainSampler
 from handler.engine.early import Weights
 from handler.engine.generation import Generation, delivered_together
 from handler.engine.llama_options import ModelOptions, model_params
@@ -88,6 +89,7 @@ class BatchingChatModel:
             self.context = LlamaContext(model=self.model, params=context_params(options), verbose=options.verbose)
         self.threads = CpuThreadPool(options.n_threads)
         self.threads.attach(self.context.ctx)
+        self.chains = ChainSampler(options.n_threads)  # between decodes, the decode's threads are idle
         self.device = device_sampling.DeviceGreedy(self.context.ctx, self.n_parallel) \
             if device_sampling.wanted(options) else None
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
@@ -567,6 +569,8 @@ class BatchingChatModel:
         for seq_id in (*decoded, *prefilled):  # these sequences decoded past their restored states
             self._restored.pop(seq_id, None)
         self._score_prompts(scored)
+        chosen = self.chains.sample(self.context, [(row, slot.sampler) for row, slot in outputs.items()
+                                                   if slot.sampler is not None and slot.max_tokens > 0])
         gaps: list[float] = []
         for row, slot in outputs.items():
             job = slot.job
@@ -575,7 +579,7 @@ class BatchingChatModel:
             if first:
                 self._save_prefix(job, slot)  # before sampling can end the reply: a reader may then look
                 job.send_prompt_logprobs(self._piece_text(job.prompt[0]))
-            self._sample(slot, row, gaps)
+            self._sample(slot, row, gaps, chosen.get(row))
             if first:
                 job.prefilling = False
                 self._admit_copies(job, slot, row, gaps)
@@ -588,14 +592,15 @@ class BatchingChatModel:
             self.on_step(StepRecord(seconds=finished - prepared, decoded=decoded, prefilled=prefilled,
                                     token_gaps=tuple(gaps), host_seconds=host))
 
-    def _sample(self, slot: Slot, row: int, gaps: list[float]) -> None:
-        """Sample the slot's next token from the logits of batch row `row`, and hand it to the slot."""
+    def _sample(self, slot: Slot, row: int, gaps: list[float], chosen: int | None = None) -> None:
+        """Sample the slot's next token from the logits of batch row `row` (unless its chain has
+        `chosen` it already), and hand it to the slot."""
         job = slot.job
         assert job is not None  # a decoding slot serves a request
         if slot.max_tokens <= 0:  # max_tokens 0: the prompt only (its log probabilities, with echo)
             self._finish(slot, "length")
             return
-        token = self._choose(slot, row)
+        token = self._choose(slot, row) if chosen is None else chosen
         now = self.clock()
         if slot.last_token_at is not None:
             gaps.append(now - slot.last_token_at)
@@ -724,6 +729,7 @@ class BatchingChatModel:
         if self.device is not None:
             self.device.free()
         self.threads.free()
+        self.chains.close()
         self.model.close()
 
 

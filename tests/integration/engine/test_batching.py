@@ -76,6 +76,28 @@ def test_seeded_sampling_is_reproducible_in_a_batch(model):
     assert alone == batched
 
 
+def test_chains_sampled_side_by_side_give_each_reply_as_alone(model, monkeypatch):
+    """Seeded, biased and penalized requests in the same steps: their chains run on two threads at once
+    (engine.chains), and each reply is the one it gets alone."""
+    requests = [ChatRequest(chat=ChatInput([{"role": "user", "content": prompt}]), params=SamplingParams(
+        max_tokens=16, temperature=0.9, seed=seed, **extra)) for prompt, seed, extra in [
+        ("Tell me a story.", 1, {}), ("Name a colour.", 2, {"repeat_penalty": 1.3}),
+        ("Describe the sea.", 3, {"logit_bias": {tokenize(" the")[0]: -5.0}}), ("Say something kind.", 4, {})]]
+    sizes: list[int] = []
+    sample = model.chains.sample
+    monkeypatch.setattr(model.chains, "sample", lambda context, chains: sizes.append(len(chains)) or
+                        sample(context, chains))
+
+    async def scenario():
+        alone = [await _reply(model, request) for request in requests]
+        together = await asyncio.gather(*(_reply(model, request) for request in requests))
+        return alone, together
+
+    alone, together = asyncio.run(scenario())
+    assert together == alone
+    assert max(sizes) == len(requests) and model.chains._pool is not None  # the steps' chains ran side by side
+
+
 def test_cancellation_frees_the_slot(demo_model_path):
     single = BatchingChatModel("single", demo_model_path, _options(n_parallel=1))
     try:
