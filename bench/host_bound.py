@@ -31,6 +31,9 @@ PEERS = (("llama-server", ()), ("llama-server --backend-sampling", ("--backend-s
 CLIENT = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=2 * max(STREAMS),
                                                        max_keepalive_connections=2 * max(STREAMS)))
 PROMPT_TOKENS = 128
+# Seeded temperature sampling (top-k 40, min-p 0.05: a sampler chain per sequence on the host) at 16
+# requests, ours against llama-server's default.
+SAMPLED_STREAMS, SAMPLED_TEMPERATURE, SAMPLED_SIDES = 16, 0.7, ("ours", "llama-server")
 # Our engine does not repack weights for the CPU (a repacked matmul computes a row differently with the
 # batch's size, so replies would depend on what else decodes; `repack = true` in the manifest turns it
 # on): every side here runs the same layout, so the comparison is of everything but the matmuls.
@@ -39,26 +42,32 @@ _STEP_METRICS = re.compile(r'^gguf_step(_host)?_seconds_(sum|count)\{model="[^"]
 
 
 def decode_limit(binary: str, model: Path, threads: int, tokens: int, placement: tuple[str, ...] = ()
-                 ) -> dict[int, float]:
-    """Decode tok/s per number of parallel sequences, as `llama-batched-bench` measures it (S_TG)."""
+                 ) -> dict[str, dict[int, float]]:
+    """Per number of parallel sequences, as `llama-batched-bench` measures it: "limit", decode tok/s
+    (S_TG, no prefill), and "limit with prefill", generated tokens over the prompts' and the decode's
+    time together (B × TG / T: the same work a request does, still without sampling)."""
     context = max(STREAMS) * (PROMPT_TOKENS + tokens + 16)
     command = [binary, "-m", str(model), "-c", str(context), "-b", "2048", "-ub", "512", "-t", str(threads),
                "-fa", "on", *SAME_WEIGHTS, "-npp", str(PROMPT_TOKENS), "-ntg", str(tokens),
                "-npl", ",".join(map(str, STREAMS)), *placement]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
-    rates = {}
+    rates: dict[str, dict[int, float]] = {"limit": {}, "limit with prefill": {}}
     for line in output.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 10 and cells[0].isdigit() and cells[2].isdigit():  # PP | TG | B | N_KV | … | S_TG t/s | …
-            rates[int(cells[2])] = float(cells[7])
+        if len(cells) >= 10 and cells[0].isdigit() and cells[2].isdigit():  # PP | TG | B | N_KV | T_PP | S_PP | T_TG | S_TG | T | S
+            streams = int(cells[2])
+            rates["limit"][streams] = float(cells[7])
+            rates["limit with prefill"][streams] = streams * int(cells[1]) / float(cells[8])
     return rates
 
 
-def _completion(base_url: str, model: str, tokens: int, seed: int) -> int:
+def _completion(base_url: str, model: str, tokens: int, seed: int, temperature: float = 0) -> int:
     rng = random.Random(seed)  # a prompt of its own: nothing is reused from another request
     prompt = [rng.randrange(1000, 100_000) for _ in range(PROMPT_TOKENS)]
+    sampled = {"temperature": temperature, "seed": seed, "top_k": 40, "top_p": 1.0, "min_p": 0.05} if temperature else {
+        "temperature": 0}
     response = CLIENT.post(f"{base_url}/v1/completions", json={
-        "model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": False})
+        "model": model, "prompt": prompt, "max_tokens": tokens, "stream": False, **sampled})
     response.raise_for_status()
     return int(response.json()["usage"]["completion_tokens"])
 
@@ -66,12 +75,13 @@ def _completion(base_url: str, model: str, tokens: int, seed: int) -> int:
 _seeds = iter(range(10**9))
 
 
-def completions_rate(base_url: str, model: str, streams: int, tokens: int) -> float:
-    """Generated tok/s of `streams` greedy completions sent at once, over the wall time."""
+def completions_rate(base_url: str, model: str, streams: int, tokens: int, temperature: float = 0) -> float:
+    """Generated tok/s of `streams` completions sent at once (greedy unless `temperature`), over the
+    wall time."""
     seeds = [next(_seeds) for _ in range(streams)]
     started = time.perf_counter()
     with ThreadPoolExecutor(streams) as pool:
-        produced = sum(pool.map(lambda seed: _completion(base_url, model, tokens, seed), seeds))
+        produced = sum(pool.map(lambda seed: _completion(base_url, model, tokens, seed, temperature), seeds))
     return produced / (time.perf_counter() - started)
 
 
@@ -120,20 +130,23 @@ def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[in
                 repeats: int) -> dict[str, dict[int, float]]:
     """Best of `repeats` rounds for every side and stream count; each round measures every side once, so
     a slow minute of this shared machine falls on all of them alike."""
-    best: dict[str, dict[int, float]] = {name: dict.fromkeys(STREAMS, 0.0) for name in ["limit", *sides]}
+    best: dict[str, dict[int, float]] = {name: dict.fromkeys(STREAMS, 0.0) for name in sides}
+    sampled = {f"{name}, sampled": {SAMPLED_STREAMS: 0.0} for name in sides if name in SAMPLED_SIDES}
     for side in sides.values():
         completions_rate(side.base_url, side.model, 2, 8)  # warm up
     for _ in range(repeats):
         if limit_of is not None:
-            for streams, rate in limit_of().items():
-                best["limit"][streams] = max(best["limit"].get(streams, 0.0), rate)
+            for name, rates in limit_of().items():
+                for streams, rate in rates.items():
+                    best.setdefault(name, {})[streams] = max(best.get(name, {}).get(streams, 0.0), rate)
         for name, side in sides.items():
             for streams in STREAMS:
                 best[name][streams] = max(best[name][streams],
                                           completions_rate(side.base_url, side.model, streams, tokens))
-    if limit_of is None:
-        del best["limit"]
-    return best
+            if name in SAMPLED_SIDES:
+                rate = completions_rate(side.base_url, side.model, SAMPLED_STREAMS, tokens, SAMPLED_TEMPERATURE)
+                sampled[f"{name}, sampled"][SAMPLED_STREAMS] = max(sampled[f"{name}, sampled"][SAMPLED_STREAMS], rate)
+    return {**best, **sampled}
 
 
 def measure(report, args, cache: Path) -> dict[str, object]:
@@ -165,17 +178,25 @@ def measure_model(report, model: Path, threads: int, tokens: int, repeats: int,
 
 
 def _report(report, results: dict[str, object]) -> None:
-    limit = results.get("limit", {})
+    limit, with_prefill = results.get("limit", {}), results.get("limit with prefill", {})
     ours_rates = results["ours"]
     for name, rates in results.items():
-        if name in ("limit", "ours_steps_at_16"):
+        if name in ("limit", "limit with prefill", "ours_steps_at_16") or not isinstance(rates, dict):
             continue
-        for streams in STREAMS:
-            notes = [f"{rates[streams] / limit[streams]:.2f} of the limit ({limit[streams]:.0f})"] if limit else []
-            if name != "ours":
+        sampled = name.endswith(", sampled")
+        for streams in rates:
+            notes = []
+            if limit and not sampled:
+                notes.append(f"{rates[streams] / limit[streams]:.2f} of the limit ({limit[streams]:.0f}), "
+                             f"{rates[streams] / with_prefill[streams]:.2f} of it with prefill "
+                             f"({with_prefill[streams]:.0f})")
+            if sampled and name != "ours, sampled" and "ours, sampled" in results:
+                notes.append(f"ours is {results['ours, sampled'][streams] / rates[streams]:.2f}× this")
+            elif not sampled and name != "ours":
                 notes.append(f"ours is {ours_rates[streams] / rates[streams]:.2f}× this")
-            report.add(f"host-bound: {name}, {streams} greedy requests, tok/s", f"{rates[streams]:.0f}",
-                       "; ".join(notes))
+            kind = "seeded temperature-sampled" if sampled else "greedy"
+            report.add(f"host-bound: {name.removesuffix(', sampled')}, {streams} {kind} requests, tok/s",
+                       f"{rates[streams]:.0f}", "; ".join(notes))
 
 
 def main() -> None:
