@@ -398,8 +398,10 @@ class BatchingChatModel:
         that does not hold every position its tokens say, is dropped from the store (0: read the prompt)."""
         self._forget(slot, keep=0)
         started = self.clock()
-        buffer = (ctypes.c_uint8 * len(saved.state)).from_buffer_copy(saved.state)
-        if not llama_cpp.llama_state_seq_set_data(self.context.ctx, buffer, len(saved.state), slot.seq_id):
+        # llama.cpp only reads the state: it is handed the bytes' own memory, not a copy (a state is
+        # hundreds of MB for a large model, and this runs while every stream waits).
+        state = ctypes.cast(ctypes.c_char_p(saved.state), ctypes.POINTER(ctypes.c_uint8))
+        if not llama_cpp.llama_state_seq_set_data(self.context.ctx, state, len(saved.state), slot.seq_id):
             return self._drop_restored(slot, saved, "llama.cpp refused its KV state")
         self.restore_rate.record(len(saved.state), self.clock() - started)
         if not self._holds(slot, len(saved.tokens)) \
