@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handler.store import prefixes
 from handler.store.prefixes import MAGIC, SUFFIX, PrefixSpace, PrefixStore, _Codec, load_key
 
 KEY = b"k" * 32
@@ -49,6 +50,27 @@ def test_a_signed_file_round_trips(tmp_path):
     found = _find(store)
     assert found is not None and found.tokens == PROMPT and found.state == b"state" and found.common == len(PROMPT)
     assert store.rejected.total() == 0
+
+
+@pytest.mark.parametrize("change", ["flip a byte of a later piece", "swap two pieces"])
+def test_every_piece_of_a_state_hashed_side_by_side_is_signed(tmp_path, monkeypatch, change):
+    """The state is hashed in pieces on several threads; a change in any piece, or pieces in another
+    order, breaks the signature (`pieces` ensures the state spans several)."""
+    monkeypatch.setattr(prefixes, "MAC_PIECE_BYTES", 16)
+    state = bytes(range(100))
+    pieces = [state[start:start + 16] for start in range(0, len(state), 16)]
+    assert len(pieces) > 2
+    signed = _Codec(KEY).encode(SPACE.name, PROMPT, state)
+    if change == "swap two pieces":
+        forged = b"".join([pieces[1], pieces[0], *pieces[2:]])
+    else:
+        forged = state[:50] + bytes([state[50] ^ 1]) + state[51:]
+    _write(tmp_path, signed[:-len(state)] + forged)
+    store = _store(tmp_path)
+    assert _find(store) is None and store.rejected["volume"] == 1
+    _write(tmp_path, signed)
+    found = _find(_store(tmp_path))
+    assert found is not None and found.state == state
 
 
 def test_a_file_signed_with_another_key_is_removed_and_counted(tmp_path):
