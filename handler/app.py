@@ -39,7 +39,7 @@ from handler.api.dependencies import DEPENDENCIES
 from handler.api.errors import openai_error_handler
 from handler.api.health import health, ready
 from handler.api.health_port import serve_health_port
-from handler.api.metrics import StateCollector, record_step, register_state_collector, unregister_state_collector
+from handler.api.metrics import StateCollector, register_state_collector, step_recorder, unregister_state_collector
 from handler.api.models import ModelsController
 from handler.api.openapi import CompletedJsonRenderPlugin
 from handler.api.platforms import invocations, ping, readiness, vertex_routes
@@ -118,7 +118,7 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
         for leftover in await store.run_blocking(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
         prefixes = build_prefix_store(settings)
-        cache = build_cache(settings, store, loader, step_observer=record_step, prefixes=prefixes)
+        cache = build_cache(settings, store, loader, step_observer=step_recorder, prefixes=prefixes)
         lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, settings.drain_timeout_s))
         warmup = WarmUp(warm_set(settings, catalog), store, cache, prompts)
         for name in set(prompts) - {spec.name for spec in warmup.specs}:

@@ -14,7 +14,7 @@ from handler.engine.step_budget import STEP_TARGET_MS, StepRecord
 from handler.engine.types import QueueLimits
 from handler.store.prefixes import PrefixStore
 
-StepObserverOf = Callable[[str, StepRecord], None]  # (model name, what its step did)
+StepObserverOf = Callable[[str], Callable[[StepRecord], None]]  # a model's name → what records its steps
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 

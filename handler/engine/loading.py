@@ -3,7 +3,6 @@ it costs in memory, before (estimated) and after (measured)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def load_model(spec: ModelSpec, path: Path, defaults: LlamaDefaults) -> Loaded:
         else:
             observer = defaults.step_observer
             model = BatchingChatModel(spec.name, path, options, defaults.queue,
-                                      on_step=functools.partial(observer, spec.name) if observer else None,
+                                      on_step=observer(spec.name) if observer else None,
                                       prefixes=defaults.prefixes, identity=file_identity(spec, path), early=early)
     except (ValueError, RuntimeError, OSError) as exc:
         if early is not None:

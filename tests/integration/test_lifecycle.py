@@ -209,6 +209,9 @@ def test_metrics_parse_and_move(server, http):
     assert after[("gguf_models_loaded", ())] >= 1
     assert any(name == "gguf_time_to_first_token_seconds_count" for name, _ in after)
     assert any(name.startswith("gguf_http_requests_total") for name, _ in after)
+    for step in ("gguf_step_seconds_count", "gguf_step_host_seconds_count", "gguf_inter_token_gap_seconds_count"):
+        key = (step, (("model", CHAT),))
+        assert after[key] >= before.get(key, 0) + 2, step  # the model's steps, recorded on its thread
 
 
 def test_max_request_s_ends_a_generation_as_length(launch):
