@@ -89,7 +89,7 @@ class BatchingChatModel:
             self.context = LlamaContext(model=self.model, params=context_params(options), verbose=options.verbose)
         self.threads = CpuThreadPool(options.n_threads)
         self.threads.attach(self.context.ctx)
-        self.chains = ChainSampler(options.n_threads)  # between decodes, the decode's threads are idle
+        self.chains = ChainSampler(options.n_threads)  # host chains side by side, between decodes
         self.device = device_sampling.DeviceGreedy(self.context.ctx, self.n_parallel) \
             if device_sampling.wanted(options) else None
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
