@@ -47,7 +47,7 @@ from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, Que
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.chat_format import ChatFormat
 from handler.formats.registry import choose_format
-from handler.store.prefix_ram import Rate
+from handler.store.prefix_ram import Rate, State
 from handler.store.prefixes import PrefixSpace, PrefixStore, SavedPrefix, digest
 
 MEASURED_PREFILL = 32  # prompt tokens a prefill-only step needs to count for the prefill rate
@@ -398,10 +398,8 @@ class BatchingChatModel:
         that does not hold every position its tokens say, is dropped from the store (0: read the prompt)."""
         self._forget(slot, keep=0)
         started = self.clock()
-        # llama.cpp only reads the state: it is handed the bytes' own memory, not a copy (a state is
-        # hundreds of MB for a large model, and this runs while every stream waits).
-        state = ctypes.cast(ctypes.c_char_p(saved.state), ctypes.POINTER(ctypes.c_uint8))
-        if not llama_cpp.llama_state_seq_set_data(self.context.ctx, state, len(saved.state), slot.seq_id):
+        if not llama_cpp.llama_state_seq_set_data(self.context.ctx, _readable(saved.state), len(saved.state),
+                                                  slot.seq_id):
             return self._drop_restored(slot, saved, "llama.cpp refused its KV state")
         self.restore_rate.record(len(saved.state), self.clock() - started)
         if not self._holds(slot, len(saved.tokens)) \
@@ -444,14 +442,18 @@ class BatchingChatModel:
         if (state := self._state_of(slot, min(store.ram.max_state_bytes, space.max_state_bytes))) is not None:
             store.keep(space, slot.cached, state)
 
-    def _state_of(self, slot: Slot, max_bytes: int) -> bytes | None:
-        """A copy of the slot's sequence state, unless it is larger than `max_bytes`."""
+    def _state_of(self, slot: Slot, max_bytes: int) -> State | None:
+        """A copy of the slot's sequence state, unless it is larger than `max_bytes`: llama.cpp writes it
+        straight into the bytearray that is kept (one copy, while every stream waits)."""
         size = llama_cpp.llama_state_seq_get_size(self.context.ctx, slot.seq_id)
         if size > max_bytes:
             return None
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self.context.ctx, buffer, size, slot.seq_id)
-        return bytes(buffer)[:written]
+        state = bytearray(size)
+        view = (ctypes.c_uint8 * size).from_buffer(state)
+        written = llama_cpp.llama_state_seq_get_data(self.context.ctx, view, size, slot.seq_id)
+        del view  # the bytearray can be trimmed once nothing else looks at its memory
+        del state[written:]
+        return state
 
     def _save_prefix(self, job: Job, slot: Slot) -> None:
         """The slot has just read `job`'s whole prompt (its KV holds exactly that): hand a copy of its state
@@ -733,6 +735,14 @@ class BatchingChatModel:
         self.threads.free()
         self.chains.close()
         self.model.close()
+
+
+def _readable(state: State) -> Any:
+    """The state's own memory as llama.cpp's `const uint8_t *`, not a copy (llama.cpp only reads it; a
+    state is hundreds of MB for a large model, and a restore runs while every stream waits)."""
+    if isinstance(state, bytearray):
+        return (ctypes.c_uint8 * len(state)).from_buffer(state)
+    return ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))
 
 
 def _token_text(model: LlamaModel, token: int) -> str:

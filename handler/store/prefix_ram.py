@@ -28,10 +28,15 @@ def common_length(a: Sequence[int], b: Sequence[int]) -> int:
     return count
 
 
+# A sequence's KV state: bytes read from a file, or the bytearray llama.cpp copied it into (kept as
+# it is: a large model's state is hundreds of MB, and converting it was one more copy on the scheduler).
+State = bytes | bytearray
+
+
 @attrs.frozen
 class RamPrefix:
     tokens: tuple[int, ...]
-    state: bytes
+    state: State
     common: int  # leading tokens shared with the prompt that asked
 
 
@@ -39,7 +44,7 @@ class RamTier:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._states: collections.OrderedDict[Key, bytes] = collections.OrderedDict()
+        self._states: collections.OrderedDict[Key, State] = collections.OrderedDict()
         self._bytes = 0
 
     @property
@@ -50,7 +55,7 @@ class RamTier:
     def held_bytes(self) -> int:
         return self._bytes
 
-    def put(self, space: str, tokens: Sequence[int], state: bytes) -> bool:
+    def put(self, space: str, tokens: Sequence[int], state: State) -> bool:
         """Keep `state` (the KV of exactly `tokens`); False when it is larger than a quarter of the budget.
         A state whose tokens extend a kept one replaces it (the longer serves every prompt the shorter did)."""
         if not state or len(state) > self.max_state_bytes:

@@ -43,7 +43,7 @@ from typing import Protocol
 
 import attrs
 
-from handler.store.prefix_ram import RamTier, Rate, common_length
+from handler.store.prefix_ram import RamTier, Rate, State, common_length
 
 log = logging.getLogger(__name__)
 MAGIC = b"GGUF-KV-PREFIX-3\n"
@@ -87,7 +87,7 @@ class PrefixSpace:
 class SavedPrefix:
     tokens: tuple[int, ...]  # the saved prompt's tokens (the state holds exactly these)
     common: int  # how many leading tokens the asking prompt shares with them
-    state: bytes
+    state: State
     space: str
     name: str  # its file name: to drop it when llama.cpp refuses it
     tier: str = "volume"  # where it came from: "ram", "volume" or "s3"
@@ -160,14 +160,14 @@ class _Codec:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def mac(self, space: str, token_bytes: bytes, state: bytes) -> str:
+    def mac(self, space: str, token_bytes: bytes, state: State) -> str:
         signer = hmac.new(self._key, digestmod=hashlib.sha256)
         for part in (MAGIC, space.encode(), struct.pack("<QQ", len(token_bytes), len(state)), token_bytes,
                      *_piece_digests(state)):
             signer.update(part)
         return signer.hexdigest()
 
-    def encode(self, space: str, tokens: Sequence[int], state: bytes) -> bytes:
+    def encode(self, space: str, tokens: Sequence[int], state: State) -> bytes:
         token_bytes = array.array("i", tokens).tobytes()
         header = json.dumps({"tokens": len(tokens), "state": len(state),
                              "mac": self.mac(space, token_bytes, state)}).encode()
@@ -211,7 +211,7 @@ class _Codec:
         return _tokens(token_bytes), state
 
 
-def _piece_digests(state: bytes) -> list[bytes]:
+def _piece_digests(state: State) -> list[bytes]:
     """The SHA-256 of each piece of `state`, in order, hashed side by side when there are several."""
     view = memoryview(state)
     pieces = [view[start:start + MAC_PIECE_BYTES] for start in range(0, len(state), MAC_PIECE_BYTES)]
@@ -308,7 +308,7 @@ class PrefixStore:
             fetch = (fetch or 0.0) + (self.read_rates["volume"].seconds_for(size) or 0.0)
         return worth(common, size, fetch or 0.0)
 
-    def keep(self, space: PrefixSpace, tokens: Sequence[int], state: bytes) -> bool:
+    def keep(self, space: PrefixSpace, tokens: Sequence[int], state: State) -> bool:
         """Keep a state in memory only (a conversation leaving its slot)."""
         return len(state) <= space.max_state_bytes and self.ram.put(space.name, tokens, state)
 
@@ -322,7 +322,7 @@ class PrefixStore:
         known += self.ram.known(space.name)
         return any(common_length(tokens, prompt) >= self.min_tokens for tokens in known)
 
-    def save_later(self, space: PrefixSpace, tokens: Sequence[int], state: bytes) -> bool:
+    def save_later(self, space: PrefixSpace, tokens: Sequence[int], state: State) -> bool:
         """Queue the state for writing; False (dropped) when the writer is busy or the state too large.
         Never blocks the caller on the disk."""
         if len(state) > min(self.max_state_bytes, space.max_state_bytes):
@@ -413,7 +413,7 @@ class PrefixStore:
             self._index[space.name] = entries
         return self._index[space.name]
 
-    def _save(self, space: PrefixSpace, tokens: tuple[int, ...], state: bytes) -> None:
+    def _save(self, space: PrefixSpace, tokens: tuple[int, ...], state: State) -> None:
         folder = self.directory / space.name
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{digest(*tokens)}{SUFFIX}"
