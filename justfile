@@ -222,12 +222,16 @@ image-base:
         --format=tar bookworm "$tarball"
     podman import --change 'CMD ["/bin/bash"]' "$tarball" {{local_base}}
 
+# Trusting this machine's CA bundle while building (BUILD_CA_BUNDLE, when unset).
+# Build the CPU image on the local Debian base
+image-local tag=image_test_tag: image-base
+    BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().cafile or "")')}" \
+        just image cpu {{tag}} local
+
 # As its users run it: non-root, a model volume, readiness, a chat, a stream, SIGTERM drain, its size,
 # no compilers and no weights inside.
 # Build the CPU image on the local Debian base and test it
-image-test: fetch-demo install-dev image-base
-    BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().cafile or "")')}" \
-        just image cpu {{image_test_tag}} local
+image-test: fetch-demo install-dev image-local
     IMAGE_UNDER_TEST={{image_test_tag}} uv run --frozen pytest tests/infra/test_image.py -v
 
 # Benchmarks: ours vs raw llama-cpp-python, llama_cpp.server and llama-server (ratios in one run)

@@ -126,8 +126,8 @@ def _peers(stack: ExitStack, report, model: Path, threads: int, placement: tuple
     return started
 
 
-def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[int, float]] | None, tokens: int,
-                repeats: int) -> dict[str, dict[int, float]]:
+def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[str, dict[int, float]]] | None,
+                tokens: int, repeats: int) -> dict[str, dict[int, float]]:
     """Best of `repeats` rounds for every side and stream count; each round measures every side once, so
     a slow minute of this shared machine falls on all of them alike."""
     best: dict[str, dict[int, float]] = {name: dict.fromkeys(STREAMS, 0.0) for name in sides}
@@ -137,15 +137,17 @@ def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[in
     for _ in range(repeats):
         if limit_of is not None:
             for name, rates in limit_of().items():
+                row = best.setdefault(name, {})
                 for streams, rate in rates.items():
-                    best.setdefault(name, {})[streams] = max(best.get(name, {}).get(streams, 0.0), rate)
+                    row[streams] = max(row.get(streams, 0.0), rate)
         for name, side in sides.items():
             for streams in STREAMS:
                 best[name][streams] = max(best[name][streams],
                                           completions_rate(side.base_url, side.model, streams, tokens))
             if name in SAMPLED_SIDES:
-                rate = completions_rate(side.base_url, side.model, SAMPLED_STREAMS, tokens, SAMPLED_TEMPERATURE)
-                sampled[f"{name}, sampled"][SAMPLED_STREAMS] = max(sampled[f"{name}, sampled"][SAMPLED_STREAMS], rate)
+                row = sampled[f"{name}, sampled"]
+                row[SAMPLED_STREAMS] = max(row[SAMPLED_STREAMS], completions_rate(
+                    side.base_url, side.model, SAMPLED_STREAMS, tokens, SAMPLED_TEMPERATURE))
     return {**best, **sampled}
 
 
