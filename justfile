@@ -257,6 +257,38 @@ build-llama-server:
     cmake --build "$dest/build" --target llama-server llama-batched-bench -j "$(nproc)"
     echo "built $dest/build/bin/llama-server and llama-batched-bench"
 
+# CRIU 4 from Debian `suite` for the checkpoint/restore test and bench (bookworm's CRIU 3.17 cannot read
+# newer kernels' vDSO), unpacked into the cache with the C library it needs: this machine's apt mirror,
+# read through a private apt state, so the system's sources, packages and libraries stay as they are.
+fetch-criu suite="trixie":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dest="{{cache_dir}}/criu"
+    apt_dir="$dest/apt"
+    rm -rf "$dest/root" "$dest/debs"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$dest/debs" "$dest/root"
+    mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | grep -E '^(URIs:|deb )' | grep -oE 'https?://[^ ]+' | grep -v -- '-security' | head -1 || true)
+    [ -n "$mirror" ] || { echo "no Debian mirror in apt's sources" >&2; exit 1; }
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror {{suite}} main" > "$apt_dir/sources.list"
+    apt=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+         -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache" -o Debug::NoLocking=1)
+    apt-get "${apt[@]}" update -qq
+    # criu and what it loads (ldd), whatever bookworm already has: all from the same suite
+    (cd "$dest/debs" && apt-get "${apt[@]}" download -qq criu libcompel1 libc6 libgcc-s1 libbsd0 libmd0 \
+        libgnutls30t64 libunistring5 libtasn1-6 libnettle8t64 libhogweed6t64 libgmp10 libidn2-0 libp11-kit0 \
+        libffi8 libnftables1 libmnl0 libnftnl11 libjansson4 libxtables12 libedit2 libprotobuf-c1 libnl-3-200 \
+        libnet1 libuuid1 libzstd1 2>&1 | grep -v "unsandboxed" || true)
+    for deb in "$dest"/debs/*.deb; do dpkg-deb -x "$deb" "$dest/root"; done
+    multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo "$(uname -m)-linux-gnu")
+    lib="$dest/root/usr/lib/$multiarch"
+    loader=$(ls "$lib"/ld-linux*.so.* | head -1)
+    printf '#!/bin/sh\n# CRIU from Debian %s, run with the C library it was built for\nexec "%s" --library-path "%s:%s" "%s" "$@"\n' \
+        "{{suite}}" "$loader" "$lib" "$dest/root/lib/$multiarch" "$dest/root/usr/sbin/criu" > "$dest/criu"
+    chmod +x "$dest/criu"
+    "$dest/criu" --version
+    "$dest/criu" check && echo "$dest/criu: ready (tests and bench use it)"
+
 # Bounded load and soak test on loopback (stops by itself): no 5xx but 429/503, p99, RSS, threads, fds
 soak minutes="3": fetch-demo
     uv sync --frozen

@@ -119,6 +119,9 @@ def embed_raw(llama, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+# A cold start's request, the same on every side: raw llama-cpp-python reads it as SmolLM2's template
+# renders it (10 tokens), as our chat route does.
+COLD_MESSAGES = [{"role": "user", "content": "Hi"}]
 RAW_COLD_START = """
 import sys, time
 started = float(sys.argv[2])
@@ -150,7 +153,7 @@ def first_token_since(base_url: str, model: str, started: float, on_health=None,
                 httpx.get(f"{base_url}/health", timeout=5).raise_for_status()
                 healthy = True
                 on_health(time.perf_counter() - started)
-            result = stream_once(base_url, model, 1)
+            result = stream_once(base_url, model, 1, COLD_MESSAGES)
             if result.completed:
                 return time.perf_counter() - started - result.decode_seconds
         except httpx.HTTPError:

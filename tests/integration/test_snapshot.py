@@ -1,16 +1,21 @@
 """Snapshot-ready start: a warmed process closes its S3 connections before a checkpoint (Modal, CRIU, GKE
 pod snapshots) and restarts its idle clocks after a restore; its weights live in the process, not in a
-mapped file. Checkpointing a real process needs CRIU, tried last (this test says why it cannot run)."""
+mapped file. A real checkpoint and restore needs CRIU (`just fetch-criu`; the test says why it skips)."""
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench import criu
+from tests.conftest import REPO
 from tests.support.demo import end_of_turn_bias
 from tests.support.waiting import wait_for
 
@@ -18,21 +23,8 @@ CHAT = "smollm2-135m"
 ASK = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
 
 
-def _processes(root: int) -> list[int]:
-    """`root` and its descendants."""
-    found, frontier = [root], [root]
-    while frontier:
-        pid = frontier.pop()
-        children = Path(f"/proc/{pid}/task/{pid}/children")
-        if children.exists():
-            new = [int(child) for child in children.read_text().split()]
-            found += new
-            frontier += new
-    return found
-
-
 def _maps_model_file(server, name: str) -> bool:
-    return any(name in Path(f"/proc/{pid}/maps").read_text() for pid in _processes(server.process.pid)
+    return any(name in Path(f"/proc/{pid}/maps").read_text() for pid in criu.process_tree(server.process.pid)
                if Path(f"/proc/{pid}/maps").exists())
 
 
@@ -81,32 +73,60 @@ def test_prepare_refuses_a_busy_or_cold_process(launch, remote_env):
     assert busy.status_code == 409 and "in flight" in busy.json()["error"]["message"], busy.text
 
 
-def _criu_problem() -> str | None:
-    if shutil.which("criu") is None:
-        return "criu is not installed (Debian package criu)"
-    check = subprocess.run(["criu", "check"], capture_output=True, text=True, timeout=60)
-    if check.returncode != 0:
-        errors = [line for line in (check.stderr + check.stdout).splitlines() if "Error" in line] or ["?"]
-        return f"criu check fails on this kernel: {errors[0]} … {errors[-1]}"
-    return None
+def _serve_on_unix_socket(tmp_path: Path, socket_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The server in a session of its own, on a unix socket, its input and output outside any pipe to this
+    process: all CRIU needs to dump it whole (see `bench.criu`)."""
+    environment = {**os.environ, "MODEL_DIR": str(REPO / "models"), "N_THREADS": "2", "KV_CACHE_MB": "0",
+                   "MODELS_MANIFEST": str(REPO / "models_manifest" / "default.toml"), **env}
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--uds", str(socket_path),
+               "--factory", "handler.serve:build"]
+    with (tmp_path / "server.log").open("wb") as log:
+        return subprocess.Popen(command, cwd=REPO, env=environment, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_a_checkpointed_server_answers_after_restore(launch, tmp_path):
-    if (problem := _criu_problem()) is not None:
-        pytest.skip(problem)
-    server = launch({"SNAPSHOT_READY": "true", "WARM_MODELS": CHAT})
-    assert wait_for(lambda: httpx.get(f"{server.base_url}/health/ready").status_code == 200)
-    assert httpx.post(f"{server.base_url}/admin/snapshot/prepare", timeout=60).status_code == 200
-    images = tmp_path / "images"
-    images.mkdir()
-    subprocess.run(["criu", "dump", "-t", str(server.process.pid), "-D", str(images), "--shell-job",
-                    "--tcp-listen", "--file-locks"], check=True, timeout=120)
-    server.process.wait(30)
-    subprocess.run(["criu", "restore", "-d", "-D", str(images), "--shell-job", "--tcp-listen", "--file-locks"],
-                   check=True, timeout=120)
+def _unix_client(socket_path: Path) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://server", timeout=120)
+
+
+def _answers(client: httpx.Client, path: str) -> bool:
     try:
-        assert httpx.post(f"{server.base_url}/admin/snapshot/resume", timeout=60).status_code == 200
-        answer = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": CHAT, **ASK}, timeout=60)
-        assert answer.status_code == 200
+        return client.get(path).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_checkpointed_server_answers_after_restore(tmp_path):
+    if (problem := criu.problem()) is not None:
+        pytest.skip(problem)
+    socket_path = tmp_path / "server.sock"
+    process = _serve_on_unix_socket(tmp_path, socket_path, {"SNAPSHOT_READY": "true", "WARM_MODELS": CHAT})
+    tree: list[int] = []
+    try:
+        with _unix_client(socket_path) as client:  # closed before the checkpoint: no half connection to dump
+            assert wait_for(lambda: _answers(client, "/health/ready"))
+            assert client.post("/admin/snapshot/prepare").status_code == 200
+        tree = criu.process_tree(process.pid)
+        images = tmp_path / "images"
+        images.mkdir()
+        criu.checkpoint(process, images)
+        assert not any(map(criu.running, tree)), "the checkpoint ends the server"
+        criu.restore(images)
+        assert all(map(criu.running, tree))  # the same processes, restored
+        with _unix_client(socket_path) as client:
+            assert client.post("/admin/snapshot/resume").status_code == 200
+            answer = client.post("/v1/chat/completions", json={"model": CHAT, **ASK})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"]
     finally:
-        subprocess.run(["pkill", "-f", f"--port {server.base_url.rsplit(':', 1)[1]}"], check=False)
+        _stop(process, tree)
+
+
+def _stop(process: subprocess.Popen, tree: list[int]) -> None:
+    """The server, restored (no longer this process's child) or not."""
+    for pid in tree or [process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+    assert wait_for(lambda: not any(map(criu.running, tree)))
