@@ -6,8 +6,10 @@ No figure here is asserted by a test: compare numbers only within one run."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 import llama_cpp
 
-from bench import servers, side_by_side, workloads
+from bench import criu, servers, side_by_side, workloads
 from bench.common import free_port
 from bench.host_bound import measure as measure_host_bound
 from bench.s3_start import s3_to_first_token
@@ -303,6 +305,57 @@ def startup_phases(report: Report, args: argparse.Namespace, health: float, firs
     return phases
 
 
+def snapshot_restore(report: Report, args: argparse.Namespace, cold: float) -> dict[str, float]:
+    """A warmed process (SNAPSHOT_READY) checkpointed once with CRIU, then restored `repeats` times:
+    restore started → first token of a request sent as soon as it answers, against a cold start."""
+    if (problem := criu.problem()) is not None:
+        report.add("CRIU restore → first token", "skipped", problem)
+        return {}
+    env = {"MODEL_DIR": str(MODEL_DIR), "N_THREADS": str(args.threads), "KV_CACHE_MB": "0",
+           "SNAPSHOT_READY": "true", "WARM_MODELS": "smollm2-135m"}
+    with tempfile.TemporaryDirectory() as work:
+        socket_path, images = Path(work) / "server.sock", Path(work) / "images"
+        images.mkdir()
+        process = servers.ours_on_unix_socket(socket_path, env)
+        with servers.unix_client(socket_path) as client:  # closed before the dump (see bench.criu)
+            _until(lambda: client.get("/health/ready").status_code == 200)
+            client.post("/admin/snapshot/prepare").raise_for_status()
+        tree = criu.process_tree(process.pid)
+        criu.checkpoint(process, images)
+        size = sum(path.stat().st_size for path in images.iterdir())
+        runs = [_restored_first_token(images, socket_path, tree) for _ in range(args.repeats)]
+    restored = median(runs)
+    report.add("CRIU restore → first token s (warmed process, checkpointed once)", f"{restored:.2f}",
+               f"vs cold start {cold:.2f} ({cold / restored:.1f}×); image {size / 1e6:.0f} MB")
+    return {"restore_first_token": restored, "image_bytes": float(size)}
+
+
+def _restored_first_token(images: Path, socket_path: Path, tree: list[int]) -> float:
+    started = time.perf_counter()
+    criu.restore(images)
+    try:
+        with servers.unix_client(socket_path) as client:
+            client.post("/admin/snapshot/resume").raise_for_status()
+            client.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": workloads.COLD_MESSAGES,
+                                                       "max_tokens": 1}).raise_for_status()
+            return time.perf_counter() - started
+    finally:
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree))
+
+
+def _until(predicate, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if predicate():
+                return
+        time.sleep(0.01)
+    raise RuntimeError("timed out")
+
+
 def s3_start(report: Report, args: argparse.Namespace) -> dict[str, float]:
     """S3 → first token in a new process: boto3 download_file + raw load, against ours staging the file on
     the volume and in memory."""
@@ -332,6 +385,7 @@ def main() -> None:
     raw = measure_raw_rest(report, args)
     ours, peers = measure_ours(report, args, raw)
     host_bound = {} if args.skip_host_bound else measure_host_bound(report, args, servers.CACHE)
+    ours["snapshot_restore"] = snapshot_restore(report, args, ours["cold"])  # type: ignore[arg-type]
     ours["s3_start"] = s3_start(report, args)
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)

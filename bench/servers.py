@@ -89,6 +89,22 @@ def ours(model_dir: Path, threads: int, parallel: int, *, port: int | None = Non
     return _running("serverless-gguf", command, "/health/ready", model, port, env)
 
 
+def ours_on_unix_socket(socket_path: Path, env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
+    """Ours in a session of its own, on a unix socket, with no pipe to this process: what CRIU needs to
+    checkpoint it whole (see `bench.criu`). Its log goes to `log_path` (a restore checks that the file is
+    as long as it was at the checkpoint: none when one checkpoint is restored many times). The caller
+    waits for it and stops it."""
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--uds", str(socket_path),
+               "--factory", "handler.serve:build"]
+    with log_path.open("wb") if log_path is not None else open(os.devnull, "wb") as log:
+        return subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def unix_client(socket_path: Path) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://server", timeout=120)
+
+
 def llama_cpp_python_server(model_path: Path, threads: int) -> Iterator[Server]:
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--n_threads", str(threads),

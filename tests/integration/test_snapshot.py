@@ -8,13 +8,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench import criu
+from bench import criu, servers
 from tests.conftest import REPO
 from tests.support.demo import end_of_turn_bias
 from tests.support.waiting import wait_for
@@ -73,22 +72,6 @@ def test_prepare_refuses_a_busy_or_cold_process(launch, remote_env):
     assert busy.status_code == 409 and "in flight" in busy.json()["error"]["message"], busy.text
 
 
-def _serve_on_unix_socket(tmp_path: Path, socket_path: Path, env: dict[str, str]) -> subprocess.Popen:
-    """The server in a session of its own, on a unix socket, its input and output outside any pipe to this
-    process: all CRIU needs to dump it whole (see `bench.criu`)."""
-    environment = {**os.environ, "MODEL_DIR": str(REPO / "models"), "N_THREADS": "2", "KV_CACHE_MB": "0",
-                   "MODELS_MANIFEST": str(REPO / "models_manifest" / "default.toml"), **env}
-    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--uds", str(socket_path),
-               "--factory", "handler.serve:build"]
-    with (tmp_path / "server.log").open("wb") as log:
-        return subprocess.Popen(command, cwd=REPO, env=environment, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _unix_client(socket_path: Path) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://server", timeout=120)
-
-
 def _answers(client: httpx.Client, path: str) -> bool:
     try:
         return client.get(path).status_code == 200
@@ -100,10 +83,12 @@ def test_a_checkpointed_server_answers_after_restore(tmp_path):
     if (problem := criu.problem()) is not None:
         pytest.skip(problem)
     socket_path = tmp_path / "server.sock"
-    process = _serve_on_unix_socket(tmp_path, socket_path, {"SNAPSHOT_READY": "true", "WARM_MODELS": CHAT})
+    env = {"MODEL_DIR": str(REPO / "models"), "N_THREADS": "2", "KV_CACHE_MB": "0", "SNAPSHOT_READY": "true",
+           "MODELS_MANIFEST": str(REPO / "models_manifest" / "default.toml"), "WARM_MODELS": CHAT}
+    process = servers.ours_on_unix_socket(socket_path, env, tmp_path / "server.log")
     tree: list[int] = []
     try:
-        with _unix_client(socket_path) as client:  # closed before the checkpoint: no half connection to dump
+        with servers.unix_client(socket_path) as client:  # closed before the checkpoint: no half connection to dump
             assert wait_for(lambda: _answers(client, "/health/ready"))
             assert client.post("/admin/snapshot/prepare").status_code == 200
         tree = criu.process_tree(process.pid)
@@ -113,7 +98,7 @@ def test_a_checkpointed_server_answers_after_restore(tmp_path):
         assert not any(map(criu.running, tree)), "the checkpoint ends the server"
         criu.restore(images)
         assert all(map(criu.running, tree))  # the same processes, restored
-        with _unix_client(socket_path) as client:
+        with servers.unix_client(socket_path) as client:
             assert client.post("/admin/snapshot/resume").status_code == 200
             answer = client.post("/v1/chat/completions", json={"model": CHAT, **ASK})
         assert answer.status_code == 200, answer.text
