@@ -138,7 +138,7 @@ def measure_peers(report: Report, args: argparse.Namespace, ours: servers.Server
         rates = side_by_side.stream_rounds({"ours": ours, **peers}, args.tokens, args.repeats)
         mine = rates.pop("ours")
         report.add("ours, side by side: decode tok/s 1 stream · aggregate 4 streams",
-                   f"{mine['single']:.1f} · {mine['four']:.1f}", "interleaved rounds with the peers below (medians)")
+                   f"{mine['single']:.1f} · {mine['four']:.1f}", "interleaved rounds with the peers below (best of each)")
         results: dict[str, object] = {"ours": mine}
         for name, server in peers.items():
             row = rates[name]
