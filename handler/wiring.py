@@ -6,7 +6,7 @@ import functools
 import logging
 from pathlib import Path
 
-from handler.engine import devices
+from handler.engine import devices, threads
 from handler.engine.cache import CacheLimits, Loader, ModelCache
 from handler.engine.early import EARLY_WEIGHTS, load_weights
 from handler.engine.llama_options import (
@@ -79,7 +79,9 @@ def describe_devices(settings: Settings) -> str:
     layers = gpu_layers(settings)
     where = "all" if layers == -1 else str(layers)
     how = "auto" if settings.n_gpu_layers is None else "N_GPU_LAYERS"
-    return f"devices: {names or 'unknown'}; GPU layers: {where} ({how})"
+    pools = ("OpenMP (CPU decoding slows once a second model is used: build llama-cpp-python with "
+             "-DGGML_OPENMP=OFF)" if threads.built_with_openmp() else "ggml's, one per model")
+    return f"devices: {names or 'unknown'}; GPU layers: {where} ({how}); CPU thread pools: {pools}"
 
 
 def load_checked_manifest(settings: Settings) -> tuple[ModelSpec, ...]:

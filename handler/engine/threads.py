@@ -1,10 +1,13 @@
 """A persistent CPU thread pool for one llama.cpp context, attached the way llama.cpp's own tools do.
 
-Without one, ggml makes a disposable pool for every graph it computes. With this build's OpenMP the
-workers are OpenMP's and persist either way, so the difference measured here is within noise (a
-decode-only loop on the tiny bench model: 1,394–1,460 tok/s with or without); a build without OpenMP
-would start and join its threads on every `llama_decode`. llama-cpp-python binds none of this, so the
-few functions are read from the libraries its libllama loads."""
+llama.cpp is built without OpenMP here (pyproject.toml), so ggml runs graphs on its own pools; without
+one attached, it would start and join threads on every `llama_decode`. Each context keeps its own: its
+workers spin at the barriers inside a graph and sleep between graphs (`poll = 0`), so an idle model
+takes no core and the host's own work between steps (sampler chains) has the second one. With OpenMP
+instead, each model's scheduler thread had a team of its own, and once the process held more OpenMP
+threads than cores (a second model used), libgomp stopped spinning for every team: chat decoding
+halved here. llama-cpp-python binds none of this, so the few functions are read from the libraries
+its libllama loads."""
 
 from __future__ import annotations
 
@@ -36,6 +39,12 @@ def _libraries() -> tuple[Any, Any, Any] | None:
     attach = llama_cpp.llama_cpp._lib.llama_attach_threadpool
     attach.argtypes, attach.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], None
     return base, cpu, attach
+
+
+def built_with_openmp(system_info: str | None = None) -> bool:
+    """Whether llama.cpp's CPU backend runs its graphs on OpenMP (its system info says `OPENMP = 1`)."""
+    info = llama_cpp.llama_print_system_info().decode(errors="replace") if system_info is None else system_info
+    return "OPENMP = 1" in info
 
 
 class CpuThreadPool:

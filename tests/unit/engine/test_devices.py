@@ -32,4 +32,4 @@ def test_the_start_log_names_the_devices(monkeypatch):
     monkeypatch.setattr(devices, "devices", lambda: (CPU, GPU))
     monkeypatch.setattr(devices.llama_cpp, "llama_supports_gpu_offload", lambda: True)
     assert describe_devices(Settings.from_env({})) == ("devices: CPU (cpu, a CPU), CUDA0 (gpu, NVIDIA H200); "
-                                                       "GPU layers: all (auto)")
+                                                       "GPU layers: all (auto); CPU thread pools: ggml's, one per model")
