@@ -9,8 +9,10 @@ so no client keeps a connection open across the checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -62,9 +64,7 @@ def checkpoint(process: subprocess.Popen, images: Path) -> None:
     tree = process_tree(process.pid)
     _run([criu, "dump", "-t", str(process.pid), "-D", str(images), "-o", "dump.log", *OPTIONS], images / "dump.log")
     process.wait(EXIT_WAIT_S)
-    deadline = time.monotonic() + EXIT_WAIT_S  # its children are reaped by whoever adopted them
-    while any(Path(f"/proc/{pid}").exists() for pid in tree) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _until_gone(tree)
 
 
 def running(pid: int) -> bool:
@@ -73,6 +73,23 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def stop(tree: list[int], child: subprocess.Popen | None = None) -> None:
+    """Kill every process of `tree` and wait until each is gone (reaped: a restore needs their ids), the
+    one that is `child` of this process reaped here; a restored tree is no longer anyone's here."""
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if child is not None:
+        child.wait(EXIT_WAIT_S)
+    _until_gone(tree)
+
+
+def _until_gone(tree: list[int]) -> None:
+    deadline = time.monotonic() + EXIT_WAIT_S  # those this process did not start are reaped by their adopter
+    while any(Path(f"/proc/{pid}").exists() for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def restore(images: Path) -> None:

@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -331,13 +330,17 @@ def snapshot_restore(report: Report, args: argparse.Namespace, cold: float) -> d
         socket_path, images = Path(work) / "server.sock", Path(work) / "images"
         images.mkdir()
         process = servers.ours_on_unix_socket(socket_path, env)
-        with servers.unix_client(socket_path) as client:  # closed before the dump (see bench.criu)
-            _until(lambda: client.get("/health/ready").status_code == 200)
-            client.post("/admin/snapshot/prepare").raise_for_status()
-        tree = criu.process_tree(process.pid)
-        criu.checkpoint(process, images)
-        size = sum(path.stat().st_size for path in images.iterdir())
-        runs = [_restored_first_token(images, socket_path, tree) for _ in range(args.repeats)]
+        tree = [process.pid]
+        try:
+            with servers.unix_client(socket_path) as client:  # closed before the dump (see bench.criu)
+                _until(lambda: client.get("/health/ready").status_code == 200)
+                client.post("/admin/snapshot/prepare").raise_for_status()
+            tree = criu.process_tree(process.pid)
+            criu.checkpoint(process, images)
+            size = sum(path.stat().st_size for path in images.iterdir())
+            runs = [_restored_first_token(images, socket_path, tree) for _ in range(args.repeats)]
+        finally:
+            criu.stop(tree, process)  # whatever of it still runs when something failed
     restored = median(runs)
     report.add("CRIU restore → first token s (warmed process, checkpointed once)", f"{restored:.2f}",
                f"vs cold start {cold:.2f} ({cold / restored:.1f}×); image {size / 1e6:.0f} MB")
@@ -354,10 +357,7 @@ def _restored_first_token(images: Path, socket_path: Path, tree: list[int]) -> f
                                                        "max_tokens": 1}).raise_for_status()
             return time.perf_counter() - started
     finally:
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree))
+        criu.stop(tree)
 
 
 def _until(predicate, timeout_s: float = 120) -> None:

@@ -4,10 +4,6 @@ mapped file. A real checkpoint and restore needs CRIU (`just fetch-criu`; the te
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -104,14 +100,4 @@ def test_a_checkpointed_server_answers_after_restore(tmp_path):
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"]
     finally:
-        _stop(process, tree)
-
-
-def _stop(process: subprocess.Popen, tree: list[int]) -> None:
-    """The server, restored (no longer this process's child) or not."""
-    for pid in tree or [process.pid]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
-    assert wait_for(lambda: not any(map(criu.running, tree)))
+        criu.stop(tree or [process.pid], process)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from handler.engine import devices
+from handler.engine import devices, threads
 from handler.engine.devices import Device
 from handler.settings import Settings
 from handler.wiring import describe_devices, llama_defaults
@@ -31,5 +31,8 @@ def test_gpu_layers_default_to_all_with_a_gpu(monkeypatch, found, offload, layer
 def test_the_start_log_names_the_devices(monkeypatch):
     monkeypatch.setattr(devices, "devices", lambda: (CPU, GPU))
     monkeypatch.setattr(devices.llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(threads, "built_with_openmp", lambda: False)
     assert describe_devices(Settings.from_env({})) == ("devices: CPU (cpu, a CPU), CUDA0 (gpu, NVIDIA H200); "
                                                        "GPU layers: all (auto); CPU thread pools: ggml's, one per model")
+    monkeypatch.setattr(threads, "built_with_openmp", lambda: True)
+    assert "build llama-cpp-python with -DGGML_OPENMP=OFF" in describe_devices(Settings.from_env({}))
