@@ -6,7 +6,6 @@ No figure here is asserted by a test: compare numbers only within one run."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -333,7 +332,7 @@ def snapshot_restore(report: Report, args: argparse.Namespace, cold: float) -> d
         tree = [process.pid]
         try:
             with servers.unix_client(socket_path) as client:  # closed before the dump (see bench.criu)
-                _until(lambda: client.get("/health/ready").status_code == 200)
+                servers.wait_ready("http://server/health/ready", process, interval=0.01, client=client)
                 client.post("/admin/snapshot/prepare").raise_for_status()
             tree = criu.process_tree(process.pid)
             criu.checkpoint(process, images)
@@ -358,16 +357,6 @@ def _restored_first_token(images: Path, socket_path: Path, tree: list[int]) -> f
             return time.perf_counter() - started
     finally:
         criu.stop(tree)
-
-
-def _until(predicate, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if predicate():
-                return
-        time.sleep(0.01)
-    raise RuntimeError("timed out")
 
 
 def s3_start(report: Report, args: argparse.Namespace) -> dict[str, float]:

@@ -47,17 +47,21 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120, *, interval: float = 0.05,
+               client: httpx.Client | None = None) -> None:
+    """Return once `url` answers 200 (through `client`, for a unix socket), polling every `interval`
+    seconds; fail if the process exits first or `timeout` passes."""
+    get = client.get if client is not None else httpx.get
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url}: the server exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if get(url, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.05)
+        time.sleep(interval)
     raise RuntimeError(f"{url} did not come up in {timeout}s")
 
 
@@ -68,7 +72,7 @@ def _running(name: str, command: list[str], ready_path: str, model: str, port: i
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        _wait_ready(base_url + ready_path, process)
+        wait_ready(base_url + ready_path, process)
         yield Server(name, process, base_url, model)
     finally:
         process.terminate()

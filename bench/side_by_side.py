@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from bench import servers, workloads
 from bench.common import free_port
 
@@ -48,14 +46,8 @@ def framework_ready(repo: Path) -> float:
                "--factory", "bench.bare_app:build"]
     process = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).raise_for_status()
-                return time.perf_counter() - started
-            except httpx.HTTPError:
-                time.sleep(0.005)
-        raise RuntimeError("the bare app did not answer")
+        servers.wait_ready(f"http://127.0.0.1:{port}/health", process, 60, interval=0.005)
+        return time.perf_counter() - started
     finally:
         process.terminate()
         process.wait(30)

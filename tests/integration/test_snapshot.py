@@ -68,13 +68,6 @@ def test_prepare_refuses_a_busy_or_cold_process(launch, remote_env):
     assert busy.status_code == 409 and "in flight" in busy.json()["error"]["message"], busy.text
 
 
-def _answers(client: httpx.Client, path: str) -> bool:
-    try:
-        return client.get(path).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def test_a_checkpointed_server_answers_after_restore(tmp_path):
     if (problem := criu.problem()) is not None:
         pytest.skip(problem)
@@ -85,7 +78,7 @@ def test_a_checkpointed_server_answers_after_restore(tmp_path):
     tree: list[int] = []
     try:
         with servers.unix_client(socket_path) as client:  # closed before the checkpoint: no half connection to dump
-            assert wait_for(lambda: _answers(client, "/health/ready"))
+            servers.wait_ready("http://server/health/ready", process, client=client)
             assert client.post("/admin/snapshot/prepare").status_code == 200
         tree = criu.process_tree(process.pid)
         images = tmp_path / "images"
