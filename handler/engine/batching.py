@@ -90,7 +90,7 @@ class BatchingChatModel:
         self.threads = CpuThreadPool(options.n_threads)
         self.threads.attach(self.context.ctx)
         self.chains = ChainSampler(options.n_threads)  # host chains side by side, between decodes
-        self.device = device_sampling.DeviceGreedy(self.context.ctx, self.n_parallel) \
+        self.device = device_sampling.DeviceGreedy(self.context.ctx) \
             if device_sampling.wanted(options) else None
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
@@ -569,6 +569,8 @@ class BatchingChatModel:
         started = self.clock()
         self.context.decode(self.batch)
         decoded_at = self.clock()
+        if self.device is not None:
+            self.device.decoded()
         self._copy_sources.clear()  # the decode applied the copies made since the last one
         for seq_id in (*decoded, *prefilled):  # these sequences decoded past their restored states
             self._restored.pop(seq_id, None)

@@ -6,7 +6,10 @@ so `device_sampling` defaults to on only when every layer is offloaded to a GPU.
 
 A sequence keeps its sampler between greedy requests: attaching or detaching one makes llama.cpp
 re-plan its compute graph, so that happens only when a slot changes between greedy and a request that
-needs its logits on the host (seeded sampling, grammars, penalties, bias, log probabilities)."""
+needs its logits on the host (seeded sampling, grammars, penalties, bias, log probabilities). Each
+attachment is a chain of its own: llama.cpp sets a chain up on the backend once only (attaching the same
+chain again aborts the process), and a detached chain is freed only after the next decode, once the
+graph that used it has been replaced."""
 
 from __future__ import annotations
 
@@ -34,13 +37,12 @@ def limit_outputs(params: Any, n_parallel: int, scored_rows: int) -> None:
 
 
 class DeviceGreedy:
-    """One greedy sampler chain per sequence of a context, attached while the sequence serves plain
-    greedy requests."""
+    """A greedy sampler chain for each sequence of a context that serves plain greedy requests now."""
 
-    def __init__(self, context: Any, n_parallel: int) -> None:
+    def __init__(self, context: Any) -> None:
         self._context = context
-        self._chains = [self._greedy_chain() for _ in range(n_parallel)]
-        self._attached: set[int] = set()
+        self._chains: dict[int, Any] = {}  # by sequence: attached
+        self._detached: list[Any] = []  # still in the graph of the last decode
 
     @staticmethod
     def _greedy_chain() -> Any:
@@ -50,24 +52,31 @@ class DeviceGreedy:
 
     def use(self, seq_id: int, on_device: bool) -> bool:
         """Sample `seq_id` on the device (or not) from its next decode; True if it is."""
-        if on_device == (seq_id in self._attached):
+        if on_device == (seq_id in self._chains):
             return on_device
-        chain = self._chains[seq_id] if on_device else None
-        if not llama_cpp.llama_set_sampler(self._context, seq_id, chain) and on_device:
-            return False  # the backend cannot run it: the host samples this sequence
-        if on_device:
-            self._attached.add(seq_id)
-        else:
-            self._attached.discard(seq_id)
-        return on_device
+        if not on_device:
+            llama_cpp.llama_set_sampler(self._context, seq_id, None)
+            self._detached.append(self._chains.pop(seq_id))
+            return False
+        chain = self._greedy_chain()
+        if not llama_cpp.llama_set_sampler(self._context, seq_id, chain):
+            llama_cpp.llama_sampler_free(chain)  # the backend cannot run it: the host samples this sequence
+            return False
+        self._chains[seq_id] = chain
+        return True
+
+    def decoded(self) -> None:
+        """After a decode: the chains detached before it are in no graph any more."""
+        for chain in self._detached:
+            llama_cpp.llama_sampler_free(chain)
+        self._detached.clear()
 
     def token(self, row: int) -> int:
         """The token the device chose from batch row `row` at the last decode."""
         return int(llama_cpp.llama_get_sampled_token_ith(self._context, row))
 
     def free(self) -> None:
-        """After the context is freed (it holds the chains while it lives)."""
-        for chain in self._chains:
+        """After the context is freed (it holds the attached chains while it lives)."""
+        for chain in [*self._chains.values(), *self._detached]:
             llama_cpp.llama_sampler_free(chain)
-        self._chains, self._attached = [], set()
-
+        self._chains, self._detached = {}, []

@@ -91,3 +91,20 @@ def test_prompts_scored_together_stay_within_the_steps_output_rows(models):
         return scores
 
     assert asyncio.run(scored()) == [len(prompt) - 1 for prompt in prompts]
+
+
+def test_a_slot_goes_back_to_the_device_after_a_host_sampled_request(demo_model_path):
+    """One slot serves greedy, then seeded, then greedy requests: its device sampler is detached and a
+    new one attached. llama.cpp initialises a sampler chain on the backend once only; attaching the
+    same chain again aborted the process (`llama_sampler_chain_backend_init() called twice`)."""
+    options = ModelOptions(n_ctx=1024, n_batch=512, n_threads=2, n_gpu_layers=GPU_LAYERS, n_parallel=1,
+                           device_sampling=True)
+    model = BatchingChatModel("one-slot", demo_model_path, options)
+    try:
+        requests = [_request(PROMPTS[0]), _request(PROMPTS[1], temperature=0.8, seed=7), _request(PROMPTS[0]),
+                    _request(PROMPTS[2], logprobs=1), _request(PROMPTS[0])]
+        replies = [_replies(model, [request])[0] for request in requests]
+    finally:
+        model.close()
+    assert replies[0] == replies[2] == replies[4] and replies[0][0]
+    assert replies[3][1] > 0 and model.slots[0].on_device
