@@ -257,13 +257,30 @@ build-llama-server:
     cmake --build "$dest/build" --target llama-server llama-batched-bench -j "$(nproc)"
     echo "built $dest/build/bin/llama-server and llama-batched-bench"
 
-# CRIU 4 from Debian `suite` for the checkpoint/restore test and bench (bookworm's CRIU 3.17 cannot read
-# newer kernels' vDSO), unpacked into the cache with the C library it needs: this machine's apt mirror,
-# read through a private apt state, so the system's sources, packages and libraries stay as they are.
-fetch-criu suite="trixie":
+# Bookworm's CRIU 3.17 cannot read newer kernels' vDSO: CRIU 4 comes from Debian `suite` with the C library
+# it needs, unpacked into the cache (see `_suite-packages`).
+# CRIU for the checkpoint/restore test and bench
+fetch-criu suite="trixie": (_suite-packages suite "criu" "criu libcompel1 libc6 libgcc-s1 libbsd0 libmd0 libgnutls30t64 libunistring5 libtasn1-6 libnettle8t64 libhogweed6t64 libgmp10 libidn2-0 libp11-kit0 libffi8 libnftables1 libmnl0 libnftnl11 libjansson4 libxtables12 libedit2 libprotobuf-c1 libnl-3-200 libnet1 libuuid1 libzstd1")
     #!/usr/bin/env bash
     set -euo pipefail
+    # criu and what it loads (ldd), whatever bookworm already has: all from the same suite
     dest="{{cache_dir}}/criu"
+    multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo "$(uname -m)-linux-gnu")
+    lib="$dest/root/usr/lib/$multiarch"
+    loader=$(ls "$lib"/ld-linux*.so.* | head -1)
+    printf '#!/bin/sh\n# CRIU from Debian %s, run with the C library it was built for\nexec "%s" --library-path "%s:%s" "%s" "$@"\n' \
+        "{{suite}}" "$loader" "$lib" "$dest/root/lib/$multiarch" "$dest/root/usr/sbin/criu" > "$dest/criu"
+    chmod +x "$dest/criu"
+    "$dest/criu" --version
+    "$dest/criu" check && echo "$dest/criu: ready (tests and bench use it)"
+
+# This machine's apt mirror, read through a private apt state: the system's sources, packages and libraries
+# stay as they are.
+# Packages of Debian `suite` unpacked into the cache's `name`/root
+_suite-packages suite name packages:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dest="{{cache_dir}}/{{name}}"
     apt_dir="$dest/apt"
     rm -rf "$dest/root" "$dest/debs"
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$dest/debs" "$dest/root"
@@ -274,20 +291,33 @@ fetch-criu suite="trixie":
     apt=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
          -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache" -o Debug::NoLocking=1)
     apt-get "${apt[@]}" update -qq
-    # criu and what it loads (ldd), whatever bookworm already has: all from the same suite
-    (cd "$dest/debs" && apt-get "${apt[@]}" download -qq criu libcompel1 libc6 libgcc-s1 libbsd0 libmd0 \
-        libgnutls30t64 libunistring5 libtasn1-6 libnettle8t64 libhogweed6t64 libgmp10 libidn2-0 libp11-kit0 \
-        libffi8 libnftables1 libmnl0 libnftnl11 libjansson4 libxtables12 libedit2 libprotobuf-c1 libnl-3-200 \
-        libnet1 libuuid1 libzstd1 2>&1 | grep -v "unsandboxed" || true)
+    (cd "$dest/debs" && apt-get "${apt[@]}" download -qq {{packages}} 2>&1 | grep -v "unsandboxed" || true)
     for deb in "$dest"/debs/*.deb; do dpkg-deb -x "$deb" "$dest/root"; done
-    multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo "$(uname -m)-linux-gnu")
-    lib="$dest/root/usr/lib/$multiarch"
-    loader=$(ls "$lib"/ld-linux*.so.* | head -1)
-    printf '#!/bin/sh\n# CRIU from Debian %s, run with the C library it was built for\nexec "%s" --library-path "%s:%s" "%s" "$@"\n' \
-        "{{suite}}" "$loader" "$lib" "$dest/root/lib/$multiarch" "$dest/root/usr/sbin/criu" > "$dest/criu"
-    chmod +x "$dest/criu"
-    "$dest/criu" --version
-    "$dest/criu" check && echo "$dest/criu: ready (tests and bench use it)"
+
+# Mesa's software Vulkan device (lavapipe) stands in for a GPU: correctness only, never speed. Needs root with
+# apt (Vulkan loader, Mesa, shader compiler); Vulkan headers newer than bookworm's come from trixie, as
+# CRIU does. ~10 min on 2 cores.
+# llama-cpp-python (the locked version) with llama.cpp's Vulkan backend, in a venv of its own
+build-vulkan:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dest="{{cache_dir}}/vulkan-llama"
+    version=$(grep -A1 '^name = "llama-cpp-python"' uv.lock | grep -o '[0-9][0-9.]*')
+    [ -f "$dest/built-$version" ] && { echo "$dest: llama-cpp-python $version with Vulkan"; exit 0; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glslc libvulkan1 mesa-vulkan-drivers spirv-headers >/dev/null
+    [ -f "{{cache_dir}}/vulkan-headers/root/usr/include/vulkan/vulkan.hpp" ] \
+        || {{just_executable()}} _suite-packages trixie vulkan-headers libvulkan-dev
+    rm -rf "$dest" && uv venv -q --python 3.11 "$dest/venv"
+    CMAKE_ARGS="-DGGML_VULKAN=ON -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DVulkan_INCLUDE_DIR={{cache_dir}}/vulkan-headers/root/usr/include" \
+        uv pip install --no-cache -q --python "$dest/venv/bin/python" "llama-cpp-python==$version"
+    mkdir -p "$dest/path" && ln -sfn "$dest/venv/lib/python3.11/site-packages/llama_cpp" "$dest/path/llama_cpp"
+    touch "$dest/built-$version"
+
+# Every layer offloaded and device sampling on by default, as on a GPU; the `gpu` tests run.
+# The engine suite (or any pytest arguments) on llama.cpp's Vulkan backend and Mesa's software device
+test-vulkan *args="tests/integration/engine tests/unit/engine": build-vulkan install-dev fetch-demo fetch-gemma
+    GGML_VK_VISIBLE_DEVICES=0 PYTHONPATH="{{cache_dir}}/vulkan-llama/path" uv run --no-sync pytest -p no:cacheprovider {{args}}
 
 # Bounded load and soak test on loopback (stops by itself): no 5xx but 429/503, p99, RSS, threads, fds
 soak minutes="3": fetch-demo

@@ -2,7 +2,8 @@
 a GPU, a greedy sequence's token is chosen there, and neither its 151,936 logits nor the host's argmax
 over them cross to the host any more. On a CPU it is slower, not faster (this llama.cpp pads a copy of
 every logits row and runs ggml's single-threaded argmax per sequence; README "Per-token host work"),
-so `device_sampling` defaults to on only when every layer is offloaded to a GPU.
+so `device_sampling` defaults to on only when every layer is offloaded to a CUDA GPU (see
+`DEFAULT_BACKENDS`).
 
 A sequence keeps its sampler between greedy requests: attaching or detaching one makes llama.cpp
 re-plan its compute graph, so that happens only when a slot changes between greedy and a request that
@@ -20,13 +21,20 @@ import llama_cpp
 from handler.engine import devices
 from handler.engine.llama_options import ModelOptions
 
+# The GPU backends where greedy requests are sampled on the device unless the manifest says otherwise:
+# CUDA, where it is meant to pay. On Vulkan, llama.cpp's backend samplers corrupted the process's heap
+# here (Mesa's software device, `just test-vulkan`: a prompt read while sequences with samplers attached
+# sat idle, about one run in two; never with device sampling off), so there the manifest turns it on.
+DEFAULT_BACKENDS = frozenset({"CUDA"})
+
 
 def wanted(options: ModelOptions) -> bool:
     """Whether a model samples greedy sequences on its device: the manifest's `device_sampling`, else
-    on exactly when all its layers (the output layer with them) run on a GPU."""
+    on exactly when all its layers (the output layer with them) run on GPUs of `DEFAULT_BACKENDS`."""
     if options.device_sampling is not None:
         return options.device_sampling
-    return options.n_gpu_layers == devices.ALL_LAYERS and devices.has_gpu()
+    return (options.n_gpu_layers == devices.ALL_LAYERS and devices.has_gpu()
+            and devices.gpu_backends() <= DEFAULT_BACKENDS)
 
 
 def limit_outputs(params: Any, n_parallel: int, scored_rows: int) -> None:

@@ -79,6 +79,11 @@ def has_gpu() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload()) and any(device.is_gpu for device in devices())
 
 
+def gpu_backends() -> frozenset[str]:
+    """The backends of the GPUs this build sees: a device's name without its index ("CUDA", "Vulkan", …)."""
+    return frozenset(device.name.rstrip("0123456789") for device in devices() if device.is_gpu)
+
+
 def default_gpu_layers() -> int:
     """N_GPU_LAYERS when it is not set: all layers with a GPU, none without."""
     return ALL_LAYERS if has_gpu() else 0

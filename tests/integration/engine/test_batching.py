@@ -18,7 +18,7 @@ from handler.errors import Overloaded
 from handler.formats.chat_format import ChatInput, ToolUse
 from handler.store.prefixes import PrefixStore
 from tests.support.demo import end_of_turn_bias, tokenize
-from tests.support.devices import GPU_LAYERS
+from tests.support.devices import GPU_LAYERS, batch_invariant_on_cpu_only
 
 PROMPTS = ["Name three fruits.", "What is the capital of France?", "Write a haiku about rain.",
            "Explain gravity in one sentence.", "List two colours.", "Say hello in Spanish."]
@@ -52,6 +52,7 @@ async def _reply(model, request):
     return text, final.finish_reason, final.usage.completion_tokens
 
 
+@batch_invariant_on_cpu_only
 def test_batched_outputs_equal_solo_outputs(model):
     async def scenario():
         alone = [await _reply(model, _request(prompt)) for prompt in PROMPTS]
@@ -63,6 +64,7 @@ def test_batched_outputs_equal_solo_outputs(model):
     assert len({text for text, _, _ in alone}) == len(PROMPTS)
 
 
+@batch_invariant_on_cpu_only
 def test_seeded_sampling_is_reproducible_in_a_batch(model):
     request = ChatRequest(chat=ChatInput([{"role": "user", "content": "Tell me a story."}]),
                           params=SamplingParams(max_tokens=20, temperature=1.0, seed=42))
@@ -76,6 +78,7 @@ def test_seeded_sampling_is_reproducible_in_a_batch(model):
     assert alone == batched
 
 
+@batch_invariant_on_cpu_only
 def test_chains_sampled_side_by_side_give_each_reply_as_alone(model, monkeypatch):
     """Seeded, biased and penalized requests in the same steps: their chains run on two threads at once
     (engine.chains), and each reply is the one it gets alone."""

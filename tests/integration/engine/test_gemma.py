@@ -14,7 +14,7 @@ from handler.engine.llama_options import ModelOptions
 from handler.engine.step_budget import StepRecord
 from handler.engine.types import ChatRequest, SamplingParams
 from handler.formats.chat_format import ChatInput
-from tests.support.devices import GPU_LAYERS
+from tests.support.devices import GPU_LAYERS, batch_invariant_on_cpu_only
 
 PROMPTS = ["The capital of France is", "Once upon a time, there was a", "def fibonacci(n):",
            "The three primary colors are"]
@@ -65,6 +65,7 @@ def test_gemma_is_a_sliding_window_model(gemma):
     assert gemma.model.metadata().get("tokenizer.chat_template") is None
 
 
+@batch_invariant_on_cpu_only
 @pytest.mark.parametrize("flash_attn", [True, False])
 def test_batched_outputs_equal_solo_outputs(gemma_model_path, flash_attn):
     """Each phase on a model of its own: the batch reads every prompt in full, as the solo runs did (a

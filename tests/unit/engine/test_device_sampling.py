@@ -1,5 +1,5 @@
-"""Greedy sampling moves to the device by default only when every layer is on a GPU; the manifest's
-`device_sampling` decides otherwise."""
+"""Greedy sampling moves to the device by default only when every layer is on a CUDA GPU; the
+manifest's `device_sampling` decides otherwise."""
 
 from __future__ import annotations
 
@@ -18,7 +18,17 @@ def _options(**overrides) -> ModelOptions:
     (True, devices.ALL_LAYERS, True), (True, 12, False), (False, devices.ALL_LAYERS, False), (False, 0, False)])
 def test_on_by_default_only_with_every_layer_on_a_gpu(monkeypatch, gpu, layers, expected):
     monkeypatch.setattr(devices, "has_gpu", lambda: gpu)
+    monkeypatch.setattr(devices, "gpu_backends", lambda: frozenset({"CUDA"}) if gpu else frozenset())
     assert device_sampling.wanted(_options(n_gpu_layers=layers)) is expected
+
+
+@pytest.mark.parametrize(("backends", "expected"), [
+    ({"CUDA"}, True), ({"Vulkan"}, False), ({"CUDA", "Vulkan"}, False), ({"Metal"}, False)])
+def test_on_by_default_only_on_cuda(monkeypatch, backends, expected):
+    """llama.cpp's backend samplers corrupted memory on Vulkan (Mesa's software device)."""
+    monkeypatch.setattr(devices, "has_gpu", lambda: True)
+    monkeypatch.setattr(devices, "gpu_backends", lambda: frozenset(backends))
+    assert device_sampling.wanted(_options()) is expected
 
 
 @pytest.mark.parametrize("forced", [True, False])

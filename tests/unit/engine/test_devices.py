@@ -36,3 +36,9 @@ def test_the_start_log_names_the_devices(monkeypatch):
                                                        "GPU layers: all (auto); CPU thread pools: ggml's, one per model")
     monkeypatch.setattr(threads, "built_with_openmp", lambda: True)
     assert "build llama-cpp-python with -DGGML_OPENMP=OFF" in describe_devices(Settings.from_env({}))
+
+
+def test_gpu_backends_are_device_names_without_their_index(monkeypatch):
+    vulkan = Device(name="Vulkan1", description="a GPU", kind="igpu", memory_total_bytes=1, memory_free_bytes=1)
+    monkeypatch.setattr(devices, "devices", lambda: (CPU, GPU, vulkan))
+    assert devices.gpu_backends() == frozenset({"CUDA", "Vulkan"})
