@@ -308,13 +308,15 @@ build-vulkan:
     [ -f "{{cache_dir}}/vulkan-headers/root/usr/include/vulkan/vulkan.hpp" ] \
         || {{just_executable()}} _suite-packages trixie vulkan-headers libvulkan-dev
     rm -rf "$dest" && uv venv -q --python 3.11 "$dest/venv"
+    # --no-config: the project's own build variables for llama-cpp-python (CPU only) would override these
     CMAKE_ARGS="-DGGML_VULKAN=ON -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF \
         -DVulkan_INCLUDE_DIR={{cache_dir}}/vulkan-headers/root/usr/include" \
-        uv pip install --no-cache -q --python "$dest/venv/bin/python" "llama-cpp-python==$version"
+        uv pip install --no-config --no-cache -q --python "$dest/venv/bin/python" "llama-cpp-python==$version"
+    [ -f "$dest/venv/lib/python3.11/site-packages/llama_cpp/lib/libggml-vulkan.so" ] || { echo "built without Vulkan" >&2; exit 1; }
     mkdir -p "$dest/path" && ln -sfn "$dest/venv/lib/python3.11/site-packages/llama_cpp" "$dest/path/llama_cpp"
     touch "$dest/built-$version"
 
-# Every layer offloaded and device sampling on by default, as on a GPU; the `gpu` tests run.
+# Every layer offloaded, as on a GPU (device sampling stays off on Vulkan); the `gpu` tests run.
 # The engine suite (or any pytest arguments) on llama.cpp's Vulkan backend and Mesa's software device
 test-vulkan *args="tests/integration/engine tests/unit/engine": build-vulkan install-dev fetch-demo fetch-gemma
     GGML_VK_VISIBLE_DEVICES=0 PYTHONPATH="{{cache_dir}}/vulkan-llama/path" uv run --no-sync pytest -p no:cacheprovider {{args}}
