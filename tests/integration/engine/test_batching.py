@@ -299,6 +299,7 @@ class _CountingStore(PrefixStore):
         return super().find_blocking(space, prompt, worth)
 
 
+@batch_invariant_on_cpu_only
 def test_plain_greedy_picks_what_the_sampler_chain_picks(model):
     """A plain greedy request skips llama.cpp's sampler chain (the engine takes the largest logit itself);
     a zero logit_bias changes no logit but keeps the chain: both replies and their logprobs agree."""
