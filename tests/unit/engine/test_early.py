@@ -4,11 +4,12 @@ else is freed, and so is whatever the warm set never took."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import pytest
 
-from handler.engine.early import EarlyWeights, Weights
+from handler.engine.early import EARLY_SWITCH_INTERVAL_S, EarlyWeights, Weights
 from handler.engine.types import Footprint
 
 
@@ -75,3 +76,21 @@ def test_a_missing_file_starts_nothing_and_leftovers_are_released(tmp_path, mode
     model = _started(early, model_file)
     assert early.release() == [model_file] and model.closed
     assert early.take(model_file, ("cpu",)) is None
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_gil_switches_often_while_the_load_runs_and_as_before_after(model_file, fails):
+    early = EarlyWeights()
+    default = sys.getswitchinterval()
+    seen: list[float] = []
+
+    def load(_path):
+        seen.append(sys.getswitchinterval())
+        if fails:
+            raise OSError("unreadable")
+        return Weights(_Model(), None, Footprint())
+
+    early.start(model_file, ("cpu",), load)
+    early.take(model_file, ("cpu",))  # waits for the load's end
+    assert seen == [pytest.approx(min(default, EARLY_SWITCH_INTERVAL_S), rel=0.01)] and seen[0] < default
+    assert sys.getswitchinterval() == default
