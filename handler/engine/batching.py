@@ -40,7 +40,7 @@ from handler.engine.memory import kv_bytes_per_token
 from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.sampling import build_sampler, is_plain_greedy
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
-from handler.engine.slots import Job, Slot, Submission, choose_slot
+from handler.engine.slots import Job, Slot, Submission, choose_slot, nearest_to
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
 from handler.engine.threads import CpuThreadPool
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, QueueLimits, SamplingParams
@@ -374,7 +374,8 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            slot, shared = choose_slot(free, job.prompt, job.tenant)
+            busy = [slot.seq_id for slot in self.slots if slot.busy]
+            slot, shared = choose_slot(free, job.prompt, job.tenant, busy)
             # A prompt scored for its log probabilities is read whole: reused cells have no logits.
             scoring = job.prompt_logprobs is not None
             reusable = 0 if self.deterministic or scoring else self._still_cached(slot, shared)
@@ -493,7 +494,7 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            slot = source if take_source else spare[0]
+            slot = source if take_source else nearest_to([slot.seq_id for slot in self.slots if slot.busy], spare)
             if not take_source and not self._copy(source, slot, len(job.prompt)):
                 self._assign(slot, job, 0)  # the copy did not take: it reads the prompt itself
                 continue

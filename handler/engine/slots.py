@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import codecs
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import attrs
 from llama_cpp._internals import LlamaSampler
@@ -161,15 +161,31 @@ class Slot:
         self.cached.clear()
 
 
-def choose_slot(free: Sequence[Slot], prompt: Sequence[int], tenant: str = "") -> tuple[Slot, int]:
+def choose_slot(free: Sequence[Slot], prompt: Sequence[int], tenant: str = "",
+                busy: Collection[int] = ()) -> tuple[Slot, int]:
     """The free slot a prompt should take, and how many of its leading tokens that slot holds: the slot it
-    continues (it reuses at least half of what the slot holds, or a long shared prefix), else the least
-    recently used, so a new conversation does not overwrite another one that shares only a short system
-    prompt with it."""
+    continues (it reuses at least half of what the slot holds, or a long shared prefix), else the one
+    `nearest_to` the `busy` sequences, the least recently used among equals, so a new conversation does
+    not overwrite another one that shares only a short system prompt with it."""
     reusable = {slot.seq_id: slot.reusable_prefix(prompt, tenant) for slot in free}
     best = max(free, key=lambda slot: reusable[slot.seq_id])
     reused = reusable[best.seq_id]
     if reused and (2 * reused >= len(best.cached) or reused >= LONG_SHARED_PREFIX):
         return best, reused
-    oldest = min(free, key=lambda slot: slot.last_assigned)
-    return oldest, reusable[oldest.seq_id]
+    chosen = nearest_to(busy, free)
+    return chosen, reusable[chosen.seq_id]
+
+
+def nearest_to(busy: Collection[int], free: Sequence[Slot]) -> Slot:
+    """The free slot that widens the busy sequences' span of ids least (the least recently used among
+    equals). llama.cpp computes a step's attention over every KV stream from the lowest sequence in the
+    step to the highest, idle ones between them included: 16 sequences spread over 64 slots decoded at
+    12 ms a step where slots 0–15 took 5.7 (tiny model, this CPU)."""
+    low, high = (min(busy), max(busy)) if busy else (None, None)
+
+    def widening(slot: Slot) -> int:
+        if low is None or high is None:
+            return 0
+        return max(high, slot.seq_id) - min(low, slot.seq_id) - (high - low)
+
+    return min(free, key=lambda slot: (widening(slot), slot.last_assigned))

@@ -262,6 +262,34 @@ def test_n_choices_read_the_prompt_once(demo_model_path):
     assert len({seq for step in steps for seq in step.decoded}) == 3
 
 
+def test_sequences_decoding_together_sit_in_neighbouring_slots(demo_model_path):
+    """llama.cpp's attention spans every KV stream from a step's lowest sequence to its highest, idle ones
+    between included. With slots 0–3 used in the order 0, 3, 1, 2 (1 and 2 continued conversations),
+    two new prompts took slots 0 and 3, the least recently used; now 0 and 1."""
+    steps = []
+    model = BatchingChatModel("neighbours", demo_model_path, _options(), on_step=steps.append)
+    prompts = [[1000 + 20 * number + offset for offset in range(20)] for number in range(6)]
+
+    async def generate(*tokens):
+        generations = await model.start_generations(
+            [PromptChoices(list(prompt), [SamplingParams(max_tokens=4, temperature=0)]) for prompt in tokens])
+        return [[chunk async for chunk in generation.chunks()] for generation in generations]
+
+    async def scenario():
+        for prompt in prompts[:4]:  # slots 0, 1, 2, 3
+            await generate(prompt)
+        for prompt in prompts[1:3]:  # the conversations in slots 1 and 2 go on there
+            await generate(prompt + [7, 7])
+        steps.clear()
+        await generate(*prompts[4:])
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        model.close()
+    assert {seq for step in steps for seq in step.decoded} == {0, 1}
+
+
 def test_requests_arriving_together_never_overfill_the_line(tmp_path, demo_model_path):
     """MAX_QUEUE is checked as a request joins the line, in the same step. Before, a request checked it
     and then looked for a saved prefix off the loop, so a burst passed the check before any joined."""
