@@ -38,7 +38,7 @@ from handler.engine.llama_options import ModelOptions, model_params
 from handler.engine.logprobs import prompt_logprob, token_logprob
 from handler.engine.memory import kv_bytes_per_token
 from handler.engine.pieces import PieceReader, detokenize
-from handler.engine.sampling import build_sampler, is_plain_greedy
+from handler.engine.sampling import DeviceChain, build_sampler, device_chain, is_plain_greedy
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot, Submission, choose_slot, nearest_to
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
@@ -90,7 +90,7 @@ class BatchingChatModel:
         self.threads = CpuThreadPool(options.n_threads)
         self.threads.attach(self.context.ctx)
         self.chains = ChainSampler(options.n_threads)  # host chains side by side, between decodes
-        self.device = device_sampling.DeviceGreedy(self.context.ctx) \
+        self.device = device_sampling.DeviceSamplers(self.context.ctx) \
             if device_sampling.wanted(options) else None
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel, verbose=False)
         self.n_vocab = self.model.n_vocab()
@@ -242,7 +242,7 @@ class BatchingChatModel:
                 jobs.append(Job(prompt=prompt.tokens, params=params, grammar=grammar, generation=generation,
                                 submission=submission, preserved=preserved, logprobs=logprobs, leader=leader,
                                 deadline=deadline, tenant=tenant, looking_up=looking_up and leader is None,
-                                prompt_logprobs=prompt_logprobs))
+                                prompt_logprobs=prompt_logprobs, shares_first_row=len(prompt.choices) > 1))
                 leader = leader or jobs[-1]
             leaders.append(leader)
         with self._wake:  # checked and joined at once: requests arriving together cannot overfill the line
@@ -518,12 +518,18 @@ class BatchingChatModel:
         return False
 
     def _assign(self, slot: Slot, job: Job, prefix: int) -> None:
-        greedy = is_plain_greedy(job.params, job.grammar)
-        slot.assign(job, prefix, None if greedy else build_sampler(self.model, job.params, job.grammar), self.n_ctx)
-        if self.device is not None:  # its logits stay on the device unless the host needs them
-            needs_logits = job.logprobs is not None or job.prompt_logprobs is not None
-            slot.on_device = self.device.use(slot.seq_id, greedy and not needs_logits)
+        # Its logits stay on the device unless the host needs them.
+        on_device = self.device is not None and self.device.use(slot.seq_id, self._device_chain(job))
+        host_chain = not on_device and not is_plain_greedy(job.params, job.grammar)
+        slot.assign(job, prefix, build_sampler(self.model, job.params, job.grammar) if host_chain else None,
+                    self.n_ctx)
+        slot.on_device = on_device
         job.generation.mark_started()
+
+    def _device_chain(self, job: Job) -> DeviceChain | None:
+        if job.logprobs is not None or job.prompt_logprobs is not None:
+            return None  # read from the host's copy of the logits
+        return device_chain(job.params, job.grammar, self.n_vocab, job.shares_first_row)
 
     def _step(self, active: list[Slot]) -> None:
         now = self.clock()

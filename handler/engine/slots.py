@@ -46,6 +46,7 @@ class Job:
     prompt_scored: list[TokenLogprob] = attrs.field(factory=list)  # those read so far
     arrived: int = attrs.field(factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
     leader: Job | None = None  # another choice of the same request, whose prompt this one copies
+    shares_first_row: bool = False  # one of several choices of a prompt: all sample the leader's first logits row
     deadline: float | None = None  # on the engine's clock: past it, the generation ends as "length"
     tenant: str = ""  # whose prompt it is: a KV state is reused only within one tenant
     saved: SavedPrefix | None = None  # a prefix of the prompt whose KV state the volume had
@@ -77,7 +78,7 @@ class Slot:
     tenant: str = ""  # whose prompt those tokens are
     job: Job | None = None
     sampler: LlamaSampler | None = None  # None while serving: plain greedy, picked by the engine itself
-    on_device: bool = False  # plain greedy, picked in llama.cpp's graph (engine.device_sampling)
+    on_device: bool = False  # sampled in llama.cpp's graph (engine.device_sampling)
     pending: list[int] = attrs.field(factory=list)  # prompt tokens still to prefill
     next_token: int | None = None  # sampled, not yet decoded
     last_token_at: float | None = None  # when the previous token was sampled (inter-token gaps)

@@ -1,16 +1,17 @@
-"""Greedy sequences sampled in llama.cpp's graph (forced on here; on a CPU it is off by default) give
-the replies the host's argmax gives, beside requests the host samples (seeded, log probabilities) in
-the same steps."""
+"""Sequences sampled in llama.cpp's graph (forced on here; on a CPU it is off by default): greedy ones
+give the replies the host's argmax gives, beside requests the host samples (seeded, log probabilities)
+in the same steps; unseeded draws are drawn there too."""
 
 from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
 from handler.engine import device_sampling, devices
 from handler.engine.batching import SCORED_ROWS, BatchingChatModel
-from handler.engine.chat import start_chat
+from handler.engine.chat import start_chat, start_chats
 from handler.engine.completion import start_completions
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import ChatRequest, PromptChoices, SamplingParams
@@ -108,9 +109,39 @@ def test_a_slot_goes_back_to_the_device_after_a_host_sampled_request(demo_model_
     model = BatchingChatModel("one-slot", demo_model_path, options)
     try:
         requests = [_request(PROMPTS[0]), _request(PROMPTS[1], temperature=0.8, seed=7), _request(PROMPTS[0]),
-                    _request(PROMPTS[2], logprobs=1), _request(PROMPTS[0])]
-        replies = [_replies(model, [request])[0] for request in requests]
+                    _request(PROMPTS[2], logprobs=1), _request(PROMPTS[0]), _request(PROMPTS[3], temperature=0.9),
+                    _request(PROMPTS[3], temperature=0.9), _request(PROMPTS[3], temperature=0.5, top_p=0.8),
+                    _request(PROMPTS[1], temperature=0.8, seed=7), _request(PROMPTS[0])]
+        replies, placed = [], []
+        for request in requests:
+            replies.append(_replies(model, [request])[0])
+            placed.append(model.slots[0].on_device)
     finally:
         model.close()
-    assert replies[0] == replies[2] == replies[4] and replies[0][0]
-    assert replies[3][1] > 0 and model.slots[0].on_device
+    assert replies[0] == replies[2] == replies[4] == replies[9] and replies[0][0]
+    assert replies[1] == replies[8] and replies[3][1] > 0
+    assert placed == [True, False, True, False, True, True, True, True, False, True]
+
+
+def test_an_unseeded_draw_is_drawn_on_the_device(models):
+    """The API's default request (a temperature, no seed) needs no logits on the host. With top-k 1 the
+    draw can only take the largest logit, so its reply is the greedy one."""
+    host, device = models
+    drawn = [_request(prompt, temperature=0.8, top_k=1) for prompt in PROMPTS]
+    assert _replies(device, drawn) == _replies(host, [_request(prompt) for prompt in PROMPTS])
+    assert all(slot.on_device for slot in device.slots)
+
+
+def test_choices_of_one_prompt_draw_their_first_token_on_the_host(models):
+    """Sibling choices sample their first token from the leader's logits row; drawn on the device, every
+    choice would begin with the token the leader's chain drew."""
+    _, device = models
+    _replies(device, [_request(prompt) for prompt in PROMPTS])  # every slot greedy, on the device
+
+    async def choices():
+        started = await start_chats(device, attrs.evolve(_request(PROMPTS[2], temperature=0.9), choices=3))
+        return [[event async for event in chat.events()] for chat in started]
+
+    replies = asyncio.run(choices())
+    assert len(replies) == 3 and all(reply[-1].finish_reason is not None for reply in replies)
+    assert sum(not slot.on_device for slot in device.slots) == 3  # the slots that served the choices
