@@ -2,7 +2,9 @@
 decode step is cheap next to each sequence's per-token host work (reading and sampling a full
 vocabulary row, the Python around it). Greedy, non-streamed, usage-counted completions, 1, 4, 16 and
 64 at a time, against llama.cpp's decode-only limit (`llama-batched-bench` from the same sources: no
-sampling at all) and llama-server (with and without `--backend-sampling`). Best of `repeats`
+sampling at all) and llama-server (with and without `--backend-sampling`); then, ours and llama-server
+only, 16 seeded temperature-sampled requests, and 16 greedy ones after conversations have used every
+slot (`rate_after_conversations`). Best of `repeats`
 interleaved rounds: every server stays up (an idle one takes no CPU) and each round measures every
 side once, so a slow minute of this shared machine falls on all of them alike."""
 
@@ -73,6 +75,27 @@ def _completion(base_url: str, model: str, tokens: int, seed: int, temperature: 
 
 
 _seeds = iter(range(10**9))
+# Chat traffic's slots: CONVERSATIONS conversations take every slot, CONTINUED of them go on (each back in
+# the slot holding it, in a random order), then AFTER_CONVERSATIONS new requests arrive together. Which
+# free slots they take decides how many KV streams every step's attention spans (README "Which slot").
+CONVERSATIONS, CONTINUED, AFTER_CONVERSATIONS = 64, 40, 16
+
+
+def _turn(base_url: str, model: str, prompt: list[int]) -> None:
+    response = CLIENT.post(f"{base_url}/v1/completions", json={
+        "model": model, "prompt": prompt, "max_tokens": 2, "stream": False, "temperature": 0})
+    response.raise_for_status()
+
+
+def rate_after_conversations(base_url: str, model: str, tokens: int) -> float:
+    """`completions_rate` of AFTER_CONVERSATIONS new requests once conversations have used the slots."""
+    rng = random.Random(next(_seeds))
+    conversations = [[rng.randrange(1000, 100_000) for _ in range(64)] for _ in range(CONVERSATIONS)]
+    with ThreadPoolExecutor(CONVERSATIONS) as pool:
+        list(pool.map(lambda prompt: _turn(base_url, model, prompt), conversations))
+    for prompt in rng.sample(conversations, CONTINUED):
+        _turn(base_url, model, prompt + [rng.randrange(1000, 100_000) for _ in range(4)])
+    return completions_rate(base_url, model, AFTER_CONVERSATIONS, tokens)
 
 
 def completions_rate(base_url: str, model: str, streams: int, tokens: int, temperature: float = 0) -> float:
@@ -132,6 +155,7 @@ def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[st
     a slow minute of this shared machine falls on all of them alike."""
     best: dict[str, dict[int, float]] = {name: dict.fromkeys(STREAMS, 0.0) for name in sides}
     sampled = {f"{name}, sampled": {SAMPLED_STREAMS: 0.0} for name in sides if name in SAMPLED_SIDES}
+    after = {f"{name}, after conversations": {AFTER_CONVERSATIONS: 0.0} for name in sides if name in SAMPLED_SIDES}
     for side in sides.values():
         completions_rate(side.base_url, side.model, 2, 8)  # warm up
     for _ in range(repeats):
@@ -148,7 +172,10 @@ def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[st
                 row = sampled[f"{name}, sampled"]
                 row[SAMPLED_STREAMS] = max(row[SAMPLED_STREAMS], completions_rate(
                     side.base_url, side.model, SAMPLED_STREAMS, tokens, SAMPLED_TEMPERATURE))
-    return {**best, **sampled}
+                row = after[f"{name}, after conversations"]
+                row[AFTER_CONVERSATIONS] = max(row[AFTER_CONVERSATIONS],
+                                               rate_after_conversations(side.base_url, side.model, tokens))
+    return {**best, **sampled, **after}
 
 
 def measure(report, args, cache: Path) -> dict[str, object]:
@@ -186,6 +213,10 @@ def _report(report, results: dict[str, object]) -> None:
         if name in ("limit", "limit with prefill", "ours_steps_at_16") or not isinstance(rates, dict):
             continue
         sampled = name.endswith(", sampled")
+        after = name.endswith(", after conversations")
+        if after:
+            _report_after(report, name, rates, results)
+            continue
         for streams in rates:
             notes = []
             if limit and not sampled:
@@ -199,6 +230,15 @@ def _report(report, results: dict[str, object]) -> None:
             kind = "seeded temperature-sampled" if sampled else "greedy"
             report.add(f"host-bound: {name.removesuffix(', sampled')}, {streams} {kind} requests, tok/s",
                        f"{rates[streams]:.0f}", "; ".join(notes))
+
+
+def _report_after(report, name: str, rates: dict[int, float], results: dict[str, object]) -> None:
+    ours = results.get("ours, after conversations", {})
+    side = name.removesuffix(", after conversations")
+    for streams, rate in rates.items():
+        note = "" if side == "ours" else f"ours is {ours[streams] / rate:.2f}× this"  # type: ignore[index]
+        report.add(f"host-bound: {side}, {streams} greedy requests after {CONVERSATIONS} conversations "
+                   f"({CONTINUED} went on), tok/s", f"{rate:.0f}", note)
 
 
 def main() -> None:
