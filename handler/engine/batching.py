@@ -374,8 +374,7 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            busy = [slot.seq_id for slot in self.slots if slot.busy]
-            slot, shared = choose_slot(free, job.prompt, job.tenant, busy)
+            slot, shared = choose_slot(free, job.prompt, job.tenant, self._busy_sequences())
             # A prompt scored for its log probabilities is read whole: reused cells have no logits.
             scoring = job.prompt_logprobs is not None
             reusable = 0 if self.deterministic or scoring else self._still_cached(slot, shared)
@@ -392,6 +391,9 @@ class BatchingChatModel:
                 prefix = self._forget(slot, keep=reusable)
             job.generation.cached_tokens = prefix
             self._assign(slot, job, prefix)
+
+    def _busy_sequences(self) -> list[int]:
+        return [slot.seq_id for slot in self.slots if slot.busy]
 
     def _restore(self, slot: Slot, saved: SavedPrefix, limit: int) -> int:
         """Load a saved prefix's KV state into the slot and keep what the prompt shares with it (at most
@@ -494,7 +496,7 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            slot = source if take_source else nearest_to([slot.seq_id for slot in self.slots if slot.busy], spare)
+            slot = source if take_source else nearest_to(self._busy_sequences(), spare)
             if not take_source and not self._copy(source, slot, len(job.prompt)):
                 self._assign(slot, job, 0)  # the copy did not take: it reads the prompt itself
                 continue

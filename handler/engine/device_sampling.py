@@ -23,7 +23,7 @@ from handler.engine import devices, llama_log
 from handler.engine.llama_options import ModelOptions
 from handler.engine.sampling import GREEDY, DeviceChain
 
-# The GPU backends where greedy requests are sampled on the device unless the manifest says otherwise:
+# The GPU backends where requests are sampled on the device unless the manifest says otherwise:
 # CUDA, where it is meant to pay. On Vulkan, llama.cpp's backend samplers corrupted the process's heap
 # here (Mesa's software device, `just test-vulkan`: a prompt read while sequences with samplers attached
 # sat idle, about one run in two; never with device sampling off), so there the manifest turns it on.
