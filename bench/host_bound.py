@@ -77,7 +77,7 @@ def _completion(base_url: str, model: str, tokens: int, seed: int, temperature: 
 _seeds = iter(range(10**9))
 # Chat traffic's slots: CONVERSATIONS conversations take every slot, CONTINUED of them go on (each back in
 # the slot holding it, in a random order), then AFTER_CONVERSATIONS new requests arrive together. Which
-# free slots they take decides how many KV streams every step's attention spans (README "Which slot").
+# free slots they take decides into how many computes llama.cpp splits every step (README "Which slot").
 CONVERSATIONS, CONTINUED, AFTER_CONVERSATIONS = 64, 40, 16
 
 

@@ -40,7 +40,7 @@ from handler.engine.memory import kv_bytes_per_token
 from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.sampling import DeviceChain, build_sampler, device_chain, is_plain_greedy
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
-from handler.engine.slots import Job, Slot, Submission, choose_slot, nearest_to
+from handler.engine.slots import Job, Slot, Submission, choose_slot, next_to_busy
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
 from handler.engine.threads import CpuThreadPool
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, QueueLimits, SamplingParams
@@ -496,7 +496,7 @@ class BatchingChatModel:
             if job.generation.cancel.is_set():
                 self.finished["cancelled"] += 1
                 continue
-            slot = source if take_source else nearest_to(self._busy_sequences(), spare)
+            slot = source if take_source else next_to_busy(self._busy_sequences(), spare)
             if not take_source and not self._copy(source, slot, len(job.prompt)):
                 self._assign(slot, job, 0)  # the copy did not take: it reads the prompt itself
                 continue

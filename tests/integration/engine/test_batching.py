@@ -263,9 +263,9 @@ def test_n_choices_read_the_prompt_once(demo_model_path):
 
 
 def test_sequences_decoding_together_sit_in_neighbouring_slots(demo_model_path):
-    """llama.cpp's attention spans every KV stream from a step's lowest sequence to its highest, idle ones
-    between included. With slots 0–3 used in the order 0, 3, 1, 2 (1 and 2 continued conversations),
-    two new prompts took slots 0 and 3, the least recently used; now 0 and 1."""
+    """With a KV stream per sequence, llama.cpp computes a step once per run of consecutive sequence ids.
+    With slots 0–3 used in the order 0, 3, 1, 2 (1 and 2 continued conversations), two new prompts took
+    slots 0 and 3, the least recently used (two runs); now 0 and 1 (one)."""
     steps = []
     model = BatchingChatModel("neighbours", demo_model_path, _options(), on_step=steps.append)
     prompts = [[1000 + 20 * number + offset for offset in range(20)] for number in range(6)]

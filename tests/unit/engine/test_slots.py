@@ -37,15 +37,20 @@ def test_with_nothing_to_reuse_the_least_recently_used_slot_is_taken():
     assert choose_slot(slots, [8, 8, 8])[0] is slots[1]
 
 
-def test_a_new_prompt_takes_the_free_slot_nearest_the_busy_ones_not_the_least_recently_used():
-    """llama.cpp's attention in a step spans every KV stream between the lowest and the highest sequence
-    in it: a new sequence far from the busy ones would make every step read the idle ones between."""
+def test_a_new_prompt_takes_a_free_slot_next_to_the_busy_ones_not_the_least_recently_used():
+    """llama.cpp computes a step once per run of consecutive sequence ids: a new sequence away from the
+    busy ones would make every step one more pass over the model."""
     slots = [_slot(seq_id, [seq_id], last_assigned=100 - seq_id) for seq_id in range(8)]  # 7 least recent
     free = [slot for slot in slots if slot.seq_id not in (2, 3)]
-    assert choose_slot(free, [9, 9], busy=[2, 3])[0].seq_id == 4  # 1 and 4 widen it by one: 4 is older
-    assert choose_slot([slots[0], slots[7]], [9, 9], busy=[2, 3])[0].seq_id == 0
-    free = [slot for slot in slots if slot.seq_id not in (1, 5)]
-    assert choose_slot(free, [9, 9], busy=[1, 5])[0].seq_id == 4  # inside the span: the oldest there
+    assert choose_slot(free, [9, 9], busy=[2, 3])[0].seq_id == 4  # 1 and 4 extend the run: 4 is older
+    free = [slot for slot in slots if slot.seq_id not in (1, 3, 6)]
+    assert choose_slot(free, [9, 9], busy=[1, 3, 6])[0].seq_id == 2  # joins two runs into one
+
+
+def test_a_new_run_goes_to_the_least_recently_used_slot():
+    slots = [_slot(seq_id, [seq_id], last_assigned=100 - seq_id) for seq_id in range(8)]
+    assert choose_slot([slots[0], slots[5], slots[7]], [9, 9], busy=[2, 3])[0].seq_id == 7
+    assert choose_slot(slots, [9, 9])[0].seq_id == 7  # nothing busy
 
 
 def test_a_continued_conversation_keeps_its_slot_however_far_from_the_busy_ones():
