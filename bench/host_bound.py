@@ -35,7 +35,8 @@ CLIENT = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=2 * max(S
 PROMPT_TOKENS = 128
 # Seeded temperature sampling (top-k 40, min-p 0.05: a sampler chain per sequence on the host) at 16
 # requests, ours against llama-server's default.
-SAMPLED_STREAMS, SAMPLED_TEMPERATURE, SAMPLED_SIDES = 16, 0.7, ("ours", "llama-server")
+SAMPLED_STREAMS, SAMPLED_TEMPERATURE = 16, 0.7
+PAIRED_SIDES = ("ours", "llama-server")  # the seeded and after-conversations workloads run on these only
 # Our engine does not repack weights for the CPU (a repacked matmul computes a row differently with the
 # batch's size, so replies would depend on what else decodes; `repack = true` in the manifest turns it
 # on): every side here runs the same layout, so the comparison is of everything but the matmuls.
@@ -68,6 +69,11 @@ def _completion(base_url: str, model: str, tokens: int, seed: int, temperature: 
     prompt = [rng.randrange(1000, 100_000) for _ in range(PROMPT_TOKENS)]
     sampled = {"temperature": temperature, "seed": seed, "top_k": 40, "top_p": 1.0, "min_p": 0.05} if temperature else {
         "temperature": 0}
+    return _complete(base_url, model, prompt, tokens, sampled)
+
+
+def _complete(base_url: str, model: str, prompt: list[int], tokens: int, sampled: dict[str, float]) -> int:
+    """One non-streamed completion of the token `prompt`; the tokens it generated."""
     response = CLIENT.post(f"{base_url}/v1/completions", json={
         "model": model, "prompt": prompt, "max_tokens": tokens, "stream": False, **sampled})
     response.raise_for_status()
@@ -81,20 +87,14 @@ _seeds = iter(range(10**9))
 CONVERSATIONS, CONTINUED, AFTER_CONVERSATIONS = 64, 40, 16
 
 
-def _turn(base_url: str, model: str, prompt: list[int]) -> None:
-    response = CLIENT.post(f"{base_url}/v1/completions", json={
-        "model": model, "prompt": prompt, "max_tokens": 2, "stream": False, "temperature": 0})
-    response.raise_for_status()
-
-
 def rate_after_conversations(base_url: str, model: str, tokens: int) -> float:
     """`completions_rate` of AFTER_CONVERSATIONS new requests once conversations have used the slots."""
     rng = random.Random(next(_seeds))
     conversations = [[rng.randrange(1000, 100_000) for _ in range(64)] for _ in range(CONVERSATIONS)]
     with ThreadPoolExecutor(CONVERSATIONS) as pool:
-        list(pool.map(lambda prompt: _turn(base_url, model, prompt), conversations))
+        list(pool.map(lambda prompt: _complete(base_url, model, prompt, 2, {"temperature": 0}), conversations))
     for prompt in rng.sample(conversations, CONTINUED):
-        _turn(base_url, model, prompt + [rng.randrange(1000, 100_000) for _ in range(4)])
+        _complete(base_url, model, prompt + [rng.randrange(1000, 100_000) for _ in range(4)], 2, {"temperature": 0})
     return completions_rate(base_url, model, AFTER_CONVERSATIONS, tokens)
 
 
@@ -154,8 +154,8 @@ def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[st
     """Best of `repeats` rounds for every side and stream count; each round measures every side once, so
     a slow minute of this shared machine falls on all of them alike."""
     best: dict[str, dict[int, float]] = {name: dict.fromkeys(STREAMS, 0.0) for name in sides}
-    sampled = {f"{name}, sampled": {SAMPLED_STREAMS: 0.0} for name in sides if name in SAMPLED_SIDES}
-    after = {f"{name}, after conversations": {AFTER_CONVERSATIONS: 0.0} for name in sides if name in SAMPLED_SIDES}
+    sampled = {f"{name}, sampled": {SAMPLED_STREAMS: 0.0} for name in sides if name in PAIRED_SIDES}
+    after = {f"{name}, after conversations": {AFTER_CONVERSATIONS: 0.0} for name in sides if name in PAIRED_SIDES}
     for side in sides.values():
         completions_rate(side.base_url, side.model, 2, 8)  # warm up
     for _ in range(repeats):
@@ -168,7 +168,7 @@ def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[st
             for streams in STREAMS:
                 best[name][streams] = max(best[name][streams],
                                           completions_rate(side.base_url, side.model, streams, tokens))
-            if name in SAMPLED_SIDES:
+            if name in PAIRED_SIDES:
                 row = sampled[f"{name}, sampled"]
                 row[SAMPLED_STREAMS] = max(row[SAMPLED_STREAMS], completions_rate(
                     side.base_url, side.model, SAMPLED_STREAMS, tokens, SAMPLED_TEMPERATURE))
