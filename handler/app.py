@@ -72,6 +72,7 @@ from handler.wiring import (
     build_store,
     describe_devices,
     load_checked_manifest,
+    take_early_store,
     warm_set,
 )
 
@@ -113,8 +114,8 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
               prompts: dict[str, list[ChatRequest]]) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        catalog = build_catalog(settings, declared)
-        store = build_store(settings, catalog)
+        store = take_early_store(settings, declared) or build_store(settings, build_catalog(settings, declared))
+        catalog = store.catalog
         for leftover in await store.run_blocking(store.clean_leftovers):
             log.info("removed the partial download %s", leftover.name)
         prefixes = build_prefix_store(settings)

@@ -2,7 +2,9 @@
 
 Before the web framework is imported, the warm set's first model starts loading on a thread of its
 own (see `engine.early`): llama.cpp reads its weights and makes its context in C, without the GIL,
-while Python imports Litestar and builds the app, instead of after the port opened. Deciding what to
+while Python imports Litestar and builds the app, instead of after the port opened. A model that is
+only in S3 starts syncing then (the store's threads: network and disk, mostly without the GIL) and is
+read as soon as it is verified. Deciding what to
 load (settings, manifest, options) runs first, on this thread: its imports are the app's own, and two
 threads importing Python modules at once only take turns. `handler.app:build` serves the same app
 without the overlap."""
@@ -28,6 +30,9 @@ def _start_early(environ: Mapping[str, str]) -> None:
 
 
 def build() -> Any:
+    from handler.logs import configure_logging
+
+    configure_logging()  # before the early start: a sync it begins logs from the store's threads
     _start_early(os.environ)
     from handler.app import build as build_app
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from handler.engine import devices, threads
 from handler.engine.cache import CacheLimits, Loader, ModelCache
-from handler.engine.early import EARLY_WEIGHTS, load_weights
+from handler.engine.early import EARLY_WEIGHTS, Weights, load_weights
 from handler.engine.llama_options import (
     LlamaDefaults,
+    ModelOptions,
     StepObserverOf,
     check_options,
     resolve_options,
@@ -116,14 +119,51 @@ def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:
 
 
 def start_early_weights(settings: Settings) -> Path | None:
-    """Start reading the warm set's first model's weights now, on a thread of their own, if its file is
-    already on the volume (see `engine.early`); returns its path. Only the first: more could exceed a
-    memory budget that the cache, which adopts them, has not applied yet."""
+    """Start reading the warm set's first model's weights now, on a thread of their own (see
+    `engine.early`); returns the path they are read from, when known now. A file already on the volume is
+    read at once (the cache adopts it once the store has checked it); a model that must come from S3
+    first (not on the volume yet, or staged in memory) is synced from now on by the store the app then
+    takes over (`take_early_store`), and read as soon as that sync has verified it. Only the first
+    model: more could exceed a memory budget that the cache, which adopts them, has not applied yet."""
     declared = load_checked_manifest(settings)
     catalog = build_catalog(settings, declared)
-    for spec in warm_set(settings, catalog)[:1]:
-        path = catalog.path_of(spec)
-        options = resolve_options(llama_defaults(settings), spec.options)
-        EARLY_WEIGHTS.start(path, options, functools.partial(load_weights, options=options, chat=spec.kind == "chat"))
+    first = warm_set(settings, catalog)[:1]
+    if not first:
+        return None
+    spec, path = first[0], catalog.path_of(first[0])
+    options = resolve_options(llama_defaults(settings), spec.options)
+    load = functools.partial(load_weights, options=options, chat=spec.kind == "chat")
+    if not spec.is_remote or (settings.model_staging == "volume" and path.is_file()):
+        EARLY_WEIGHTS.start(path, options, load)
         return path
+    store = build_store(settings, catalog)
+    _EARLY_STORES.append((settings, declared, store))
+    # The S3 client first, on this thread: its making is Python that the download waits for, and beside
+    # the framework's imports it would get half the GIL; made first, the bytes then flow (the network
+    # and disk, without the GIL) while the framework imports.
+    store.connect()
+    store.prefetch(spec).add_done_callback(functools.partial(_read_when_synced, options, load))
     return None
+
+
+def _read_when_synced(options: ModelOptions, load: Callable[[Path], Weights], synced: Future[Path]) -> None:
+    """Once the store has synced and verified the file (on its thread), llama.cpp starts reading it."""
+    if synced.exception() is None:
+        EARLY_WEIGHTS.start(synced.result(), options, load)
+
+
+# The store a process's start began syncing with (at most one), until the app's lifespan takes it.
+_EARLY_STORES: list[tuple[Settings, tuple[ModelSpec, ...], ModelStore]] = []
+
+
+def take_early_store(settings: Settings, declared: tuple[ModelSpec, ...]) -> ModelStore | None:
+    """The store `start_early_weights` began a sync with, if it was built from these very settings and
+    manifest entries (its sync then counts: `ensure_local` joins it); any other is closed."""
+    taken = None
+    while _EARLY_STORES:
+        early_settings, early_declared, store = _EARLY_STORES.pop()
+        if taken is None and early_settings == settings and early_declared == declared:
+            taken = store
+        else:
+            store.close()
+    return taken

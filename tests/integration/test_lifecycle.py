@@ -58,18 +58,24 @@ def test_the_warm_sets_first_model_is_read_while_the_app_starts(launch, tmp_path
     assert server.log().count(f"loaded model {CHAT}") == 1
 
 
-def test_a_warm_model_synced_anew_is_not_taken_from_an_early_read(launch, tmp_path, demo_model_path, s3_servers):
-    """A remote model whose file is not on the volume yet has nothing read early: it is downloaded,
-    checked and loaded the usual way."""
+@pytest.mark.parametrize("staging", ["volume", "memory"])
+def test_a_warm_model_only_in_s3_is_synced_from_the_start_and_read_once_verified(launch, tmp_path, demo_model_path,
+                                                                                s3_servers, staging):
+    """A remote warm model that is not on the volume starts syncing while the framework imports, by the
+    store the app then takes over, and llama.cpp reads it as soon as that sync has verified it: one
+    download, one load, adopted."""
     s3 = s3_servers()
     s3.upload("models", "smol/demo.gguf", demo_model_path)
     manifest = tmp_path / "manifest.toml"
     manifest.write_text('[[models]]\nname = "remote"\nsource = "s3://models/smol/demo.gguf"\nwarm = true\n')
     (tmp_path / "volume").mkdir()
-    server = launch({**s3.app_env(), "MODEL_DIR": str(tmp_path / "volume"), "MODELS_MANIFEST": str(manifest)})
+    server = launch({**s3.app_env(), "MODEL_DIR": str(tmp_path / "volume"), "MODELS_MANIFEST": str(manifest),
+                     "MODEL_STAGING": staging})
     assert wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200)
-    assert "adopted the weights read while the process started" not in server.log()
+    assert _chat(server.base_url, max_tokens=2, model="remote").status_code == 200
+    assert server.log().count("model remote: adopted the weights read while the process started") == 1
     assert server.log().count("loaded model remote") == 1
+    assert s3.stats("models", "smol/demo.gguf")["downloads"] == 1
 
 
 def _loaded(base_url):

@@ -101,6 +101,33 @@ def test_concurrent_requests_share_one_download(tmp_path, s3):
     assert s3.stats("models", "dir/shared.gguf")["downloads"] == 1
 
 
+def test_a_prefetch_is_the_sync_the_first_request_joins(tmp_path, s3):
+    """The process's start syncs its warm model before the event loop runs (`prefetch`); the requests
+    that then ask for it wait for that download instead of starting another (staged in memory: no file
+    lock on the volume would have made a second sync find the first one's file)."""
+    s3.upload("models", "dir/prefetched.gguf", PAYLOAD)
+    store, spec = _store(tmp_path, staging="memory"), _spec("dir/prefetched.gguf", sha256=SHA)
+    prefetched = store.prefetch(spec)
+
+    async def requests():
+        return await asyncio.gather(*(store.ensure_local(spec) for _ in range(4)))
+
+    paths = asyncio.run(requests())
+    assert set(paths) == {prefetched.result()} and paths[0].read_bytes() == PAYLOAD
+    assert s3.stats("models", "dir/prefetched.gguf")["downloads"] == 1
+    store.close()
+
+
+def test_a_failed_prefetch_fails_its_first_request_and_the_next_one_tries_again(tmp_path, s3):
+    store, spec = _store(tmp_path), _spec("dir/arrives-later.gguf")
+    prefetched = store.prefetch(spec)
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        _ensure(store, spec)
+    assert isinstance(prefetched.exception(), ModelSourceError)
+    s3.upload("models", "dir/arrives-later.gguf", b"GGUF now")
+    assert _ensure(store, spec).read_bytes() == b"GGUF now"
+
+
 def test_wrong_sha256_keeps_nothing(tmp_path):
     with pytest.raises(ModelSourceError) as raised:
         _ensure(_store(tmp_path), _spec(sha256="0" * 64))
