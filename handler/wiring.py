@@ -120,10 +120,11 @@ def warm_set(settings: Settings, catalog: ModelCatalog) -> list[ModelSpec]:
 
 def start_early_weights(settings: Settings) -> Path | None:
     """Start reading the warm set's first model's weights now, on a thread of their own (see
-    `engine.early`); returns the path they are read from, when known now. A file already on the volume is
-    read at once (the cache adopts it once the store has checked it); a model that must come from S3
-    first (not on the volume yet, or staged in memory) is synced from now on by the store the app then
-    takes over (`take_early_store`), and read as soon as that sync has verified it. Only the first
+    `engine.early`); returns the path they are read from, when known now. A file on the volume is read
+    at once; a remote model's sync (its check, or its download) starts too, by the store the app then
+    takes over (`take_early_store`), so the check is done by the time the app is, and a model that must
+    be downloaded first (not on the volume yet, or staged in memory) is read as soon as that sync has
+    verified it. The cache adopts what was read only once the store has verified the file. Only the first
     model: more could exceed a memory budget that the cache, which adopts them, has not applied yet."""
     declared = load_checked_manifest(settings)
     catalog = build_catalog(settings, declared)
@@ -133,21 +134,25 @@ def start_early_weights(settings: Settings) -> Path | None:
     spec, path = first[0], catalog.path_of(first[0])
     options = resolve_options(llama_defaults(settings), spec.options)
     load = functools.partial(load_weights, options=options, chat=spec.kind == "chat")
-    if not spec.is_remote or (settings.model_staging == "volume" and path.is_file()):
+    on_volume = (not spec.is_remote or settings.model_staging == "volume") and path.is_file()
+    if on_volume:
         EARLY_WEIGHTS.start(path, options, load)
+    if not spec.is_remote:
         return path
     store = build_store(settings, catalog)
     _EARLY_STORES.append((settings, declared, store))
-    # The S3 client first, on this thread: its making is Python that the download waits for, and beside
-    # the framework's imports it would get half the GIL; made first, the bytes then flow (the network
-    # and disk, without the GIL) while the framework imports.
-    store.connect()
+    if not on_volume:
+        # The S3 client first, on this thread: its making is Python that the download waits for, and
+        # beside the framework's imports it would get half the GIL; made first, the bytes then flow
+        # (the network and disk, without the GIL) while the framework imports.
+        store.connect()
     store.prefetch(spec).add_done_callback(functools.partial(_read_when_synced, options, load))
-    return None
+    return path if on_volume else None
 
 
 def _read_when_synced(options: ModelOptions, load: Callable[[Path], Weights], synced: Future[Path]) -> None:
-    """Once the store has synced and verified the file (on its thread), llama.cpp starts reading it."""
+    """Once the store has synced and verified the file (on its thread), llama.cpp starts reading it
+    (unless it is reading that path already)."""
     if synced.exception() is None:
         EARLY_WEIGHTS.start(synced.result(), options, load)
 

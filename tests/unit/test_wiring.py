@@ -6,7 +6,7 @@ import pytest
 from handler.engine.early import EARLY_WEIGHTS
 from handler.engine.llama_options import OptionsError
 from handler.settings import Settings
-from handler.wiring import load_checked_manifest, start_early_weights, take_early_store
+from handler.wiring import build_catalog, load_checked_manifest, start_early_weights, take_early_store
 
 
 def _settings(tmp_path, options, environ=None):
@@ -71,3 +71,18 @@ def test_a_file_already_on_the_volume_is_read_at_once_without_a_store(tmp_path, 
         assert take_early_store(settings, load_checked_manifest(settings)) is None
     finally:
         EARLY_WEIGHTS.release()  # the read fails (not a GGUF file); nothing is left behind
+
+
+def test_a_remote_file_on_the_volume_is_read_at_once_while_the_store_checks_it(tmp_path, monkeypatch):
+    settings = _remote_warm_settings(tmp_path, monkeypatch)
+    (path,) = [build_catalog(settings, load_checked_manifest(settings)).path_of(spec)
+               for spec in load_checked_manifest(settings)]
+    path.parent.mkdir()
+    path.write_bytes(b"not a model")
+    try:
+        assert start_early_weights(settings) == path
+        store = take_early_store(settings, load_checked_manifest(settings))
+        assert store is not None  # its check (a HEAD: no sha256 in the manifest) began with the process
+        store.close()
+    finally:
+        EARLY_WEIGHTS.release()
