@@ -11,9 +11,11 @@ without the overlap."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 log = logging.getLogger("handler")
@@ -29,11 +31,28 @@ def _start_early(environ: Mapping[str, str]) -> None:
         log.debug("no early start", exc_info=True)
 
 
+@contextlib.contextmanager
+def without_collections() -> Iterator[None]:
+    """The start with Python's cyclic garbage collector off, then its objects set aside for good.
+
+    Importing and building the app makes ~80k objects that live as long as the process: collections
+    during the start walk them and free nothing (in-process import and build, eight interleaved rounds:
+    median 625 → 540 ms with it off). Frozen afterwards (`gc.freeze`), later collections skip them: a
+    full collection walked them for ~54 ms here, holding the GIL while every stream waited."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def build() -> Any:
     from handler.logs import configure_logging
 
-    configure_logging()  # before the early start: a sync it begins logs from the store's threads
-    _start_early(os.environ)
-    from handler.app import build as build_app
+    with without_collections():
+        configure_logging()  # before the early start: a sync it begins logs from the store's threads
+        _start_early(os.environ)
+        from handler.app import build as build_app
 
-    return build_app()
+        return build_app()
