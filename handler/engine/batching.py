@@ -41,6 +41,7 @@ from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.sampling import DeviceChain, build_sampler, device_chain, is_plain_greedy
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot, Submission, choose_slot, next_to_busy
+from handler.engine.state_copies import StateCopies, copy_state
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
 from handler.engine.threads import CpuThreadPool
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, QueueLimits, SamplingParams
@@ -49,6 +50,8 @@ from handler.formats.chat_format import ChatFormat
 from handler.formats.registry import choose_format
 from handler.store.prefix_ram import Rate, State
 from handler.store.prefixes import PrefixSpace, PrefixStore, SavedPrefix, digest
+
+Saving = tuple[PrefixSpace, list[int]]  # where a copied prompt state goes, and its tokens
 
 MEASURED_PREFILL = 32  # prompt tokens a prefill-only step needs to count for the prefill rate
 SCORED_ROWS = 64  # prompt positions a step computes logits for (each row holds the whole vocabulary's)
@@ -115,6 +118,8 @@ class BatchingChatModel:
         self._copy_sources: set[int] = set()  # sequences copied from since the last decode (scheduler thread)
         self._restored: dict[int, SavedPrefix] = {}  # restored states no decode has read past yet, by sequence
         self.prefill_rate, self.restore_rate = Rate(), Rate()  # prompt tokens a second; state bytes a second
+        # Prompt states being copied for the prefix store, off this thread (see `engine.state_copies`).
+        self._saving: StateCopies[Saving] = StateCopies(self.context.ctx)
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -345,6 +350,7 @@ class BatchingChatModel:
                 self._wake.wait()
             if self._closing:
                 return False
+        self._hand_over_saved()
         with delivered_together():
             self._admit()
         active = [slot for slot in self.slots if slot.busy]
@@ -442,39 +448,34 @@ class BatchingChatModel:
         space = self.prefix_space.for_tenant(slot.tenant)
         if store.ram.holds(space.name, slot.cached):
             return
-        if (state := self._state_of(slot, min(store.ram.max_state_bytes, space.max_state_bytes))) is not None:
+        # On this thread: the cells are about to be overwritten (this copy still holds every stream).
+        max_bytes = min(store.ram.max_state_bytes, space.max_state_bytes)
+        if (state := copy_state(self.context.ctx, slot.seq_id, max_bytes)) is not None:
             store.keep(space, slot.cached, state)
 
-    def _state_of(self, slot: Slot, max_bytes: int) -> State | None:
-        """A copy of the slot's sequence state, unless it is larger than `max_bytes`: llama.cpp writes it
-        straight into the bytearray that is kept (one copy, while every stream waits)."""
-        size = llama_cpp.llama_state_seq_get_size(self.context.ctx, slot.seq_id)
-        if size > max_bytes:
-            return None
-        state = bytearray(size)
-        view = (ctypes.c_uint8 * size).from_buffer(state)
-        written = llama_cpp.llama_state_seq_get_data(self.context.ctx, view, size, slot.seq_id)
-        del view  # the bytearray can be trimmed once nothing else looks at its memory
-        del state[written:]
-        return state
-
     def _save_prefix(self, job: Job, slot: Slot) -> None:
-        """The slot has just read `job`'s whole prompt (its KV holds exactly that): hand a copy of its state
-        to the prefix store, unless the prompt is short, a saved prefix already covers it, or the copy
-        would be larger than the store takes (it never grows memory past a quarter of its budget)."""
+        """The slot has just read `job`'s whole prompt (its KV holds exactly that): start copying its state
+        for the prefix store, unless the prompt is short, a saved prefix already covers it, or the copy
+        would be larger than the store takes (it never grows memory past a quarter of its budget). The
+        copy runs beside the other sequences' decoding; this one waits for it (`_hand_over_saved`)."""
         store = self.prefixes
         space = self.prefix_space.for_tenant(job.tenant)
         if store is None or len(job.prompt) < store.min_tokens or store.covers(space, job.prompt):
             return
-        state = self._state_of(slot, space.max_state_bytes)
-        if state is None:
-            return
-        # Saved only where it can pay: a state the volume gives back slower than the prompt is read
-        # again stays in memory only.
-        if self._worth(len(job.prompt), len(state), store.read_rates["volume"].seconds_for(len(state)) or 0.0):
-            store.save_later(space, job.prompt, state)
-        else:
-            store.keep(space, job.prompt, state)
+        self._saving.start(slot.seq_id, space.max_state_bytes, (space, list(job.prompt)))
+
+    def _hand_over_saved(self) -> None:
+        """Give the prompt states copied since the last step to the prefix store."""
+        store = self.prefixes
+        for state, (space, prompt) in self._saving.take_finished():
+            if state is None or store is None:
+                continue
+            # Saved only where it can pay: a state the volume gives back slower than the prompt is read
+            # again stays in memory only.
+            if self._worth(len(prompt), len(state), store.read_rates["volume"].seconds_for(len(state)) or 0.0):
+                store.save_later(space, prompt, state)
+            else:
+                store.keep(space, prompt, state)
 
     def _admit_copies(self, leader: Job, source: Slot, row: int, gaps: list[float]) -> None:
         """`leader`'s prompt has just been read: its waiting sibling choices take free slots with a copy
@@ -541,7 +542,10 @@ class BatchingChatModel:
                 self._finish(slot, "cancelled")
             elif slot.job is not None and slot.job.deadline is not None and now >= slot.job.deadline:
                 self._finish(slot, "length")  # MAX_REQUEST_S: ends like a max_tokens cut, usage included
-        active = [slot for slot in active if slot.busy]
+        active = [slot for slot in active if slot.busy and not self._saving.copying(slot.seq_id)]
+        if not active:  # every busy sequence waits for its state's copy: nothing to decode until one ends
+            self._saving.wait()
+            return
         decoding = [slot for slot in active if slot.next_token is not None]
         prefilling = [slot for slot in active if slot.pending and slot.job is not None]
         if not self.deterministic:
@@ -689,8 +693,17 @@ class BatchingChatModel:
         return self.pieces.piece(token).decode("utf-8", "replace")
 
     def _finish(self, slot: Slot, reason: FinishReason) -> None:
+        self._saved_before_it_goes(slot)
         self.finished[reason] += 1
         slot.finish(reason)
+
+    def _saved_before_it_goes(self, slot: Slot) -> None:
+        """Wait for a copy of the slot's state under way, and give it to the prefix store: before its cells
+        change, and before its reply ends (a state is in the store by then, as if copied at once; only a
+        free slot can be taken, so a copy never runs under another request)."""
+        if self._saving.copying(slot.seq_id):
+            self._saving.wait(slot.seq_id)
+            self._hand_over_saved()
 
     def _add(self, token: int, position: int, slot: Slot, *, logits: bool) -> int:
         batch, row = self.batch.batch, self.batch.batch.n_tokens
@@ -717,7 +730,9 @@ class BatchingChatModel:
 
     def _forget(self, slot: Slot, keep: int) -> int:
         """Drop the slot's KV cells from position `keep` on; returns how many it still holds. Recurrent
-        and hybrid models cannot drop part of a sequence: then all of it goes."""
+        and hybrid models cannot drop part of a sequence: then all of it goes. A copy of its state under
+        way ends first."""
+        self._saved_before_it_goes(slot)
         if not llama_cpp.llama_memory_seq_rm(self.context.memory, slot.seq_id, keep, -1):
             llama_cpp.llama_memory_seq_rm(self.context.memory, slot.seq_id, -1, -1)
             keep = 0
@@ -739,6 +754,7 @@ class BatchingChatModel:
         with self._users:  # no other thread may be reading the vocabulary as it goes
             self._freed = True
             self._users.wait_for(lambda: self._using == 0, timeout=USERS_WAIT_S)
+        self._saving.close()  # a copy still reading the context ends before the context goes
         self.batch.close()
         self.context.close()
         if self.device is not None:

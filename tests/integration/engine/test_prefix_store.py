@@ -5,13 +5,17 @@ is removed, never loaded."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
+from handler.engine import state_copies
 from handler.engine.batching import BatchingChatModel
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import SamplingParams
 from handler.store.prefixes import SUFFIX, PrefixSpace, PrefixStore, _Codec
+from tests.support.demo import end_of_turn_bias
 from tests.support.devices import GPU_LAYERS
 
 SYSTEM = "You answer questions about this inventory. " + " ".join(
@@ -173,3 +177,57 @@ def test_a_conversation_that_lost_its_slot_comes_back_from_memory(tmp_path, demo
         assert text == asyncio.run(alone())
     finally:
         fresh.close()
+
+
+def test_a_prompt_state_is_copied_while_the_other_streams_decode(tmp_path, demo_model_path, monkeypatch):
+    """Saving a read prompt's KV state runs beside the other sequences' decoding: while the copy is held,
+    a running stream keeps getting tokens and the saved prompt's own reply waits; once the copy ends, the
+    state is in the store before that reply ends."""
+    held, copying = threading.Event(), threading.Event()
+    copy = state_copies.copy_state
+
+    def held_copy(*args):
+        copying.set()
+        held.wait(300)
+        return copy(*args)
+
+    monkeypatch.setattr(state_copies, "copy_state", held_copy)
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS, key=KEY)
+    steps = []
+    model = _model(demo_model_path, store, steps)
+    bias = {int(token): value for token, value in end_of_turn_bias().items()}
+    prompt = model.tokenize(_ask("What is on shelf 3?"))
+
+    async def scenario():
+        running = await model.start_generation(model.tokenize("Count slowly to one hundred."),
+                                               SamplingParams(max_tokens=400, temperature=0, logit_bias=bias))
+        reading = asyncio.ensure_future(_drain(running))
+        saved = await model.start_generation(prompt, SamplingParams(max_tokens=4, temperature=0, logit_bias=bias))
+        assert await asyncio.to_thread(copying.wait, 300)
+        during = len(steps)
+        deadline = time.monotonic() + 300
+        while len(steps) < during + 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        held_steps = steps[during:]
+        in_store = store.covers(model.prefix_space, prompt)
+        held.set()
+        await _drain(saved)
+        assert store.covers(model.prefix_space, prompt)  # given to the store before its reply ended
+        running.cancel.set()
+        await reading
+        return held_steps, in_store
+
+    try:
+        held_steps, in_store = asyncio.run(scenario())
+    finally:
+        held.set()
+        model.close()
+        model.join(30)
+    assert len(held_steps) >= 5 and not in_store
+    running_seq = held_steps[0].decoded[0]
+    assert all(step.decoded == (running_seq,) for step in held_steps)  # only the running stream advanced
+
+
+async def _drain(generation):
+    async for _ in generation.chunks():
+        pass
