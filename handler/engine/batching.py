@@ -30,7 +30,7 @@ from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
 from llama_cpp._logger import set_verbose as llama_log_level
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from handler.engine import device_sampling, llama_log
+from handler.engine import device_sampling, llama_log, state_copies
 from handler.engine.chains import ChainSampler
 from handler.engine.early import Weights
 from handler.engine.generation import Generation, delivered_together
@@ -119,7 +119,7 @@ class BatchingChatModel:
         self._restored: dict[int, SavedPrefix] = {}  # restored states no decode has read past yet, by sequence
         self.prefill_rate, self.restore_rate = Rate(), Rate()  # prompt tokens a second; state bytes a second
         # Prompt states being copied for the prefix store, off this thread (see `engine.state_copies`).
-        self._saving: StateCopies[Saving] = StateCopies(self.context.ctx)
+        self._saving: StateCopies[Saving] = StateCopies(self.context.ctx, concurrent=state_copies.concurrent(options))
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 

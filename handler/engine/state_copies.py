@@ -10,8 +10,10 @@ itself decodes nothing until its copy has ended, and nothing drops or overwrites
 Why this is safe with this llama.cpp: every sequence has a KV stream of its own (`kv_unified = false`),
 `llama_state_seq_get_data` reads only its sequence's stream (cells and tensors; of the other streams,
 only whether a cell is empty or holds that sequence, which it never does), and a decode writes only the
-streams of the sequences in its batch. On a GPU the read is a device-to-host copy on the copying
-thread's own stream, of cells no kernel writes."""
+streams of the sequences in its batch. Where the KV cache is in host memory the read is a memcpy; on
+CUDA a device-to-host copy on the copying thread's own stream, of cells no kernel writes. Other GPU
+backends (Vulkan submits to one queue, which two threads may not do at once) copy on the scheduler
+thread, as before."""
 
 from __future__ import annotations
 
@@ -21,9 +23,20 @@ from typing import Any, Generic, TypeVar
 
 import llama_cpp
 
+from handler.engine import devices
+from handler.engine.llama_options import ModelOptions
 from handler.store.prefix_ram import State
 
+# The GPU backends whose KV buffers a thread may read while another thread decodes.
+CONCURRENT_BACKENDS = frozenset({"CUDA"})
+
 T = TypeVar("T")
+
+
+def concurrent(options: ModelOptions) -> bool:
+    """Whether a model's state copies may run beside its decoding: its KV cache is in host memory (no
+    layer on a GPU, or no GPU), or on GPUs of `CONCURRENT_BACKENDS` only."""
+    return options.n_gpu_layers == 0 or not devices.has_gpu() or devices.gpu_backends() <= CONCURRENT_BACKENDS
 
 
 def copy_state(ctx: Any, seq_id: int, max_bytes: int) -> State | None:
@@ -42,19 +55,28 @@ def copy_state(ctx: Any, seq_id: int, max_bytes: int) -> State | None:
 
 class StateCopies(Generic[T]):
     """Copies under way, at most one per sequence, each with what its state is for (`T`); used by the
-    scheduler thread only."""
+    scheduler thread only. Not `concurrent`: each copy is made at once, on that thread."""
 
-    def __init__(self, ctx: Any) -> None:
-        self._ctx = ctx
+    def __init__(self, ctx: Any, *, concurrent: bool = True) -> None:
+        self._ctx, self._concurrent = ctx, concurrent
         self._pool: ThreadPoolExecutor | None = None
         self._running: dict[int, tuple[Future[State | None], T]] = {}
 
     def start(self, seq_id: int, max_bytes: int, purpose: T) -> None:
         assert seq_id not in self._running  # the engine waits for a sequence's copy before touching it
+        self._running[seq_id] = (self._copy(seq_id, max_bytes), purpose)
+
+    def _copy(self, seq_id: int, max_bytes: int) -> Future[State | None]:
+        if not self._concurrent:
+            made: Future[State | None] = Future()
+            try:
+                made.set_result(copy_state(self._ctx, seq_id, max_bytes))
+            except Exception as exc:  # noqa: BLE001 - handed over like a failed concurrent copy
+                made.set_exception(exc)
+            return made
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="state-copy")
-        future = self._pool.submit(copy_state, self._ctx, seq_id, max_bytes)
-        self._running[seq_id] = (future, purpose)
+        return self._pool.submit(copy_state, self._ctx, seq_id, max_bytes)
 
     def copying(self, seq_id: int) -> bool:
         return seq_id in self._running
