@@ -66,6 +66,10 @@ DETERMINISTIC_CHUNK = 64
 # headers. A saved file whose state is larger than n_ctx tokens' cells plus this is not ours.
 STATE_OVERHEAD = 1 << 20
 USERS_WAIT_S = 30  # a tokenization in progress when the model is unloaded (they take milliseconds)
+# While every job in the line waits (a saved prefix being looked up, a sibling whose leader is not in a
+# slot yet) and no slot is busy, the scheduler sleeps until notified, and looks again after this long
+# at most: a leader cancelled from another thread does not notify.
+WAITING_LINE_RECHECK_S = 0.05
 
 
 class GrammarError(ValueError):
@@ -322,6 +326,7 @@ class BatchingChatModel:
             self.finished["cancelled"] += len(self._queue) - len(staying)
             self._queue.clear()
             self._queue.extend(staying)
+            self._wake.notify()
 
     def close(self) -> None:
         """Stop after the current step; requests still running or waiting end as cancelled."""
@@ -345,9 +350,10 @@ class BatchingChatModel:
             self._release_everything()
 
     def _next_step(self) -> bool:
-        with self._wake:
-            while not self._closing and not self._queue and not any(slot.busy for slot in self.slots):
-                self._wake.wait()
+        with self._wake:  # nothing to do: no busy slot, and no job in the line that may be admitted now
+            while not self._closing and not any(slot.busy for slot in self.slots) \
+                    and all(job.waits for job in self._queue):
+                self._wake.wait(WAITING_LINE_RECHECK_S if self._queue else None)
             if self._closing:
                 return False
         self._hand_over_saved()
