@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import logging
 import threading
 import time
@@ -51,7 +52,7 @@ from handler.formats.registry import choose_format
 from handler.store.prefix_ram import Rate, State
 from handler.store.prefixes import PrefixSpace, PrefixStore, SavedPrefix, digest
 
-Saving = tuple[PrefixSpace, list[int]]  # where a copied prompt state goes, and its tokens
+Delivery = Callable[[State | None], None]  # what is done with a sequence's copied state (None: the copy failed)
 
 MEASURED_PREFILL = 32  # prompt tokens a prefill-only step needs to count for the prefill rate
 SCORED_ROWS = 64  # prompt positions a step computes logits for (each row holds the whole vocabulary's)
@@ -122,8 +123,8 @@ class BatchingChatModel:
         self._copy_sources: set[int] = set()  # sequences copied from since the last decode (scheduler thread)
         self._restored: dict[int, SavedPrefix] = {}  # restored states no decode has read past yet, by sequence
         self.prefill_rate, self.restore_rate = Rate(), Rate()  # prompt tokens a second; state bytes a second
-        # Prompt states being copied for the prefix store, off this thread (see `engine.state_copies`).
-        self._saving: StateCopies[Saving] = StateCopies(self.context.ctx, concurrent=state_copies.concurrent(options))
+        # States being copied for the prefix store, off this thread (see `engine.state_copies`).
+        self._saving: StateCopies[Delivery] = StateCopies(self.context.ctx, concurrent=state_copies.concurrent(options))
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -394,11 +395,13 @@ class BatchingChatModel:
             # A slot whose cells a copy still reads at the next decode takes no saved state before then.
             restoring = (saved is not None and not scoring and min(saved.common, len(job.prompt) - 1) > reusable
                          and slot.seq_id not in self._copy_sources)
-            self._keep_evicted(slot, keep=0 if restoring else reusable)
+            copying = self._keep_evicted(slot, keep=0 if restoring else reusable)
             if restoring:
                 assert saved is not None
-                prefix = self._restore(slot, saved, len(job.prompt) - 1)
+                prefix = self._restore(slot, saved, len(job.prompt) - 1)  # once a copy under way has ended
                 job.generation.restored_tokens, job.generation.restored_from = prefix, saved.tier
+            elif copying:
+                prefix = 0  # the old cells go once their copy has ended (`_evicted`); the prompt waits till then
             else:
                 prefix = self._forget(slot, keep=reusable)
             job.generation.cached_tokens = prefix
@@ -444,20 +447,32 @@ class BatchingChatModel:
             return True
         return fetch_seconds + loading < reading
 
-    def _keep_evicted(self, slot: Slot, keep: int) -> None:
+    def _keep_evicted(self, slot: Slot, keep: int) -> bool:
         """The slot's cells past `keep` are about to be overwritten by another prompt: when they hold a
         conversation long enough to save, its state goes to the store's memory tier first, so it comes
-        back from there instead of being read again (bounded by the tier's size)."""
+        back from there instead of being read again (bounded by the tier's size). When the whole
+        sequence goes (`keep` 0), that copy runs beside the other sequences' decoding and True is
+        returned: the cells are dropped once it has ended (`_evicted`)."""
         store = self.prefixes
         if store is None or not store.ram.budget_bytes or len(slot.cached) - keep < store.min_tokens:
-            return
+            return False
         space = self.prefix_space.for_tenant(slot.tenant)
         if store.ram.holds(space.name, slot.cached):
-            return
-        # On this thread: the cells are about to be overwritten (this copy still holds every stream).
+            return False
         max_bytes = min(store.ram.max_state_bytes, space.max_state_bytes)
-        if (state := copy_state(self.context.ctx, slot.seq_id, max_bytes)) is not None:
+        if keep == 0:
+            self._saving.start(slot.seq_id, max_bytes, functools.partial(self._evicted, slot, space, list(slot.cached)))
+            return True
+        if (state := copy_state(self.context.ctx, slot.seq_id, max_bytes)) is not None:  # part of it stays
             store.keep(space, slot.cached, state)
+        return False
+
+    def _evicted(self, slot: Slot, space: PrefixSpace, tokens: list[int], state: State | None) -> None:
+        """The state of the conversation a new prompt took the slot from has been copied: keep it in
+        memory, and drop the old cells before the new prompt is read into them."""
+        if state is not None and self.prefixes is not None:
+            self.prefixes.keep(space, tokens, state)
+        self._forget(slot, keep=0)
 
     def _save_prefix(self, job: Job, slot: Slot) -> None:
         """The slot has just read `job`'s whole prompt (its KV holds exactly that): start copying its state
@@ -468,20 +483,24 @@ class BatchingChatModel:
         space = self.prefix_space.for_tenant(job.tenant)
         if store is None or len(job.prompt) < store.min_tokens or store.covers(space, job.prompt):
             return
-        self._saving.start(slot.seq_id, space.max_state_bytes, (space, list(job.prompt)))
+        self._saving.start(slot.seq_id, space.max_state_bytes,
+                           functools.partial(self._save_prompt_state, space, list(job.prompt)))
+
+    def _save_prompt_state(self, space: PrefixSpace, prompt: list[int], state: State | None) -> None:
+        store = self.prefixes
+        if state is None or store is None:
+            return
+        # Saved only where it can pay: a state the volume gives back slower than the prompt is read again
+        # stays in memory only.
+        if self._worth(len(prompt), len(state), store.read_rates["volume"].seconds_for(len(state)) or 0.0):
+            store.save_later(space, prompt, state)
+        else:
+            store.keep(space, prompt, state)
 
     def _hand_over_saved(self) -> None:
-        """Give the prompt states copied since the last step to the prefix store."""
-        store = self.prefixes
-        for state, (space, prompt) in self._saving.take_finished():
-            if state is None or store is None:
-                continue
-            # Saved only where it can pay: a state the volume gives back slower than the prompt is read
-            # again stays in memory only.
-            if self._worth(len(prompt), len(state), store.read_rates["volume"].seconds_for(len(state)) or 0.0):
-                store.save_later(space, prompt, state)
-            else:
-                store.keep(space, prompt, state)
+        """Deliver the states copied since the last look (to the prefix store)."""
+        for state, deliver in self._saving.take_finished():
+            deliver(state)
 
     def _admit_copies(self, leader: Job, source: Slot, row: int, gaps: list[float]) -> None:
         """`leader`'s prompt has just been read: its waiting sibling choices take free slots with a copy
@@ -704,9 +723,8 @@ class BatchingChatModel:
         slot.finish(reason)
 
     def _saved_before_it_goes(self, slot: Slot) -> None:
-        """Wait for a copy of the slot's state under way, and give it to the prefix store: before its cells
-        change, and before its reply ends (a state is in the store by then, as if copied at once; only a
-        free slot can be taken, so a copy never runs under another request)."""
+        """Wait for a copy of the slot's state under way, and deliver it: before its cells change, and
+        before its reply ends (a saved prompt is in the store by then, as if copied at once)."""
         if self._saving.copying(slot.seq_id):
             self._saving.wait(slot.seq_id)
             self._hand_over_saved()

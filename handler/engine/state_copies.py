@@ -5,7 +5,8 @@ large model (an 8B model's 3k-token prompt: ~440 MB, ~60 ms over a GPU's pageabl
 memory it fills), which on the scheduler thread held every stream for that long. Here the copy runs on
 a thread of its own while the scheduler goes on decoding the other sequences; the copied sequence
 itself decodes nothing until its copy has ended, and nothing drops or overwrites its cells before then
-(the engine waits for the copy first).
+(the engine waits for the copy first). So does a conversation's state copied to the memory tier when a
+new prompt takes its slot: that prompt is read once the copy has ended and the old cells are gone.
 
 Why this is safe with this llama.cpp: every sequence has a KV stream of its own (`kv_unified = false`),
 `llama_state_seq_get_data` reads only its sequence's stream (cells and tensors; of the other streams,

@@ -276,3 +276,64 @@ def test_the_scheduler_sleeps_while_a_saved_prefix_is_looked_up(saved, demo_mode
         model.close()
         model.join(30)
     assert slept and sum(admitted) <= 3 and restored > 0
+
+
+def test_a_conversation_leaving_its_slot_is_copied_while_the_other_streams_decode(tmp_path, demo_model_path,
+                                                                                  monkeypatch):
+    """A new prompt takes the slot of a finished conversation: that conversation's state goes to the memory
+    tier on the copying thread while a running stream keeps decoding; the new prompt is read only after
+    the copy, into a slot whose old cells are gone (its reply is what a fresh model gives)."""
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS, key=KEY, ram_bytes=1 << 30)
+    steps = []
+    model = _model(demo_model_path, store, steps)
+    bias = {int(token): value for token, value in end_of_turn_bias().items()}
+    conversation = model.tokenize(_ask("What is on shelf 3?"))
+    held, copying = threading.Event(), threading.Event()
+    copy = state_copies.copy_state
+
+    def held_copy(*args):
+        copying.set()
+        held.wait(300)
+        return copy(*args)
+
+    async def scenario():
+        # Its reply goes on past the saved prompt: the slot holds more than any saved state covers.
+        await _drain(await model.start_generation(conversation, SamplingParams(max_tokens=4, temperature=0,
+                                                                               logit_bias=bias)))
+        running = await model.start_generation(model.tokenize("Count slowly to one hundred."),
+                                               SamplingParams(max_tokens=400, temperature=0, logit_bias=bias))
+        reading = asyncio.ensure_future(_drain(running))
+        while not any(step.decoded for step in steps[-1:]):
+            await asyncio.sleep(0.01)
+        (held_conversation,) = [list(slot.cached) for slot in model.slots if len(slot.cached) > len(conversation)]
+        monkeypatch.setattr(state_copies, "copy_state", held_copy)
+        newcomer = await model.start_generation(model.tokenize("Name three colours."),
+                                                SamplingParams(max_tokens=8, temperature=0))
+        assert await asyncio.to_thread(copying.wait, 120)
+        during = len(steps)
+        deadline = time.monotonic() + 300
+        while len(steps) < during + 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        held_steps = steps[during:]
+        held.set()
+        reply = "".join([chunk.text async for chunk in newcomer.chunks()])
+        running.cancel.set()
+        await reading
+        return held_steps, reply, held_conversation
+
+    try:
+        held_steps, reply, held_conversation = asyncio.run(scenario())
+        kept = store.ram.holds(model.prefix_space.name, held_conversation)
+    finally:
+        held.set()
+        model.close()
+        model.join(30)
+    assert len(held_steps) >= 5 and kept
+    running_seq = held_steps[0].decoded[0]
+    assert all(step.decoded == (running_seq,) and not step.prefilled for step in held_steps)
+    fresh = _model(demo_model_path)
+    try:
+        alone = asyncio.run(_reply(fresh, "Name three colours.", max_tokens=8))[0]
+    finally:
+        fresh.close()
+    assert reply == alone
