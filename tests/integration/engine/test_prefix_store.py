@@ -179,19 +179,38 @@ def test_a_conversation_that_lost_its_slot_comes_back_from_memory(tmp_path, demo
         fresh.close()
 
 
+class _HeldCopy:
+    """`state_copies.copy_state`, once held, waits until released: the steps made meanwhile show what
+    decoded beside the copy."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.started, self.released = threading.Event(), threading.Event()
+        self._monkeypatch, self._copy = monkeypatch, state_copies.copy_state
+
+    def hold(self) -> None:
+        self._monkeypatch.setattr(state_copies, "copy_state", self._held)
+
+    def _held(self, *args):
+        self.started.set()
+        self.released.wait(300)
+        return self._copy(*args)
+
+    async def steps_while_held(self, steps, count=5):
+        """The steps recorded once a held copy started, until `count` more were (bounded in time)."""
+        assert await asyncio.to_thread(self.started.wait, 120)
+        during = len(steps)
+        deadline = time.monotonic() + 300
+        while len(steps) < during + count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return steps[during:]
+
+
 def test_a_prompt_state_is_copied_while_the_other_streams_decode(tmp_path, demo_model_path, monkeypatch):
     """Saving a read prompt's KV state runs beside the other sequences' decoding: while the copy is held,
     a running stream keeps getting tokens and the saved prompt's own reply waits; once the copy ends, the
     state is in the store before that reply ends."""
-    held, copying = threading.Event(), threading.Event()
-    copy = state_copies.copy_state
-
-    def held_copy(*args):
-        copying.set()
-        held.wait(300)
-        return copy(*args)
-
-    monkeypatch.setattr(state_copies, "copy_state", held_copy)
+    copy = _HeldCopy(monkeypatch)
+    copy.hold()
     store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS, key=KEY)
     steps = []
     model = _model(demo_model_path, store, steps)
@@ -203,14 +222,9 @@ def test_a_prompt_state_is_copied_while_the_other_streams_decode(tmp_path, demo_
                                                SamplingParams(max_tokens=400, temperature=0, logit_bias=bias))
         reading = asyncio.ensure_future(_drain(running))
         saved = await model.start_generation(prompt, SamplingParams(max_tokens=4, temperature=0, logit_bias=bias))
-        assert await asyncio.to_thread(copying.wait, 300)
-        during = len(steps)
-        deadline = time.monotonic() + 300
-        while len(steps) < during + 5 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        held_steps = steps[during:]
+        held_steps = await copy.steps_while_held(steps)
         in_store = store.covers(model.prefix_space, prompt)
-        held.set()
+        copy.released.set()
         await _drain(saved)
         assert store.covers(model.prefix_space, prompt)  # given to the store before its reply ended
         running.cancel.set()
@@ -220,7 +234,7 @@ def test_a_prompt_state_is_copied_while_the_other_streams_decode(tmp_path, demo_
     try:
         held_steps, in_store = asyncio.run(scenario())
     finally:
-        held.set()
+        copy.released.set()
         model.close()
         model.join(30)
     assert len(held_steps) >= 5 and not in_store
@@ -288,13 +302,7 @@ def test_a_conversation_leaving_its_slot_is_copied_while_the_other_streams_decod
     model = _model(demo_model_path, store, steps)
     bias = {int(token): value for token, value in end_of_turn_bias().items()}
     conversation = model.tokenize(_ask("What is on shelf 3?"))
-    held, copying = threading.Event(), threading.Event()
-    copy = state_copies.copy_state
-
-    def held_copy(*args):
-        copying.set()
-        held.wait(300)
-        return copy(*args)
+    copy = _HeldCopy(monkeypatch)
 
     async def scenario():
         # Its reply goes on past the saved prompt: the slot holds more than any saved state covers.
@@ -306,16 +314,11 @@ def test_a_conversation_leaving_its_slot_is_copied_while_the_other_streams_decod
         while not any(step.decoded for step in steps[-1:]):
             await asyncio.sleep(0.01)
         (held_conversation,) = [list(slot.cached) for slot in model.slots if len(slot.cached) > len(conversation)]
-        monkeypatch.setattr(state_copies, "copy_state", held_copy)
+        copy.hold()
         newcomer = await model.start_generation(model.tokenize("Name three colours."),
                                                 SamplingParams(max_tokens=8, temperature=0))
-        assert await asyncio.to_thread(copying.wait, 120)
-        during = len(steps)
-        deadline = time.monotonic() + 300
-        while len(steps) < during + 5 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        held_steps = steps[during:]
-        held.set()
+        held_steps = await copy.steps_while_held(steps)
+        copy.released.set()
         reply = "".join([chunk.text async for chunk in newcomer.chunks()])
         running.cancel.set()
         await reading
@@ -325,7 +328,7 @@ def test_a_conversation_leaving_its_slot_is_copied_while_the_other_streams_decod
         held_steps, reply, held_conversation = asyncio.run(scenario())
         kept = store.ram.holds(model.prefix_space.name, held_conversation)
     finally:
-        held.set()
+        copy.released.set()
         model.close()
         model.join(30)
     assert len(held_steps) >= 5 and kept
