@@ -42,7 +42,7 @@ from handler.engine.pieces import PieceReader, detokenize
 from handler.engine.sampling import DeviceChain, build_sampler, device_chain, is_plain_greedy
 from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot, Submission, choose_slot, next_to_busy
-from handler.engine.state_copies import StateCopies, copy_state
+from handler.engine.state_copies import StateCopies
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
 from handler.engine.threads import CpuThreadPool
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, QueueLimits, SamplingParams
@@ -401,7 +401,7 @@ class BatchingChatModel:
                 prefix = self._restore(slot, saved, len(job.prompt) - 1)  # once a copy under way has ended
                 job.generation.restored_tokens, job.generation.restored_from = prefix, saved.tier
             elif copying:
-                prefix = 0  # the old cells go once their copy has ended (`_evicted`); the prompt waits till then
+                prefix = reusable  # the cells past it go once their copy has ended (`_evicted`); the prompt waits
             else:
                 prefix = self._forget(slot, keep=reusable)
             job.generation.cached_tokens = prefix
@@ -450,9 +450,9 @@ class BatchingChatModel:
     def _keep_evicted(self, slot: Slot, keep: int) -> bool:
         """The slot's cells past `keep` are about to be overwritten by another prompt: when they hold a
         conversation long enough to save, its state goes to the store's memory tier first, so it comes
-        back from there instead of being read again (bounded by the tier's size). When the whole
-        sequence goes (`keep` 0), that copy runs beside the other sequences' decoding and True is
-        returned: the cells are dropped once it has ended (`_evicted`)."""
+        back from there instead of being read again (bounded by the tier's size). That copy runs beside
+        the other sequences' decoding and True is returned: the cells past `keep` are dropped once it has
+        ended (`_evicted`), and the new prompt is read after that."""
         store = self.prefixes
         if store is None or not store.ram.budget_bytes or len(slot.cached) - keep < store.min_tokens:
             return False
@@ -460,19 +460,20 @@ class BatchingChatModel:
         if store.ram.holds(space.name, slot.cached):
             return False
         max_bytes = min(store.ram.max_state_bytes, space.max_state_bytes)
-        if keep == 0:
-            self._saving.start(slot.seq_id, max_bytes, functools.partial(self._evicted, slot, space, list(slot.cached)))
-            return True
-        if (state := copy_state(self.context.ctx, slot.seq_id, max_bytes)) is not None:  # part of it stays
-            store.keep(space, slot.cached, state)
-        return False
+        evicted = functools.partial(self._evicted, slot, space, list(slot.cached), keep)
+        self._saving.start(slot.seq_id, max_bytes, evicted)
+        return True
 
-    def _evicted(self, slot: Slot, space: PrefixSpace, tokens: list[int], state: State | None) -> None:
+    def _evicted(self, slot: Slot, space: PrefixSpace, tokens: list[int], keep: int, state: State | None) -> None:
         """The state of the conversation a new prompt took the slot from has been copied: keep it in
-        memory, and drop the old cells before the new prompt is read into them."""
+        memory, and drop the old cells past `keep` before the new prompt is read into them. A model that
+        cannot drop part of a sequence (recurrent, hybrid) loses all of it: the new prompt is then read
+        from its start."""
         if state is not None and self.prefixes is not None:
             self.prefixes.keep(space, tokens, state)
-        self._forget(slot, keep=0)
+        held = self._forget(slot, keep)
+        if held < keep:
+            slot.read_again_from(held)
 
     def _save_prefix(self, job: Job, slot: Slot) -> None:
         """The slot has just read `job`'s whole prompt (its KV holds exactly that): start copying its state

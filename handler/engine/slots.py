@@ -115,6 +115,14 @@ class Slot:
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.logprobs = LogprobQueue()
 
+    def read_again_from(self, held: int) -> None:
+        """The sequence holds only its job's first `held` prompt tokens after all: read the rest."""
+        job = self.job
+        assert job is not None
+        del self.cached[held:]
+        self.pending = job.prompt[held:]
+        job.generation.cached_tokens = held
+
     def accept(self, token: int, piece: bytes, end_of_generation: bool,
                logprob: TokenLogprob | None = None) -> FinishReason | None:
         """Take a sampled token (with its log probabilities, if asked for); returns why the generation

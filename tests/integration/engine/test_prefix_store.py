@@ -8,12 +8,14 @@ import asyncio
 import threading
 import time
 
+import llama_cpp
 import pytest
 
 from handler.engine import state_copies
 from handler.engine.batching import BatchingChatModel
 from handler.engine.llama_options import ModelOptions
 from handler.engine.types import SamplingParams
+from handler.store.prefix_ram import common_length
 from handler.store.prefixes import SUFFIX, PrefixSpace, PrefixStore, _Codec
 from tests.support.demo import end_of_turn_bias
 from tests.support.devices import GPU_LAYERS
@@ -292,11 +294,21 @@ def test_the_scheduler_sleeps_while_a_saved_prefix_is_looked_up(saved, demo_mode
     assert slept and sum(admitted) <= 3 and restored > 0
 
 
+# A newcomer sharing nothing with the conversation whose slot it takes, and one sharing the start of its
+# system prompt (those cells stay in the slot; the rest of the conversation goes): its text, and the
+# fewest tokens it shares.
+NEWCOMERS = {"shares nothing": ("Name three colours.", 0),
+             "shares the system prompt's start": (SYSTEM[:SYSTEM.index(" Shelf 6 ")] + " Name three colours.", 32)}
+
+
+@pytest.mark.parametrize(("newcomer_text", "least_shared"), NEWCOMERS.values(), ids=NEWCOMERS.keys())
 def test_a_conversation_leaving_its_slot_is_copied_while_the_other_streams_decode(tmp_path, demo_model_path,
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, newcomer_text,
+                                                                                  least_shared):
     """A new prompt takes the slot of a finished conversation: that conversation's state goes to the memory
     tier on the copying thread while a running stream keeps decoding; the new prompt is read only after
-    the copy, into a slot whose old cells are gone (its reply is what a fresh model gives)."""
+    the copy, into a slot that holds no more of the old cells than it shares (its reply is what a fresh
+    model gives)."""
     store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS, key=KEY, ram_bytes=1 << 30)
     steps = []
     model = _model(demo_model_path, store, steps)
@@ -315,28 +327,64 @@ def test_a_conversation_leaving_its_slot_is_copied_while_the_other_streams_decod
             await asyncio.sleep(0.01)
         (held_conversation,) = [list(slot.cached) for slot in model.slots if len(slot.cached) > len(conversation)]
         copy.hold()
-        newcomer = await model.start_generation(model.tokenize("Name three colours."),
+        newcomer = await model.start_generation(model.tokenize(newcomer_text),
                                                 SamplingParams(max_tokens=8, temperature=0))
         held_steps = await copy.steps_while_held(steps)
         copy.released.set()
         reply = "".join([chunk.text async for chunk in newcomer.chunks()])
         running.cancel.set()
         await reading
-        return held_steps, reply, held_conversation
+        shared = common_length(held_conversation, model.tokenize(newcomer_text))
+        return held_steps, reply, held_conversation, (newcomer.cached_tokens, shared)
 
     try:
-        held_steps, reply, held_conversation = asyncio.run(scenario())
+        held_steps, reply, held_conversation, (kept_cells, shared) = asyncio.run(scenario())
         kept = store.ram.holds(model.prefix_space.name, held_conversation)
     finally:
         copy.released.set()
         model.close()
         model.join(30)
     assert len(held_steps) >= 5 and kept
+    assert kept_cells == shared >= least_shared  # the shared cells stayed; the rest went before it was read
     running_seq = held_steps[0].decoded[0]
     assert all(step.decoded == (running_seq,) and not step.prefilled for step in held_steps)
     fresh = _model(demo_model_path)
     try:
-        alone = asyncio.run(_reply(fresh, "Name three colours.", max_tokens=8))[0]
+        alone = asyncio.run(_reply(fresh, newcomer_text, max_tokens=8))[0]
     finally:
         fresh.close()
     assert reply == alone
+
+
+def test_a_model_that_cannot_drop_part_of_a_sequence_reads_the_newcomer_whole(tmp_path, demo_model_path,
+                                                                               monkeypatch):
+    """As for a recurrent or hybrid model, llama.cpp refuses to drop part of a sequence (from the newcomer's
+    arrival on): the conversation leaving the slot is still kept in memory, and the newcomer sharing its
+    start is read whole, not from cells that are gone (its reply is what a fresh model gives)."""
+    remove, refusing = llama_cpp.llama_memory_seq_rm, threading.Event()
+    monkeypatch.setattr(llama_cpp, "llama_memory_seq_rm", lambda memory, seq, start, end: not (
+        refusing.is_set() and start > 0) and remove(memory, seq, start, end))
+    store = PrefixStore(tmp_path / "kv", budget_bytes=1 << 30, min_tokens=MIN_TOKENS, key=KEY, ram_bytes=1 << 30)
+    options = ModelOptions(n_ctx=2048, n_batch=512, n_threads=2, n_gpu_layers=GPU_LAYERS, n_parallel=1)
+    model = BatchingChatModel("demo", demo_model_path, options, prefixes=store, identity="demo-file")
+    newcomer_text, _ = NEWCOMERS["shares the system prompt's start"]
+
+    async def scenario():
+        # Its reply goes on past the saved prompt: the slot holds more than any saved state covers.
+        await _drain(await model.start_generation(model.tokenize(_ask("What is on shelf 3?")), SamplingParams(
+            max_tokens=4, temperature=0, logit_bias={int(token): value for token, value in end_of_turn_bias().items()})))
+        conversation = list(model.slots[0].cached)
+        refusing.set()
+        newcomer = await model.start_generation(model.tokenize(newcomer_text),
+                                                SamplingParams(max_tokens=12, temperature=0))
+        reply = "".join([chunk.text async for chunk in newcomer.chunks()])
+        return conversation, newcomer.cached_tokens, reply
+
+    try:
+        conversation, kept_cells, reply = asyncio.run(scenario())
+        kept = store.ram.holds(model.prefix_space.name, conversation)
+    finally:
+        model.close()
+        model.join(30)
+    assert kept and kept_cells == 0
+    assert reply == _fresh_reply(demo_model_path, newcomer_text)
