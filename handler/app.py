@@ -64,6 +64,7 @@ from handler.lifecycle import Lifecycle
 from handler.logs import configure_logging
 from handler.settings import Settings
 from handler.store.manifest import ManifestError, ModelSpec
+from handler.store.model_store import ModelStore
 from handler.warmup import WarmUp
 from handler.wiring import (
     build_cache,
@@ -89,12 +90,16 @@ async def _unload_idle_models(cache: ModelCache) -> None:
         cache.unload_idle()
 
 
-async def _cut_overdue_requests(lifecycle: Lifecycle, cache: ModelCache, timeout_s: float) -> None:
-    """Once draining, requests get DRAIN_TIMEOUT_S to finish; then the models are unloaded, which cuts
-    the generations still running: their streams end with an error event, never a bare [DONE].
-    (granian waits for every open response before the lifespan's shutdown runs.)"""
+async def _cut_overdue_requests(lifecycle: Lifecycle, cache: ModelCache, store: ModelStore,
+                                 timeout_s: float) -> None:
+    """Once draining, requests get DRAIN_TIMEOUT_S to finish; then the downloads under way stop (a request
+    waiting for its model's sync gets the drain's 503) and the models are unloaded, which cuts the
+    generations still running: their streams end with an error event, never a bare [DONE]. (granian
+    waits for every open response before the lifespan's shutdown runs: a request waiting on a large
+    download would otherwise hold the process until the download ended.)"""
     if not await lifecycle.wait_idle(timeout_s):
         log.warning("drain timeout: cutting %d request(s) still in flight", lifecycle.in_flight)
+        store.stop_downloads()
         await cache.close()
 
 
@@ -120,7 +125,7 @@ def _lifespan(settings: Settings, declared: tuple[ModelSpec, ...], loader: Loade
             log.info("removed the partial download %s", leftover.name)
         prefixes = build_prefix_store(settings)
         cache = build_cache(settings, store, loader, step_observer=step_recorder, prefixes=prefixes)
-        lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, settings.drain_timeout_s))
+        lifecycle = Lifecycle(on_drain=lambda: _cut_overdue_requests(lifecycle, cache, store, settings.drain_timeout_s))
         warmup = WarmUp(warm_set(settings, catalog), store, cache, prompts)
         for name in set(prompts) - {spec.name for spec in warmup.specs}:
             log.warning("%s has warm prompts but is not in the warm set (warm = true or WARM_MODELS): "

@@ -12,9 +12,11 @@ recorded one (or TRUST_LOCAL_MODELS is set); otherwise one HEAD compares its ETa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +67,7 @@ class ModelStore:
         # Its own threads: a burst of cold syncs (each blocked for minutes on S3 or a lock) must not
         # take the default pool that tokenising, grammar building and loading for ready models use.
         self._executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="model-store")
+        self._closing = threading.Event()  # `stop_downloads`: transfers stop at their next bytes
 
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         """Run blocking store work on the store's own threads."""
@@ -77,7 +80,14 @@ class ModelStore:
             client.close()
         return client is not None
 
+    def stop_downloads(self) -> None:
+        """Downloads under way end at their next bytes and leave nothing behind; later ones end at their
+        first (the server is stopping: a large model's download would hold it for minutes, past the
+        platform's grace period, since the process exits only once the store's threads have)."""
+        self._closing.set()
+
     def close(self) -> None:
+        self.stop_downloads()
         self._staging.release_all()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -215,7 +225,7 @@ class ModelStore:
         progress.state, progress.total = "downloading", head.size
         written, sha256 = s3.download(self._s3(), where, handle, self.config.tuning,
                                       version_id=head.version_id if spec.version_id else None,
-                                      on_bytes=progress.add_bytes)
+                                      on_bytes=functools.partial(self._received, where, progress))
         progress.state = "verifying"
         if written != head.size:
             raise ServiceUnavailable(f"{where}: got {written} of {head.size} bytes", code="model_source_unavailable",
@@ -224,6 +234,13 @@ class ModelStore:
             raise ModelSourceError(f"{where} does not match the manifest's sha256 (got {sha256}); "
                                    "the download was discarded", code="checksum_mismatch")
         return sha256
+
+    def _received(self, where: s3.S3Location, progress: SyncProgress, count: int) -> None:
+        """Bytes arrived (on the transfer's threads); raising ends the transfer, and its file goes."""
+        if self._closing.is_set():
+            raise ServiceUnavailable(f"{where}: the download was stopped: the server is shutting down",
+                                     code="draining", retry_after_s=1)
+        progress.add_bytes(count)
 
     def _download(self, spec: ModelSpec, path: Path, progress: SyncProgress) -> None:
         where = s3.S3Location.parse(spec.source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 
 import pytest
 
@@ -13,6 +14,7 @@ from handler.store.catalog import ModelCatalog, local_path
 from handler.store.files import RecordBook, exclusive_lock
 from handler.store.manifest import ModelSpec
 from handler.store.model_store import ModelStore, StoreConfig
+from handler.store.progress import SyncProgress
 from handler.store.s3 import S3Tuning
 from tests.integration.conftest import free_port
 from tests.support.s3 import S3Server
@@ -126,6 +128,32 @@ def test_a_failed_prefetch_fails_its_first_request_and_the_next_one_tries_again(
     assert isinstance(prefetched.exception(), ModelSourceError)
     s3.upload("models", "dir/arrives-later.gguf", b"GGUF now")
     assert _ensure(store, spec).read_bytes() == b"GGUF now"
+
+
+@pytest.mark.parametrize("staging", ["volume", "memory"])
+def test_closing_the_store_stops_a_download_under_way(tmp_path, s3, monkeypatch, staging):
+    """A server stopping mid-download (an instance scaled in while it syncs a large model) does not wait
+    for the rest: the transfer ends at its next bytes, its sync fails as the drain's 503, and no file or
+    partial file is left (the process exits only once the store's threads have)."""
+    s3.upload("models", "dir/stopped.gguf", PAYLOAD)
+    arrived, release = threading.Event(), threading.Event()
+    add_bytes = SyncProgress.add_bytes
+
+    def held_add_bytes(progress, count):
+        arrived.set()
+        release.wait(60)
+        add_bytes(progress, count)
+
+    monkeypatch.setattr(SyncProgress, "add_bytes", held_add_bytes)
+    store, spec = _store(tmp_path, staging=staging), _spec("dir/stopped.gguf", sha256=SHA)
+    sync = store.prefetch(spec)
+    assert arrived.wait(60)  # the first bytes are in
+    store.close()
+    release.set()
+    error = sync.exception(timeout=60)
+    assert isinstance(error, ServiceUnavailable) and error.code == "draining"
+    assert not local_path(tmp_path, spec).exists() and _leftovers(tmp_path) == []
+    assert store.progress[local_path(tmp_path, spec).name].state == "failed"
 
 
 def test_wrong_sha256_keeps_nothing(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -209,6 +210,28 @@ def test_cold_syncs_do_not_stall_models_already_loaded(tmp_path, volume, demo_mo
     finally:
         s3.kill()  # the syncs fail at once now (one attempt each)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def test_sigterm_during_a_requested_download_ends_it_after_the_drain(tmp_path, volume, demo_model_path, launch,
+                                                                     s3_servers):
+    """An instance stopped (scaled in) while a request waits for its model's download: once the drain
+    timeout passes, the download stops, the request gets the drain's 503, and the process exits without
+    waiting for the rest (minutes at this rate: past any platform's grace period), leaving no partial file."""
+    s3 = s3_servers(bytes_per_second=64 * 1024)  # per connection: the demo model takes minutes
+    s3.upload("models", KEY, demo_model_path)
+    manifest = _manifest(tmp_path, demo_model_path, ("remote", KEY, None))
+    server = launch(_env(s3, manifest, volume, DRAIN_TIMEOUT_S="1"))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(_chat, server.base_url, "remote")
+        deadline = time.monotonic() + 60
+        while not list(volume.glob(".*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(volume.glob(".*.part"))  # its download is under way
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(90) == 0
+        reply = waiting.result()
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "draining"
+    assert not list(volume.glob(".*.part")) and not (volume / SYNCED).exists()
 
 
 def test_memory_staging_serves_without_the_volume(launch, s3_servers, tmp_path, demo_model_path, volume,
