@@ -113,7 +113,7 @@ def completions_rate(base_url: str, model: str, streams: int, tokens: int, tempe
         for connection in connections:
             connection.connect()
         started = time.perf_counter()
-        for connection, body in zip(connections, bodies):
+        for connection, body in zip(connections, bodies, strict=True):
             connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
         produced = sum(_generated(connection) for connection in connections)
         return produced / (time.perf_counter() - started)
