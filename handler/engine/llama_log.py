@@ -26,6 +26,7 @@ _LEVELS = {0: logging.INFO, _DEBUG: logging.DEBUG, _INFO: logging.INFO, _WARN: l
 _KEPT = 8  # messages per thread
 # "CPU_Mapped model buffer size = 92.10 MiB", "CUDA0 KV buffer size = …", "CUDA_Host compute buffer size = …"
 _BUFFER = re.compile(r"(\S+)\s+(?:\S+\s+)?buffer size =\s*([0-9.]+) MiB")
+_BUFFER_LINE = b"buffer size ="  # the lines `_BUFFER` reads
 _MIB = 1024 * 1024
 _local = threading.local()
 
@@ -38,12 +39,17 @@ def _messages() -> collections.deque[str]:
 
 @llama_cpp.llama_log_callback
 def _on_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    message = text.decode("utf-8", errors="replace")
     kept = _messages()
     continued = level == _CONTINUED
     level = _local.level if continued else level
     _local.level = level
-    if llama_logger.level <= _LEVELS.get(level, logging.DEBUG):
+    printed = llama_logger.level <= _LEVELS.get(level, logging.DEBUG)
+    if not printed and level not in (_WARN, _ERROR) and _BUFFER_LINE not in text:
+        # Most lines end here: ~2,100 of a small model's ~2,300 at load are debug lines (one per weight
+        # tensor, one per graph input); decoding and searching each cost a load ~45 ms here.
+        return
+    message = text.decode("utf-8", errors="replace")
+    if printed:
         print(message, end="", flush=True, file=sys.stderr)
     if (allocated := _BUFFER.search(message)) is not None:
         _local.buffers += buffer_footprint(allocated.group(1), round(float(allocated.group(2)) * _MIB))

@@ -64,3 +64,15 @@ def test_buffers_are_counted_where_they_live(quiet):
     assert llama_log.take_buffers() == Footprint(host=round(92.10 * mib) + round(0.58 * mib) + round(16.01 * mib),
                                                  device=round((4400.00 + 576.00 + 300.75) * mib))
     assert llama_log.take_buffers() == Footprint()
+
+
+def test_a_verbose_process_prints_every_line(capsys):
+    """VERBOSE: llama.cpp's debug lines too, which a quiet process drops before reading them."""
+    level = llama_logger.level
+    llama_logger.setLevel(logging.DEBUG)
+    try:
+        _log(DEBUG, "create_tensor: loading tensor blk.0.attn_q.weight\n")
+        _log(INFO, "loading\n")
+    finally:
+        llama_logger.setLevel(level)
+    assert capsys.readouterr().err == "create_tensor: loading tensor blk.0.attn_q.weight\nloading\n"
