@@ -117,11 +117,10 @@ class Slot:
 
     def read_again_from(self, held: int) -> None:
         """The sequence holds only its job's first `held` prompt tokens after all: read the rest."""
-        job = self.job
-        assert job is not None
         del self.cached[held:]
-        self.pending = job.prompt[held:]
-        job.generation.cached_tokens = held
+        if self.job is not None:
+            self.pending = self.job.prompt[held:]
+            self.job.generation.cached_tokens = held
 
     def accept(self, token: int, piece: bytes, end_of_generation: bool,
                logprob: TokenLogprob | None = None) -> FinishReason | None:
