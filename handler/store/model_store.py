@@ -67,7 +67,7 @@ class ModelStore:
         # Its own threads: a burst of cold syncs (each blocked for minutes on S3 or a lock) must not
         # take the default pool that tokenising, grammar building and loading for ready models use.
         self._executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="model-store")
-        self._closing = threading.Event()  # `stop_downloads`: transfers stop at their next bytes
+        self._downloads_stopped = threading.Event()  # transfers under way stop at their next bytes
 
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         """Run blocking store work on the store's own threads."""
@@ -84,7 +84,7 @@ class ModelStore:
         """Downloads under way end at their next bytes and leave nothing behind; later ones end at their
         first (the server is stopping: a large model's download would hold it for minutes, past the
         platform's grace period, since the process exits only once the store's threads have)."""
-        self._closing.set()
+        self._downloads_stopped.set()
 
     def close(self) -> None:
         self.stop_downloads()
@@ -237,7 +237,7 @@ class ModelStore:
 
     def _received(self, where: s3.S3Location, progress: SyncProgress, count: int) -> None:
         """Bytes arrived (on the transfer's threads); raising ends the transfer, and its file goes."""
-        if self._closing.is_set():
+        if self._downloads_stopped.is_set():
             raise ServiceUnavailable(f"{where}: the download was stopped: the server is shutting down",
                                      code="draining", retry_after_s=1)
         progress.add_bytes(count)

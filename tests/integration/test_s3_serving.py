@@ -53,6 +53,18 @@ def _chat(base_url, model):
     return httpx.post(f"{base_url}/v1/chat/completions", json={"model": model, **ASK}, timeout=120)
 
 
+def _partial_files(directory):
+    return list(directory.glob(".*.part"))
+
+
+def _download_started(directory, timeout_s=60):
+    """Whether a download's partial file appeared in `directory` within `timeout_s` (polled)."""
+    deadline = time.monotonic() + timeout_s
+    while not _partial_files(directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return bool(_partial_files(directory))
+
+
 def test_cold_request_syncs_then_reuses(tmp_path, volume, demo_model_path, demo_sha256, launch, s3_servers):
     s3 = s3_servers()
     s3.upload("models", KEY, demo_model_path)
@@ -89,15 +101,12 @@ def test_s3_dying_mid_download_leaves_nothing_and_recovers(tmp_path, volume, dem
     server = launch(_env(s3, manifest, volume, S3_MAX_ATTEMPTS="2"))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(_chat, server.base_url, "remote")
-        deadline = time.monotonic() + 30
-        while not list(volume.glob(".*.part")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert list(volume.glob(".*.part")), "the download never started"
+        assert _download_started(volume, 30), "the download never started"
         s3.kill()
         failed = pending.result()
     assert failed.status_code == 503 and failed.headers.get("retry-after")
     assert failed.json()["error"]["code"] == "model_source_unavailable"
-    assert not (volume / SYNCED).exists() and not list(volume.glob(".*.part"))
+    assert not (volume / SYNCED).exists() and not _partial_files(volume)
     assert _chat(server.base_url, "local-demo").status_code == 200  # other models keep serving
     s3_servers(port=s3.port).upload("models", KEY, demo_model_path)
     assert _chat(server.base_url, "remote").status_code == 200
@@ -112,7 +121,7 @@ def test_errors_are_specific_and_other_models_keep_serving(tmp_path, volume, dem
     assert corrupt.status_code == 502 and corrupt.json()["error"]["code"] == "checksum_mismatch"
     absent = _chat(server.base_url, "absent")
     assert absent.status_code == 502 and "s3://models/smol/absent.gguf" in absent.json()["error"]["message"]
-    assert not list(volume.glob("*.gguf")) and not list(volume.glob(".*.part"))
+    assert not list(volume.glob("*.gguf")) and not _partial_files(volume)
     assert _chat(server.base_url, "local-demo").status_code == 200
 
 
@@ -173,15 +182,13 @@ def test_disk_filling_up_mid_download(tmp_path, small_disk, demo_model_path, lau
     filler = small_disk / "filler.bin"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(_chat, server.base_url, "remote")
-        deadline = time.monotonic() + 30
-        while not list(small_disk.glob(".*.part")) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _download_started(small_disk, 30)
         with filler.open("wb") as handle:  # someone else takes the space the download counted on
             handle.write(b"\0" * 60 * 1024 * 1024)
         failed = pending.result()
     assert failed.status_code == 507, failed.text
     assert failed.json()["error"]["code"] == "insufficient_storage"
-    assert not (small_disk / SYNCED).exists() and not list(small_disk.glob(".*.part"))
+    assert not (small_disk / SYNCED).exists() and not _partial_files(small_disk)
     assert _chat(server.base_url, "local-demo").status_code == 200
     filler.unlink()
     assert _chat(server.base_url, "remote").status_code == 200
@@ -223,15 +230,12 @@ def test_sigterm_during_a_requested_download_ends_it_after_the_drain(tmp_path, v
     server = launch(_env(s3, manifest, volume, DRAIN_TIMEOUT_S="1"))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(_chat, server.base_url, "remote")
-        deadline = time.monotonic() + 60
-        while not list(volume.glob(".*.part")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert list(volume.glob(".*.part"))  # its download is under way
+        assert _download_started(volume), "the download never started"
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(90) == 0
         reply = waiting.result()
     assert reply.status_code == 503 and reply.json()["error"]["code"] == "draining"
-    assert not list(volume.glob(".*.part")) and not (volume / SYNCED).exists()
+    assert not _partial_files(volume) and not (volume / SYNCED).exists()
 
 
 def test_memory_staging_serves_without_the_volume(launch, s3_servers, tmp_path, demo_model_path, volume,
