@@ -66,18 +66,22 @@ def decode_limit(binary: str, model: Path, threads: int, tokens: int, placement:
     return rates
 
 
+def _request(model: str, prompt: list[int], tokens: int, sampled: dict[str, float]) -> dict[str, object]:
+    """A non-streamed completion of the token `prompt`, as every request of this bench asks for it."""
+    return {"model": model, "prompt": prompt, "max_tokens": tokens, "stream": False, **sampled}
+
+
 def _completion_body(model: str, tokens: int, seed: int, temperature: float = 0) -> bytes:
     rng = random.Random(seed)  # a prompt of its own: nothing is reused from another request
     prompt = [rng.randrange(1000, 100_000) for _ in range(PROMPT_TOKENS)]
     sampled = {"temperature": temperature, "seed": seed, "top_k": 40, "top_p": 1.0, "min_p": 0.05} if temperature else {
         "temperature": 0}
-    return json.dumps({"model": model, "prompt": prompt, "max_tokens": tokens, "stream": False, **sampled}).encode()
+    return json.dumps(_request(model, prompt, tokens, sampled)).encode()
 
 
 def _complete(base_url: str, model: str, prompt: list[int], tokens: int, sampled: dict[str, float]) -> int:
     """One non-streamed completion of the token `prompt`; the tokens it generated."""
-    response = CLIENT.post(f"{base_url}/v1/completions", json={
-        "model": model, "prompt": prompt, "max_tokens": tokens, "stream": False, **sampled})
+    response = CLIENT.post(f"{base_url}/v1/completions", json=_request(model, prompt, tokens, sampled))
     response.raise_for_status()
     return int(response.json()["usage"]["completion_tokens"])
 

@@ -116,8 +116,8 @@ class Slot:
         self.logprobs = LogprobQueue()
 
     def read_again_from(self, held: int) -> None:
-        """The sequence holds only its job's first `held` prompt tokens after all: read the rest."""
-        del self.cached[held:]
+        """The sequence holds only its job's first `held` prompt tokens after all (`cached` already says
+        so): read the rest."""
         if self.job is not None:
             self.pending = self.job.prompt[held:]
             self.job.generation.cached_tokens = held
