@@ -376,7 +376,7 @@ class BatchingChatModel:
         return True
 
     def _admit(self) -> None:
-        while True:
+        while self._queue:  # read without the lock: a job appended meanwhile is admitted at the next step
             free = [slot for slot in self.slots if not slot.busy]
             with self._wake:  # the loop appends and withdraws jobs; only this thread admits them
                 job = next((job for job in self._queue if not job.waits), None) if free else None
@@ -611,8 +611,9 @@ class BatchingChatModel:
         if self.device is not None:
             self.device.decoded()
         self._copy_sources.clear()  # the decode applied the copies made since the last one
-        for seq_id in (*decoded, *prefilled):  # these sequences decoded past their restored states
-            self._restored.pop(seq_id, None)
+        if self._restored:
+            for seq_id in (*decoded, *prefilled):  # these sequences decoded past their restored states
+                self._restored.pop(seq_id, None)
         self._score_prompts(scored)
         chosen = self.chains.sample(self.context, [(row, slot.sampler) for row, slot in outputs.items()
                                                    if slot.sampler is not None and slot.max_tokens > 0])

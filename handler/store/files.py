@@ -18,8 +18,9 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +28,10 @@ import attrs
 
 PART_SUFFIX = ".part"
 LOCK_DIR = ".locks"
+# A sync that finds another process downloading its file tries the lock again this often, and gives up
+# after LOCK_WAIT_S (a download that takes longer than that is stuck, not slow).
+LOCK_POLL_S = 0.1
+LOCK_WAIT_S = 3600.0
 
 
 @attrs.frozen
@@ -122,15 +127,32 @@ def sha256_of(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
     return digest.hexdigest()
 
 
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
-    """An flock on MODEL_DIR/.locks/NAME.lock: held by one process (worker) at a time."""
+def exclusive_lock(path: Path, *, blocking: bool = True, stop: threading.Event | None = None,
+                   wait_s: float = LOCK_WAIT_S, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
+    """An flock on MODEL_DIR/.locks/NAME.lock: held by one process (worker) at a time. Yields whether it
+    was taken: not `blocking`, at once; else, while another process holds it, `on_wait` is told and it is
+    tried again every LOCK_POLL_S until it is free, `stop` is set or `wait_s` has passed. (A blocking
+    flock cannot be interrupted: a stopping server would wait out another process's whole download.)"""
     lock_dir = path.parent / LOCK_DIR
     lock_dir.mkdir(parents=True, exist_ok=True)
     with (lock_dir / f"{path.name}.lock").open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
+        taken = _try_lock(handle)
+        if not taken and blocking:
+            if on_wait is not None:
+                on_wait()
+            deadline, stop = time.monotonic() + wait_s, stop or threading.Event()
+            while not taken and not stop.wait(LOCK_POLL_S) and time.monotonic() < deadline:
+                taken = _try_lock(handle)
+        if not taken:
             yield False
             return
         try:

@@ -28,6 +28,7 @@ from handler.errors import Conflict, InsufficientStorage, ModelSourceError, Serv
 from handler.store import s3
 from handler.store.catalog import ModelCatalog
 from handler.store.files import (
+    LOCK_WAIT_S,
     RecordBook,
     exclusive_lock,
     has_gguf_header,
@@ -131,7 +132,11 @@ class ModelStore:
                 path = self._stage_in_memory(spec, progress)
             elif not self._is_current(spec, path):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with exclusive_lock(path):  # another worker may be downloading this very file
+                with exclusive_lock(path, stop=self._downloads_stopped, wait_s=LOCK_WAIT_S,  # another process
+                                    on_wait=functools.partial(setattr, progress, "state", "waiting")) as taken:
+                    if not taken:
+                        raise self._lock_not_taken(spec, path)
+                    progress.state = "checking"
                     if not self._is_current(spec, path) and not self._adopt_legacy_copy(spec, path):
                         self._download(spec, path, progress)
         except Exception as exc:
@@ -139,6 +144,15 @@ class ModelStore:
             raise
         progress.finish("ready")
         return path
+
+    def _lock_not_taken(self, spec: ModelSpec, path: Path) -> ServiceUnavailable:
+        if self._downloads_stopped.is_set():
+            return ServiceUnavailable(f"model '{spec.name}': its sync was stopped while it waited for another "
+                                      "process's download: the server is shutting down", code="draining",
+                                      retry_after_s=1)
+        return ServiceUnavailable(f"model '{spec.name}': another process has been downloading {path.name} for "
+                                  f"over {LOCK_WAIT_S / 60:.0f} minutes", code="model_source_unavailable",
+                                  retry_after_s=s3.RETRY_AFTER_S)
 
     async def discard_if_corrupt(self, spec: ModelSpec) -> bool:
         """After llama.cpp failed to load `spec`: remove its synced copy only if the file itself is

@@ -7,7 +7,8 @@ from typing import Literal
 
 import attrs
 
-SyncState = Literal["pending", "checking", "downloading", "verifying", "ready", "failed"]
+# waiting: another process (a worker, a `pull`, an instance sharing the volume) is downloading the file.
+SyncState = Literal["pending", "checking", "waiting", "downloading", "verifying", "ready", "failed"]
 
 
 @attrs.define
@@ -26,7 +27,7 @@ class SyncProgress:
     @property
     def in_flight(self) -> bool:
         """Whether the file is being fetched or checked right now."""
-        return self.state in ("checking", "downloading", "verifying")
+        return self.state in ("checking", "waiting", "downloading", "verifying")
 
     @property
     def seconds(self) -> float:

@@ -206,3 +206,55 @@ def test_leftovers_are_removed_unless_a_download_owns_them(tmp_path):
     with exclusive_lock(tmp_path / "busy.gguf"):
         store.clean_leftovers()
     assert not orphan.exists() and owned.exists()
+
+
+def _state_reached(store, spec, state):
+    """Whether the sync of `spec` reaches `state` (looked at every 10 ms, for a minute at most)."""
+    for _ in range(6000):
+        progress = store.progress.get(local_path(store.catalog.model_dir, spec).name)
+        if progress is not None and progress.state == state:
+            return True
+        threading.Event().wait(0.01)
+    return False
+
+
+def test_closing_the_store_stops_a_sync_waiting_for_another_process(tmp_path, s3):
+    """A sync that waits while another process (a second worker, `python -m handler pull`, an instance
+    sharing the volume) downloads the same file ends when the server stops, as a download under way
+    does: before, it sat in a blocking flock until the other download ended, and held the stopping
+    process with it."""
+    store, spec = _store(tmp_path), _spec(sha256=SHA)
+    with exclusive_lock(local_path(tmp_path, spec)):  # the other process's download
+        sync = store.prefetch(spec)
+        assert _state_reached(store, spec, "waiting")
+        store.close()
+        error = sync.exception(timeout=60)
+    assert isinstance(error, ServiceUnavailable) and error.code == "draining"
+    assert not local_path(tmp_path, spec).exists() and _leftovers(tmp_path) == []
+    assert store.progress[local_path(tmp_path, spec).name].state == "failed"
+
+
+def test_a_sync_that_waited_for_another_process_uses_its_file(tmp_path, s3):
+    before = s3.stats("models", "dir/tiny.gguf")["downloads"]
+    store, spec = _store(tmp_path, _spec(sha256=SHA)), _spec(sha256=SHA)
+    try:
+        with exclusive_lock(local_path(tmp_path, spec)):
+            sync = store.prefetch(spec)
+            assert _state_reached(store, spec, "waiting")
+            local_path(tmp_path, spec).write_bytes(PAYLOAD)  # what the other process published
+        assert sync.result(timeout=60) == local_path(tmp_path, spec)
+        assert s3.stats("models", "dir/tiny.gguf")["downloads"] == before  # nothing fetched again
+    finally:
+        store.close()
+
+
+def test_a_sync_gives_up_on_another_process_that_never_finishes(tmp_path, s3, monkeypatch):
+    monkeypatch.setattr("handler.store.model_store.LOCK_WAIT_S", 0.3)
+    store, spec = _store(tmp_path), _spec(sha256=SHA)
+    try:
+        with exclusive_lock(local_path(tmp_path, spec)):
+            error = store.prefetch(spec).exception(timeout=60)
+        assert isinstance(error, ServiceUnavailable) and error.code == "model_source_unavailable"
+        assert error.retry_after_s and "another process" in error.message
+    finally:
+        store.close()
