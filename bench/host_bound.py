@@ -26,7 +26,6 @@ from pathlib import Path
 import httpx
 
 from bench import servers
-from bench.tiny_model import write_tiny_model
 
 MODEL = "tiny-qwen3-vocabulary"
 STREAMS = (1, 4, 16, 64)
@@ -206,6 +205,10 @@ def interleaved(sides: dict[str, servers.Server], limit_of: Callable[[], dict[st
 
 
 def measure(report, args, cache: Path) -> dict[str, object]:
+    # Here, not at import: writing the model needs gguf (a bench dependency), which the GPU machine's
+    # offline bundle does not carry; `main` there measures a model made by ../shared/gpu/make_model.py.
+    from bench.tiny_model import write_tiny_model
+
     try:
         model = write_tiny_model(cache / "tiny-qwen3-vocabulary.gguf", cache)
     except (OSError, subprocess.SubprocessError) as exc:  # no npm, or no registry: say so, measure the rest
