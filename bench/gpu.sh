@@ -14,8 +14,11 @@ export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/b/bin LLAMA_SERVER=/tmp/b/
 out=bench/results
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu-summary.txt"
+# One shape failing (a server that does not come up says why, with its last output) does not cost the other.
 for shape in qwen3-8b qwen3-0.6b; do
-  PYTHONPATH=/tmp/src/llama.cpp/gguf-py python3 .gpu/make_model.py /tmp/tok "/tmp/models/$shape.gguf" "$shape" q4_0
-  timeout 1800 python3 -m bench.host_bound --gpu --model "/tmp/models/$shape.gguf" --threads 8 --tokens 256 \
-    --repeats 3 --out "$out/gpu-$shape.json" | tee -a "$out/gpu-summary.txt"
+  if ! (PYTHONPATH=/tmp/src/llama.cpp/gguf-py python3 .gpu/make_model.py /tmp/tok "/tmp/models/$shape.gguf" "$shape" q4_0 \
+        && timeout 1800 python3 -m bench.host_bound --gpu --model "/tmp/models/$shape.gguf" --threads 8 --tokens 256 \
+          --repeats 3 --out "$out/gpu-$shape.json") 2>&1 | tee -a "$out/gpu-summary.txt"; then
+    echo "$shape: failed (above)" | tee -a "$out/gpu-summary.txt"
+  fi
 done

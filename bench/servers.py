@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,19 +69,34 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120, *, int
 @contextmanager
 def _running(name: str, command: list[str], ready_path: str, model: str, port: int,
              env: dict[str, str] | None = None) -> Iterator[Server]:
-    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_ready(base_url + ready_path, process)
-        yield Server(name, process, base_url, model)
-    finally:
-        process.terminate()
+    """`command` serving on `port` until the block ends. Its output goes to a file, whose last lines a
+    server that never came up is reported with (a lent GPU machine's one run has no other trace)."""
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})},
+                                   stdout=output, stderr=subprocess.STDOUT)
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+            base_url = f"http://127.0.0.1:{port}"
+            try:
+                wait_ready(base_url + ready_path, process)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{name}: {exc}; its last output:\n{_tail(output)}") from None
+            yield Server(name, process, base_url, model)
+        finally:
+            _stop(process)
+
+
+def _tail(output, lines: int = 20) -> str:
+    output.seek(0)
+    return "\n".join(output.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 def ours(model_dir: Path, threads: int, parallel: int, *, port: int | None = None,
