@@ -91,7 +91,13 @@ def _pull(settings: Settings, names: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     store = build_store(settings, build_catalog(settings, declared))
-    return asyncio.run(pull(store, names))
+    try:
+        return asyncio.run(pull(store, names))
+    except KeyboardInterrupt:
+        print("interrupted: the downloads under way were stopped", file=sys.stderr)
+        return 130
+    finally:
+        store.close()  # stops the transfers (and lock waits) still running, or exiting would wait for them
 
 
 def sagemaker_serve() -> int:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import httpx
 import pytest
 
 from handler.store.catalog import local_path
+from handler.store.files import exclusive_lock
 from handler.store.manifest import ModelSpec
+from tests.conftest import REPO
 
 ASK = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
 KEY = "smol/demo.gguf"
@@ -266,3 +269,39 @@ def test_memory_staging_still_checks_the_sha256(launch, s3_servers, tmp_path, de
     assert refused.status_code == 502 and refused.json()["error"]["code"] == "checksum_mismatch"
     local = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": "local-demo", **ASK}, timeout=120)
     assert local.status_code == 200
+
+
+
+def _holds_open(pid, path, timeout_s=60):
+    """Whether process `pid` has `path` open within `timeout_s` (polled through /proc)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if any(os.path.realpath(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return True
+        except OSError:  # a descriptor closed while listed
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def test_an_interrupted_pull_stops_waiting_for_another_process(tmp_path, volume, demo_model_path, s3_servers):
+    """Ctrl-C on a `python -m handler pull` that waits while another process downloads the same file ends it
+    at once: its store is closed, which stops the lock's wait. Before, the interpreter joined the store's
+    threads at exit, so the interrupted pull went on waiting until the other download ended."""
+    s3 = s3_servers()
+    s3.upload("models", KEY, demo_model_path)
+    env = {**os.environ, **_env(s3, _manifest(tmp_path, demo_model_path, ("remote", KEY, None)), volume)}
+    with exclusive_lock(volume / SYNCED):  # the other process's download
+        pull = subprocess.Popen([sys.executable, "-m", "handler", "pull", "remote"], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert _holds_open(pull.pid, (volume / ".locks" / f"{SYNCED}.lock").resolve()), "it never reached the lock"
+            pull.send_signal(signal.SIGINT)
+            assert pull.wait(60) == 130
+        finally:
+            if pull.poll() is None:
+                pull.kill()
+                pull.wait(10)
+    assert "interrupted" in (pull.stderr.read() if pull.stderr else "")
+    assert not _partial_files(volume) and not (volume / SYNCED).exists()
