@@ -271,7 +271,6 @@ def test_memory_staging_still_checks_the_sha256(launch, s3_servers, tmp_path, de
     assert local.status_code == 200
 
 
-
 def _holds_open(pid, path, timeout_s=60):
     """Whether process `pid` has `path` open within `timeout_s` (polled through /proc)."""
     deadline = time.monotonic() + timeout_s
