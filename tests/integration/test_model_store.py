@@ -18,6 +18,7 @@ from handler.store.progress import SyncProgress
 from handler.store.s3 import S3Tuning
 from tests.integration.conftest import free_port
 from tests.support.s3 import S3Server
+from tests.support.waiting import wait_for
 
 PAYLOAD = os.urandom(12 * 1024 * 1024 + 123)  # three 5 MB parts
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -209,13 +210,12 @@ def test_leftovers_are_removed_unless_a_download_owns_them(tmp_path):
 
 
 def _state_reached(store, spec, state):
-    """Whether the sync of `spec` reaches `state` (looked at every 10 ms, for a minute at most)."""
-    for _ in range(6000):
+    """Whether the sync of `spec` reaches `state` within a minute."""
+    def reached():
         progress = store.progress.get(local_path(store.catalog.model_dir, spec).name)
-        if progress is not None and progress.state == state:
-            return True
-        threading.Event().wait(0.01)
-    return False
+        return progress is not None and progress.state == state
+
+    return wait_for(reached, timeout=60, interval=0.01)
 
 
 def test_closing_the_store_stops_a_sync_waiting_for_another_process(tmp_path, s3):

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from handler.store.catalog import local_path
 from handler.store.files import exclusive_lock
 from handler.store.manifest import ModelSpec
 from tests.conftest import REPO
+from tests.support.waiting import wait_for
 
 ASK = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
 KEY = "smol/demo.gguf"
@@ -61,11 +61,8 @@ def _partial_files(directory):
 
 
 def _download_started(directory, timeout_s=60):
-    """Whether a download's partial file appeared in `directory` within `timeout_s` (polled)."""
-    deadline = time.monotonic() + timeout_s
-    while not _partial_files(directory) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return bool(_partial_files(directory))
+    """Whether a download's partial file appeared in `directory` within `timeout_s`."""
+    return wait_for(lambda: _partial_files(directory), timeout=timeout_s, interval=0.05)
 
 
 def test_cold_request_syncs_then_reuses(tmp_path, volume, demo_model_path, demo_sha256, launch, s3_servers):
@@ -210,11 +207,7 @@ def test_cold_syncs_do_not_stall_models_already_loaded(tmp_path, volume, demo_mo
     pool = concurrent.futures.ThreadPoolExecutor(len(keys))
     try:
         cold = [pool.submit(_chat, server.base_url, f"cold-{index}") for index in range(len(keys))]
-        started = lambda: sum(s3.stats("models", key)["gets"] > 0 for key in keys)  # noqa: E731
-        deadline = time.monotonic() + 120
-        while started() < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert started() >= 4
+        assert wait_for(lambda: sum(s3.stats("models", key)["gets"] > 0 for key in keys) >= 4)
         assert _chat(server.base_url, "local-demo").status_code == 200
         assert not any(request.done() for request in cold)  # every sync is still under way
     finally:
@@ -271,17 +264,12 @@ def test_memory_staging_still_checks_the_sha256(launch, s3_servers, tmp_path, de
     assert local.status_code == 200
 
 
-def _holds_open(pid, path, timeout_s=60):
-    """Whether process `pid` has `path` open within `timeout_s` (polled through /proc)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if any(os.path.realpath(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir()):
-                return True
-        except OSError:  # a descriptor closed while listed
-            pass
-        time.sleep(0.05)
-    return False
+def _has_open(pid, path):
+    """Whether process `pid` has `path` open now (read through /proc)."""
+    try:
+        return any(os.path.realpath(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # a descriptor closed while listed
+        return False
 
 
 def test_an_interrupted_pull_stops_waiting_for_another_process(tmp_path, volume, demo_model_path, s3_servers):
@@ -295,7 +283,8 @@ def test_an_interrupted_pull_stops_waiting_for_another_process(tmp_path, volume,
         pull = subprocess.Popen([sys.executable, "-m", "handler", "pull", "remote"], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            assert _holds_open(pull.pid, (volume / ".locks" / f"{SYNCED}.lock").resolve()), "it never reached the lock"
+            lock = (volume / ".locks" / f"{SYNCED}.lock").resolve()
+            assert wait_for(lambda: _has_open(pull.pid, lock), timeout=60, interval=0.05), "it never reached the lock"
             pull.send_signal(signal.SIGINT)
             assert pull.wait(60) == 130
         finally:
