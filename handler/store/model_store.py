@@ -147,9 +147,7 @@ class ModelStore:
 
     def _lock_not_taken(self, spec: ModelSpec, path: Path) -> ServiceUnavailable:
         if self._downloads_stopped.is_set():
-            return ServiceUnavailable(f"model '{spec.name}': its sync was stopped while it waited for another "
-                                      "process's download: the server is shutting down", code="draining",
-                                      retry_after_s=1)
+            return _stopped(f"model '{spec.name}': its sync was stopped while it waited for another process's download")
         return ServiceUnavailable(f"model '{spec.name}': another process has been downloading {path.name} for "
                                   f"over {LOCK_WAIT_S / 60:.0f} minutes", code="model_source_unavailable",
                                   retry_after_s=s3.RETRY_AFTER_S)
@@ -252,8 +250,7 @@ class ModelStore:
     def _received(self, where: s3.S3Location, progress: SyncProgress, count: int) -> None:
         """Bytes arrived (on the transfer's threads); raising ends the transfer, and its file goes."""
         if self._downloads_stopped.is_set():
-            raise ServiceUnavailable(f"{where}: the download was stopped: the server is shutting down",
-                                     code="draining", retry_after_s=1)
+            raise _stopped(f"{where}: the download was stopped")
         progress.add_bytes(count)
 
     def _download(self, spec: ModelSpec, path: Path, progress: SyncProgress) -> None:
@@ -306,3 +303,8 @@ class ModelStore:
         if self._client is None:  # created on first need: a store of local files never builds one
             self._client = s3.make_client(self.config.tuning)
         return self._client
+
+
+def _stopped(what: str) -> ServiceUnavailable:
+    """The drain's 503 for a sync that `stop_downloads` ended."""
+    return ServiceUnavailable(f"{what}: the server is shutting down", code="draining", retry_after_s=1)
