@@ -13,7 +13,7 @@ from litestar import Request, Response
 from litestar.response import Stream
 
 from handler.api.calls import ModelCall, ModelCalls, Shaper
-from handler.api.protocols.chat import ChatCompletionRequest
+from handler.api.protocols.chat import ChatCompletionRequest, ChatMessage
 from handler.api.tool_choice import ToolPlan, plan_tools
 from handler.engine.chat import StartedChat, start_chats
 from handler.engine.types import ChatRequest, SamplingParams, SamplingRequest, ServerSampling, resolve_sampling
@@ -72,11 +72,29 @@ def enable_thinking(template_kwargs: dict[str, Any] | None, direct: bool | None 
     return value
 
 
+def check_continuation(messages: list[ChatMessage], *, thinking: bool | None, plan: ToolPlan | None = None) -> None:
+    """A reply can continue the final message when that is the assistant's text: not a user's, not
+    calls, and not under a constraint (forced calls, a JSON format) or thinking, which would each
+    start the reply over."""
+    final = messages[-1]
+    if final.role != "assistant":
+        raise InvalidRequest("continue_final_message needs the assistant's message last", param="messages")
+    if final.tool_calls:
+        raise InvalidRequest("a final message with tool calls cannot be continued", param="messages")
+    if thinking is True:
+        raise InvalidRequest("continuing the final message cannot be combined with thinking: its text is the "
+                             "answer", param="enable_thinking")
+    if plan is not None and (plan.tools.mode == "required" or plan.json_schema is not None):
+        raise InvalidRequest("continuing the final message cannot be combined with a forced tool call or a "
+                             "response format", param="messages")
+
+
 def chat_input(data: ChatCompletionRequest, plan: ToolPlan) -> ChatInput:
     """The conversation the model's chat format renders: messages, tools, constraint, thinking."""
     thinking = enable_thinking(data.chat_template_kwargs, data.enable_thinking)
     return ChatInput(messages=[message_dict(message) for message in data.messages], tools=plan.tools,
-                     json_schema=plan.json_schema, enable_thinking=thinking)
+                     json_schema=plan.json_schema, enable_thinking=thinking,
+                     continue_final=data.continue_final_message)
 
 
 def chat_request(data: ChatCompletionRequest, params: SamplingParams, plan: ToolPlan) -> ChatRequest:
@@ -90,7 +108,11 @@ async def plan_chat(data: ChatCompletionRequest) -> ToolPlan:
     """Check the request's choices, tools and schemas (off the loop: schemas are walked), before any
     model is leased: a bad schema never loads a model."""
     check_choices(data)
-    return await asyncio.to_thread(plan_tools, data)
+    plan = await asyncio.to_thread(plan_tools, data)
+    if data.continue_final_message:
+        check_continuation(data.messages, thinking=enable_thinking(data.chat_template_kwargs, data.enable_thinking),
+                           plan=plan)
+    return plan
 
 
 async def answer_chat(data: ChatCompletionRequest, request: Request[Any, Any, Any], calls: ModelCalls,

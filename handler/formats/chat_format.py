@@ -14,9 +14,13 @@ from typing import Any, Literal
 
 import attrs
 
+from handler.formats.content import content_text
 from handler.formats.output import OneCallFilter, OutputParser
 
 Messages = Sequence[Mapping[str, Any]]
+# Stands for a continued message's text while its conversation renders: private-use code points, which
+# no template's markup holds (a copy in an earlier message is passed over: the final one renders last).
+CONTINUATION_MARK = "\ue000continued\ue000"
 ToolMode = Literal["none", "auto", "required"]
 
 
@@ -44,6 +48,9 @@ class ChatInput:
     json_schema: dict[str, Any] | None = None  # response_format: content must be this JSON ({} = any object)
     enable_thinking: bool | None = None
     add_generation_prompt: bool = True  # False only for /tokenize: the conversation as it stands
+    # The reply continues the final (assistant) message's text instead of starting a turn of its own:
+    # Anthropic's prefill, vLLM's `continue_final_message`. The request checked that it can (text only).
+    continue_final: bool = False
 
 
 @attrs.frozen
@@ -100,8 +107,25 @@ class ChatFormat(abc.ABC):
     def new_parser(self, chat: ChatInput, prompt: str) -> OutputParser:
         """A fresh parser for one reply, knowing the tools offered."""
 
+    def render_continued(self, chat: ChatInput) -> str:
+        """The prompt ending inside the final message, right after its text. The conversation renders
+        with a mark for that text, and the prompt is cut at the mark: whatever the template writes
+        before an assistant's text (a role header, an empty think block) stays, whatever it writes
+        after (the end of the turn) goes, and the text itself follows exactly as sent (searching the
+        rendered prompt for it could match inside the end-of-turn markup: a prefill of `>`). A
+        template that drops the mark gets the turn the reply would start, then the text."""
+        final = chat.messages[-1]
+        text = content_text(final.get("content"))
+        marked = attrs.evolve(chat, messages=[*chat.messages[:-1], {**final, "content": CONTINUATION_MARK}],
+                              add_generation_prompt=False, continue_final=False)
+        whole = self.render(marked)
+        if (at := whole.rfind(CONTINUATION_MARK)) >= 0:
+            return whole[:at] + text
+        opened = attrs.evolve(chat, messages=chat.messages[:-1], add_generation_prompt=True, continue_final=False)
+        return self.render(opened) + text
+
     def plan(self, chat: ChatInput) -> ChatPlan:
-        prompt = self.render(chat)
+        prompt = self.render_continued(chat) if chat.continue_final else self.render(chat)
 
         def new_parser() -> OutputParser:
             parser = self.new_parser(chat, prompt)

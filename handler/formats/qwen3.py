@@ -66,9 +66,10 @@ def _render_tool_call(tool_call: Mapping[str, Any]) -> str:
     return f'<tool_call>\n{{"name": "{function.get("name")}", "arguments": {arguments_text}}}\n</tool_call>'
 
 
-def _render_assistant(message: Mapping[str, Any], *, after_last_query: bool, is_last: bool) -> str:
-    content, reasoning = _split_reasoning(message)
-    if after_last_query and (is_last or reasoning):
+def _render_assistant(message: Mapping[str, Any], *, after_last_query: bool, is_last: bool,
+                      thinking: bool) -> str:
+    content, reasoning = _split_reasoning(message) if thinking else (content_text(message.get("content")), "")
+    if thinking and after_last_query and (is_last or reasoning):
         text = f"<|im_start|>assistant\n<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
     else:
         text = f"<|im_start|>assistant\n{content}"
@@ -88,8 +89,11 @@ def _render_system_block(messages: Sequence[Mapping[str, Any]], tools: Sequence[
 
 
 def render_prompt(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None, *,
-                  add_generation_prompt: bool = True, enable_thinking: bool | None = None) -> str:
-    """Render OpenAI-shaped `messages` (and `tools`) exactly as the official Qwen3 template does."""
+                  add_generation_prompt: bool = True, enable_thinking: bool | None = None,
+                  thinking: bool = True) -> str:
+    """Render OpenAI-shaped `messages` (and `tools`) exactly as the official Qwen3 template does.
+    `thinking=False`: as a ChatML model without think blocks (SmolLM2's template) renders its turns,
+    an assistant's text as sent and no think block, whatever `enable_thinking` says."""
     parts = [_render_system_block(messages, tools)]
     last_query = _last_query_index(messages)
     last = len(messages) - 1
@@ -98,7 +102,8 @@ def render_prompt(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | 
         if role == "user" or (role == "system" and index > 0):
             parts.append(f"<|im_start|>{role}\n{content_text(message.get('content'))}<|im_end|>\n")
         elif role == "assistant":
-            parts.append(_render_assistant(message, after_last_query=index > last_query, is_last=index == last))
+            parts.append(_render_assistant(message, after_last_query=index > last_query, is_last=index == last,
+                                           thinking=thinking))
         elif role == "tool":
             if index == 0 or messages[index - 1]["role"] != "tool":
                 parts.append("<|im_start|>user")
@@ -106,7 +111,7 @@ def render_prompt(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | 
             if index == last or messages[index + 1]["role"] != "tool":
                 parts.append("<|im_end|>\n")
     if add_generation_prompt:
-        parts.append("<|im_start|>assistant\n" + (EMPTY_THINK if enable_thinking is False else ""))
+        parts.append("<|im_start|>assistant\n" + (EMPTY_THINK if thinking and enable_thinking is False else ""))
     return "".join(parts)
 
 
@@ -117,6 +122,8 @@ def parse_output(text: str, tool_names: Collection[str] = (), *, in_think: bool 
 
 
 class Qwen3Format(ChatFormat):
+    """Qwen3's template (`name` "qwen3"), or the ChatML layout it shares without think blocks ("chatml")."""
+
     syntax = CallSyntax(open="<tool_call>\n", close="\n</tool_call>")
 
     def __init__(self, name: str = "qwen3") -> None:
@@ -124,7 +131,7 @@ class Qwen3Format(ChatFormat):
 
     def render(self, chat: ChatInput) -> str:
         return render_prompt(chat.messages, chat.tools.tools or None, enable_thinking=chat.enable_thinking,
-                             add_generation_prompt=chat.add_generation_prompt)
+                             add_generation_prompt=chat.add_generation_prompt, thinking=self.name == "qwen3")
 
     def new_parser(self, chat: ChatInput, prompt: str) -> OutputParser:
         # Some Qwen3 templates open the think block in the prompt; then only </think> is generated.

@@ -44,6 +44,25 @@ def test_the_reply_equals_the_chat_routes(claude, openai_client):
     assert usage.output_tokens == chat.usage.completion_tokens
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prefill_is_continued(claude, http, stream):
+    """A conversation that ends with the assistant's text: the reply continues it (before, it started a
+    new turn after it) and holds only the continuation, the completion of the prompt /tokenize gives."""
+    prefilled = [*ASK, {"role": "assistant", "content": "The three colours are"}]
+    request = {"model": MODEL, "max_tokens": 12, "messages": prefilled, "extra_body": GREEDY}
+    if stream:
+        with claude.messages.stream(**request) as events:
+            text = events.get_final_message().content[0].text
+    else:
+        text = claude.messages.create(**request).content[0].text
+    prompt = http.post("/tokenize", json={"model": MODEL, "messages": prefilled, "continue_final_message": True})
+    completion = http.post("/v1/completions", json={"model": MODEL, "prompt": prompt.json()["tokens"],
+                                                    "max_tokens": 12, "temperature": 0})
+    assert text == completion.json()["choices"][0]["text"]
+    assert http.post("/detokenize", json={"model": MODEL, "tokens": prompt.json()["tokens"]}).json()[
+        "prompt"].endswith("<|im_start|>assistant\nThe three colours are")
+
+
 def test_max_tokens_and_stop_sequences(claude):
     cut = claude.messages.create(model=MODEL, max_tokens=3, messages=ASK, extra_body=GREEDY)
     assert cut.stop_reason == "max_tokens" and cut.stop_sequence is None and cut.usage.output_tokens == 3

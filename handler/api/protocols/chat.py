@@ -71,6 +71,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     enable_thinking: bool | None = None
+    # vLLM's and SGLang's name: the reply continues the final (assistant) message's text (a prefill)
+    continue_final_message: bool = False
 
 
 class FunctionCall(msgspec.Struct, kw_only=True):

@@ -4,7 +4,8 @@ constraints, sampling and queue as the chat route.
 
 Blocks: text; tool_use and thinking (assistant turns); tool_result (user turns, text only). Images,
 documents, server tools and MCP servers are a 400; `cache_control` marks are accepted and ignored
-(prompt reuse here is automatic)."""
+(prompt reuse here is automatic). A conversation that ends with the assistant's text is a prefill:
+the reply continues that text, and holds only what was generated."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from msgspec import Meta
 
 from handler.api.protocols.chat import ChatCompletionRequest, PositiveInt, Probability
 from handler.errors import InvalidRequest
+from handler.formats.content import content_text
 
 Blocks = list[dict[str, Any]]
 _THINKING = {"enabled": True, "disabled": False}  # "adaptive" and omitted: the model's own default
@@ -125,6 +127,22 @@ def _messages(data: _Conversation) -> list[dict[str, Any]]:
     return messages
 
 
+def _ends_in_prefill(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation ends with the assistant's text for the reply to continue. An empty
+    final assistant turn is dropped (the reply starts a turn of its own), and a text that ends in
+    whitespace is refused as Anthropic refuses it (the reply's first token would carry that space)."""
+    final = messages[-1]
+    if final["role"] != "assistant":
+        return False
+    text = content_text(final.get("content"))
+    if not text and not final.get("tool_calls"):
+        messages.pop()
+        return False
+    if text != text.rstrip():
+        raise InvalidRequest("final assistant content cannot end with trailing whitespace", param="messages")
+    return True
+
+
 def _tools(data: _Conversation) -> list[dict[str, Any]] | None:
     if data.mcp_servers:
         raise InvalidRequest("MCP servers are not available here; declare client tools instead",
@@ -172,10 +190,11 @@ def _thinking(thinking: dict[str, Any] | None) -> bool | None:
 
 def as_chat_request(data: _Conversation) -> ChatCompletionRequest:
     """The chat completion this Messages request asks for (a token count asks for its prompt only)."""
+    messages = _messages(data)
     body: dict[str, Any] = {
-        "model": data.model, "messages": _messages(data), "tools": _tools(data),
-        "tool_choice": _tool_choice(data.tool_choice), "response_format": _response_format(data),
-        "enable_thinking": _thinking(data.thinking)}
+        "model": data.model, "messages": messages, "continue_final_message": _ends_in_prefill(messages),
+        "tools": _tools(data), "tool_choice": _tool_choice(data.tool_choice),
+        "response_format": _response_format(data), "enable_thinking": _thinking(data.thinking)}
     if data.tool_choice and data.tool_choice.get("disable_parallel_tool_use") is True:
         body["parallel_tool_calls"] = False
     if isinstance(data, MessagesRequest):

@@ -12,7 +12,7 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from handler.api.calls import ModelCall
-from handler.api.chat_requests import enable_thinking, message_dict
+from handler.api.chat_requests import check_continuation, enable_thinking, message_dict
 from handler.api.dependencies import CallsDep
 from handler.api.errors import ERROR_RESPONSES
 from handler.api.protocols.chat import ChatMessage, Tool
@@ -29,6 +29,7 @@ class TokenizeRequest(msgspec.Struct, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)] | None = None
     tools: list[Tool] | None = None
     add_generation_prompt: bool = True
+    continue_final_message: bool = False  # as on the chat route: the prompt ends inside the final message
     add_special_tokens: bool = True  # prompts only: the model's BOS, if it wants one
     chat_template_kwargs: dict[str, Any] | None = None
 
@@ -48,11 +49,14 @@ class DetokenizeResponse(msgspec.Struct, kw_only=True):
     prompt: str
 
 
-def _chat_input(data: TokenizeRequest) -> ChatInput:
+def _chat_input(data: TokenizeRequest, messages: list[ChatMessage]) -> ChatInput:
     thinking = enable_thinking(data.chat_template_kwargs)
+    if data.continue_final_message:
+        check_continuation(messages, thinking=thinking)
     tools = tuple(msgspec.to_builtins(tool) for tool in data.tools or ())
-    return ChatInput([message_dict(message) for message in data.messages or ()], ToolUse(tools),
-                     enable_thinking=thinking, add_generation_prompt=data.add_generation_prompt)
+    return ChatInput([message_dict(message) for message in messages], ToolUse(tools), enable_thinking=thinking,
+                     add_generation_prompt=data.add_generation_prompt and not data.continue_final_message,
+                     continue_final=data.continue_final_message)
 
 
 async def _tokenize(data: TokenizeRequest, call: ModelCall) -> TokenizeResponse:
@@ -61,7 +65,7 @@ async def _tokenize(data: TokenizeRequest, call: ModelCall) -> TokenizeResponse:
     if data.messages is not None:
         if call.spec.kind != "chat":
             raise InvalidRequest("messages need a chat model", param="messages")
-        _, tokens = await prompt_tokens(call.chat_model, _chat_input(data))
+        _, tokens = await prompt_tokens(call.chat_model, _chat_input(data, data.messages))
         return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=call.chat_model.n_ctx)
     if call.spec.kind == "chat":
         model = call.chat_model

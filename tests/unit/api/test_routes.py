@@ -156,3 +156,62 @@ def test_messages_errors_are_anthropic_shaped(client):
     assert "max_tokens" in response.json()["error"]["message"]
     response = client.post("/v1/messages/count_tokens", json={"model": EMBED, "messages": HI})
     assert response.status_code == 400 and response.json()["type"] == "error"
+
+
+PREFILLED = [*HI, {"role": "assistant", "content": "The answer is"}]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+FUNCTION = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+def _prompt_text(client, body: dict) -> str:
+    tokens = client.post("/tokenize", json={"model": CHAT, **body}).json()["tokens"]
+    return bytes(tokens).decode()  # the fake model's tokens are the prompt's bytes
+
+
+def test_continued_prompts_end_in_the_assistants_text(client):
+    """`continue_final_message` (chat, /tokenize) and a Messages prefill read the same prompt: the
+    conversation up to the assistant's text, no end of turn after it; the reply is only what follows."""
+    prompt = _prompt_text(client, {"messages": PREFILLED, "continue_final_message": True})
+    assert prompt.endswith("<|im_start|>assistant\nThe answer is")
+    assert _prompt_text(client, {"messages": PREFILLED}).endswith("The answer is<|im_end|>\n<|im_start|>assistant\n")
+    chat = client.post("/v1/chat/completions", json={"model": CHAT, "messages": PREFILLED,
+                                                     "continue_final_message": True}).json()
+    message = client.post("/v1/messages", json={"model": CHAT, "messages": PREFILLED, "max_tokens": 16}).json()
+    counted = client.post("/v1/messages/count_tokens", json={"model": CHAT, "messages": PREFILLED}).json()
+    assert chat["usage"]["prompt_tokens"] == len(prompt.encode()) == counted["input_tokens"]
+    assert message["usage"]["input_tokens"] + message["usage"]["cache_read_input_tokens"] == len(prompt.encode())
+    assert message["content"] == [{"type": "text", "text": REPLY}]  # only what was generated
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"messages": HI}, "messages"),
+    ({"messages": [*HI, {"role": "assistant", "tool_calls": [CALL]}]}, "messages"),
+    ({"messages": PREFILLED, "enable_thinking": True}, "enable_thinking"),
+    ({"messages": PREFILLED, "chat_template_kwargs": {"enable_thinking": True}}, "enable_thinking"),
+    ({"messages": PREFILLED, "tools": [FUNCTION], "tool_choice": "required"}, "messages"),
+    ({"messages": PREFILLED, "response_format": {"type": "json_object"}}, "messages"),
+])
+def test_what_cannot_be_continued_is_a_400(client, extra, param):
+    body = {"model": CHAT, "continue_final_message": True, **extra}
+    assert _error(client.post("/v1/chat/completions", json=body), 400)["param"] == param
+    if "messages" in extra and len(extra) == 1:
+        assert _error(client.post("/tokenize", json=body), 400)["param"] == param
+
+
+@pytest.mark.parametrize(("messages", "extra", "words"), [
+    ([*HI, {"role": "assistant", "content": "The answer is "}], {}, "trailing whitespace"),
+    (PREFILLED, {"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+    ([*HI, {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}],
+     {"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tool calls"),
+])
+def test_a_prefill_anthropic_refuses_is_an_anthropic_400(client, messages, extra, words):
+    response = client.post("/v1/messages", json={"model": CHAT, "messages": messages, "max_tokens": 3, **extra})
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    assert words in response.json()["error"]["message"]
+
+
+def test_an_empty_final_assistant_turn_is_no_prefill(client):
+    body = {"model": CHAT, "max_tokens": 3}
+    empty = client.post("/v1/messages/count_tokens", json={**body, "messages": [*HI, {"role": "assistant", "content": ""}]})
+    plain = client.post("/v1/messages/count_tokens", json={**body, "messages": HI})
+    assert empty.json() == plain.json()

@@ -90,3 +90,24 @@ def test_what_is_not_supported_is_a_clear_400(body, param):
     with pytest.raises(InvalidRequest) as refused:
         _chat(**body)
     assert refused.value.param == param
+
+
+@pytest.mark.parametrize(("last", "continued"), [
+    ({"role": "assistant", "content": "The answer is"}, True),
+    ({"role": "assistant", "content": [{"type": "text", "text": "{"}]}, True),
+    ({"role": "user", "content": "and?"}, False),
+])
+def test_a_final_assistant_text_is_a_prefill(last, continued):
+    messages = [{"role": "user", "content": "hi"}, *([{"role": "assistant", "content": "Hello."}] if
+                                                    last["role"] == "user" else []), last]
+    assert _chat(messages=messages)["continue_final_message"] is continued
+
+
+def test_an_empty_final_assistant_turn_is_dropped():
+    chat = _chat(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": []}])
+    assert chat["messages"] == [{"role": "user", "content": "hi"}] and chat["continue_final_message"] is False
+
+
+def test_a_prefill_ending_in_whitespace_is_refused():
+    with pytest.raises(InvalidRequest, match="trailing whitespace"):
+        _chat(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The answer is\n"}])
