@@ -4,6 +4,9 @@ JSON-content schema, checked before any model is touched.
 - tool_choice "none": no tools in the prompt, no calls;  "auto" (default): the model decides;
 - "required" or {"type": "function", "function": {"name": …}}: the reply must be calls (to that
   function), whose arguments match its JSON schema: the model's chat format forces them;
+- {"type": "allowed_tools", "allowed_tools": {"mode": "auto" | "required", "tools": […]}}: as that
+  mode, with only the tools named there (the others are left out of the prompt, as "none" leaves
+  out all);
 - response_format json_object / json_schema: the content must be that JSON.
 Every schema is bounded here (`schema_limits`), so a grammar bomb is a 400 before any work.
 """
@@ -25,11 +28,24 @@ def _named_function(choice: dict[str, Any], names: list[str]) -> str:
     function = choice.get("function")
     name = function.get("name") if isinstance(function, dict) else None
     if choice.get("type") != "function" or not isinstance(name, str):
-        raise InvalidRequest('tool_choice must be "none", "auto", "required" or '
-                             '{"type": "function", "function": {"name": ...}}', param="tool_choice")
+        raise InvalidRequest('tool_choice must be "none", "auto", "required", {"type": "function", "function": '
+                             '{"name": ...}} or {"type": "allowed_tools", ...}', param="tool_choice")
     if name not in names:
         raise InvalidRequest(f"tool_choice names function '{name}', which is not in tools", param="tool_choice")
     return name
+
+
+def _allowed_tools(choice: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The mode and the tools an `allowed_tools` choice leaves, in the order `tools` gives them."""
+    allowed = choice.get("allowed_tools")
+    mode = allowed.get("mode") if isinstance(allowed, dict) else None
+    listed = allowed.get("tools") if isinstance(allowed, dict) else None
+    if mode not in ("auto", "required") or not isinstance(listed, list) or not listed:
+        raise InvalidRequest('allowed_tools needs a mode ("auto" or "required") and a list of tools',
+                             param="tool_choice.allowed_tools")
+    names = [tool["function"]["name"] for tool in tools]
+    wanted = {_named_function(item if isinstance(item, dict) else {}, names) for item in listed}
+    return mode, [tool for tool in tools if tool["function"]["name"] in wanted]
 
 
 def _checked(schemas: dict[str, Any]) -> None:
@@ -72,7 +88,10 @@ def plan_tools(data: ChatCompletionRequest) -> ToolPlan:
         if not isinstance(tool["function"].get("parameters", {}), dict):
             raise InvalidRequest("function parameters must be a JSON schema object",
                                  param=f"tools[{index}].function.parameters")
-    choice = data.tool_choice if data.tool_choice is not None else "auto"
+    offered = tools  # as the request lists them (error paths name their index)
+    choice: str | dict[str, Any] = data.tool_choice if data.tool_choice is not None else "auto"
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        choice, tools = _allowed_tools(choice, tools)
     names = [tool["function"]["name"] for tool in tools]
     # parallel_tool_calls=false, or one named function: at most one call (in the grammar and the parser).
     parallel = data.parallel_tool_calls is not False and not isinstance(choice, dict)
@@ -84,6 +103,7 @@ def plan_tools(data: ChatCompletionRequest) -> ToolPlan:
     if choice == "auto":
         return ToolPlan(ToolUse(tuple(tools), parallel=parallel), json_schema)
     forced = [_named_function(choice, names)] if isinstance(choice, dict) else names
-    _checked({f"tools[{index}].function.parameters": tools[index]["function"].get("parameters") or {}
-              for index in map(names.index, forced)})
+    chosen = [tools[names.index(name)] for name in forced]
+    _checked({f"tools[{offered.index(tool)}].function.parameters": tool["function"].get("parameters") or {}
+              for tool in chosen})
     return ToolPlan(ToolUse(tuple(tools), mode="required", forced=tuple(forced), parallel=parallel), json_schema)

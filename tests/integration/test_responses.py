@@ -68,6 +68,14 @@ def test_named_function_choice(openai_client):
     assert [item.type for item in response.output] == ["function_call"]
 
 
+def test_allowed_tools_choice(openai_client):
+    time = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    response = openai_client.responses.create(
+        model=MODEL, input="Weather?", tools=[WEATHER, time], temperature=0, max_output_tokens=60,
+        tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_time"}]})
+    assert {(item.type, item.name) for item in response.output} == {("function_call", "get_time")}
+
+
 def test_json_schema_text_format(openai_client):
     schema = {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"],
               "additionalProperties": False}

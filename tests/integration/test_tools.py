@@ -67,6 +67,20 @@ def test_named_function_and_no_parallel_calls(openai_client):
     assert isinstance(json.loads(call.function.arguments)["timezone"], str)
 
 
+def test_allowed_tools_required_calls_one_of_them(openai_client, http):
+    """OpenAI's `allowed_tools` choice: only the tools it names are offered (before, a 400)."""
+    allowed = {"type": "allowed_tools", "allowed_tools": {
+        "mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]}}
+    completion = openai_client.chat.completions.create(model=CHAT, messages=ASK, tools=[WEATHER, TIME], max_tokens=120,
+                                                       temperature=0, tool_choice=allowed)
+    assert {call.function.name for call in completion.choices[0].message.tool_calls} == {"get_time"}
+    body = {"model": CHAT, "messages": ASK, "tools": [WEATHER, TIME]}
+    offered = http.post("/tokenize", json={**body, "tools": [TIME]}).json()["count"]
+    auto = {"type": "allowed_tools", "allowed_tools": {**allowed["allowed_tools"], "mode": "auto"}}
+    reply = http.post("/v1/chat/completions", json={**body, "tool_choice": auto, "max_tokens": 1}).json()
+    assert reply["usage"]["prompt_tokens"] == offered  # the prompt shows get_time only
+
+
 def test_parallel_false_gives_one_call(openai_client):
     completion = openai_client.chat.completions.create(model=CHAT, messages=ASK, tools=[WEATHER, TIME],
                                                        tool_choice="required", parallel_tool_calls=False,

@@ -124,8 +124,12 @@ def _tool_choice(choice: Any) -> Any:
         return choice
     if choice.get("type") == "function" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
-    raise InvalidRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "name": ...}',
-                         param="tool_choice")
+    if choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
+        listed = [{"type": "function", "function": {"name": tool.get("name")}} if isinstance(tool, dict) else tool
+                  for tool in choice["tools"]]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": choice.get("mode"), "tools": listed}}
+    raise InvalidRequest('tool_choice must be "none", "auto", "required", {"type": "function", "name": ...} or '
+                         '{"type": "allowed_tools", "mode": ..., "tools": [...]}', param="tool_choice")
 
 
 def _response_format(text: TextOptions | None) -> dict[str, Any] | None:
