@@ -1,10 +1,13 @@
 """GET /v1/models, /v1/models/chat, /v1/models/embeddings and /v1/models/{id}: OpenAI model objects,
 plus what this server adds (kind, source, whether the file is on the volume, whether it is loaded, and
-one `state` that sums up where the model is: remote → downloading → on_volume → loading → loaded)."""
+one `state` that sums up where the model is: remote → downloading → on_volume → loading → loaded).
+Each also carries the fields of Anthropic's model object (`type`, `display_name`, `created_at`) and the
+list those of its page (`has_more`, `first_id`, `last_id`): the same route serves both SDKs."""
 
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -46,11 +49,17 @@ class ModelCard(msgspec.Struct, kw_only=True):
     # loaded: prompt tokens read a second, KV state bytes loaded into a slot a second.
     prefill_tokens_per_s: float | None = None
     restore_bytes_per_s: float | None = None
+    display_name: str
+    created_at: str  # `created`, as RFC 3339
     object: Literal["model"] = "model"
+    type: Literal["model"] = "model"
 
 
 class ModelList(msgspec.Struct, kw_only=True):
     data: list[ModelCard]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool = False  # every model is on the one page
     object: Literal["list"] = "list"
 
 
@@ -75,7 +84,9 @@ def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache, store: Mode
     except OSError:
         created, size, downloaded = 0, spec.size, False
     entry, estimate = cache.entry(spec.name), cache.known_estimate(spec, path)
-    return ModelCard(id=spec.name, created=created, owned_by="serverless-gguf", kind=spec.kind,
+    created_at = datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+    return ModelCard(id=spec.name, display_name=spec.name, created=created, created_at=created_at,
+                     owned_by="serverless-gguf", kind=spec.kind,
                      source=spec.source if spec.declared else "local", downloaded=downloaded,
                      loaded=entry is not None, state=_state(spec, downloaded, cache, store), size=size,
                      memory_bytes=entry.memory.total if entry else None,
@@ -87,7 +98,8 @@ def _card(spec: ModelSpec, catalog: ModelCatalog, cache: ModelCache, store: Mode
 async def _list(catalog: ModelCatalog, cache: ModelCache, store: ModelStore,
                 kind: ModelKind | None = None) -> ModelList:
     specs = await catalog.list_all()
-    return ModelList(data=[_card(spec, catalog, cache, store) for spec in specs if kind in (None, spec.kind)])
+    cards = [_card(spec, catalog, cache, store) for spec in specs if kind in (None, spec.kind)]
+    return ModelList(data=cards, first_id=cards[0].id if cards else None, last_id=cards[-1].id if cards else None)
 
 
 class ModelsController(Controller):

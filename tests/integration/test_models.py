@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -11,6 +12,20 @@ def test_list_all(openai_client):
     models = {model.id: model for model in openai_client.models.list()}
     assert {"smollm2-135m", "smollm2-135m-embed"} <= set(models)
     assert all(model.object == "model" and model.owned_by for model in models.values())
+
+
+def test_the_anthropic_client_reads_the_same_models(server, http):
+    """Anthropic's model objects and page (before, `type`, `display_name`, `created_at` and the page's
+    fields were missing: the SDK gave None for each)."""
+    claude = anthropic.Anthropic(base_url=server.base_url, api_key="not-needed", max_retries=0)
+    page = claude.models.list()
+    models = {model.id: model for model in page.data}
+    assert {"smollm2-135m", "smollm2-135m-embed"} <= set(models) and page.has_more is False
+    assert (page.first_id, page.last_id) == (page.data[0].id, page.data[-1].id)
+    card = http.get("/v1/models/smollm2-135m").json()
+    model = claude.models.retrieve("smollm2-135m")
+    assert (model.type, model.display_name) == ("model", "smollm2-135m")
+    assert model.created_at.timestamp() == card["created"] > 0
 
 
 def test_list_by_kind(http):
