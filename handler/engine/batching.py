@@ -44,7 +44,7 @@ from handler.engine.schema_limits import SchemaLimitExceeded, check_grammar
 from handler.engine.slots import Job, Slot, Submission, choose_slot, next_to_busy
 from handler.engine.state_copies import StateCopies
 from handler.engine.step_budget import StepBudget, StepObserver, StepRecord
-from handler.engine.threads import CpuThreadPool
+from handler.engine.threads import CpuThreadPool, pool_wanted
 from handler.engine.types import DEFAULT_QUEUE, FinishReason, PromptChoices, QueueLimits, SamplingParams
 from handler.errors import Overloaded, ServiceUnavailable
 from handler.formats.chat_format import ChatFormat
@@ -95,7 +95,7 @@ class BatchingChatModel:
         else:
             self.model = llama_log.open_model(str(path), model_params(options))
             self.context = LlamaContext(model=self.model, params=context_params(options), verbose=options.verbose)
-        self.threads = CpuThreadPool(options.n_threads)
+        self.threads = CpuThreadPool(options.n_threads, enabled=pool_wanted(options.repack))
         self.threads.attach(self.context.ctx)
         self.chains = ChainSampler(options.n_threads)  # host chains side by side, between decodes
         self.device = device_sampling.DeviceSamplers(self.context.ctx) \

@@ -47,21 +47,36 @@ def built_with_openmp(system_info: str | None = None) -> bool:
     return "OPENMP = 1" in info
 
 
+def pool_wanted(repacked: bool) -> bool:
+    """Whether a context keeps a pool. Not when its weights are repacked for the CPU (`repack`): this
+    llama.cpp's repacked Q4_0 matmuls ran at about half speed with a pool attached (random-weight Qwen3
+    shapes, 2 threads, any `poll`; one-token decode with the pool against without: 0.6B 53–59 against
+    30–31 ms, 4B 364–588 against 193–207 ms; prompts ~1.6× slower), as if one thread did the work;
+    without repacking, the same contexts ran as fast with the pool as without it. A repacked model gets
+    ggml's threads per decode."""
+    return not repacked
+
+
 class CpuThreadPool:
     """`n_threads` threads kept for the context's life (the caller's thread is one of them). `poll` is
     ggml's busy-wait level between tasks: 0 sleeps at once, so the idle worker leaves the cores to the
-    host's own work between steps."""
+    host's own work between steps. `enabled=False`: none (ggml starts its threads at every decode)."""
 
-    def __init__(self, n_threads: int, poll: int = 0) -> None:
+    def __init__(self, n_threads: int, poll: int = 0, *, enabled: bool = True) -> None:
         self._pool: int | None = None
         libraries = _libraries()
-        if libraries is None:
+        if libraries is None or not enabled:
             return
         base, self._cpu, self._attach = libraries
         params = _PoolParams()
         base.ggml_threadpool_params_init(ctypes.byref(params), n_threads)
         params.poll = poll
         self._pool = self._cpu.ggml_threadpool_new(ctypes.byref(params)) or None
+
+    @property
+    def kept(self) -> bool:
+        """Whether there is a pool (attached once `attach` ran)."""
+        return self._pool is not None
 
     def attach(self, context: Any) -> None:
         if self._pool is not None:

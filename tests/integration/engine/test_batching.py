@@ -369,3 +369,16 @@ def test_a_step_delivers_its_tokens_in_one_wake_up_per_loop(model):
         delivery._run = original
     assert all(reply[-1].finish_reason is not None for reply in replies)
     assert max(calls) > 1  # several sequences' chunks in one delivery
+
+
+def test_a_repacked_model_decodes_without_a_kept_thread_pool(model, demo_model_path):
+    """This llama.cpp's repacked CPU matmuls ran at half speed with a kept pool attached (engine.threads):
+    a model with `repack` gets ggml's threads per decode, and still answers; the others keep their pool."""
+    repacked = BatchingChatModel("repacked", demo_model_path, _options(repack=True, n_parallel=1))
+    try:
+        assert not repacked.threads.kept and model.threads.kept
+        text, reason, _ = asyncio.run(_reply(repacked, _request(PROMPTS[0], max_tokens=4)))
+        assert reason == "length" and text
+    finally:
+        repacked.close()
+        repacked.join(60)  # its context is freed on the scheduler thread, not at interpreter exit
