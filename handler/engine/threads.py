@@ -1,9 +1,10 @@
 """A persistent CPU thread pool for one llama.cpp context, attached the way llama.cpp's own tools do.
 
 llama.cpp is built without OpenMP here (pyproject.toml), so ggml runs graphs on its own pools; without
-one attached, it would start and join threads on every `llama_decode`. Each context keeps its own: its
-workers spin at the barriers inside a graph and sleep between graphs (`poll = 0`), so an idle model
-takes no core and the host's own work between steps (sampler chains) has the second one. With OpenMP
+one attached, it would start and join threads on every `llama_decode`. Each context keeps its own
+(a repacked model's does not: `pool_wanted`): its workers spin at the barriers inside a graph and
+sleep between graphs (`poll = 0`), so an idle model takes no core and the host's own work between
+steps (sampler chains) has the second one. With OpenMP
 instead, each model's scheduler thread had a team of its own, and once the process held more OpenMP
 threads than cores (a second model used), libgomp stopped spinning for every team: chat decoding
 halved here. llama-cpp-python binds none of this, so the few functions are read from the libraries
