@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from argparse import ArgumentParser
 from typing import TYPE_CHECKING
@@ -92,12 +93,24 @@ def _pull(settings: Settings, names: list[str]) -> int:
         return 2
     store = build_store(settings, build_catalog(settings, declared))
     try:
-        return asyncio.run(pull(store, names))
+        return asyncio.run(_pull_until_terminated(store, names))
     except KeyboardInterrupt:
         print("interrupted: the downloads under way were stopped", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except asyncio.CancelledError:
+        print("terminated: the downloads under way were stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         store.close()  # stops the transfers (and lock waits) still running, or exiting would wait for them
+
+
+async def _pull_until_terminated(store: ModelStore, names: list[str]) -> int:
+    """`pull`, which SIGTERM (an init container stopped) ends as Ctrl-C does: the pull is cancelled and
+    its store closed, so no partial file stays behind (before, Python's default action killed it)."""
+    task = asyncio.current_task()
+    assert task is not None  # asyncio.run's own
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await pull(store, names)
 
 
 def sagemaker_serve() -> int:

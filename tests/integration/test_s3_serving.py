@@ -272,10 +272,14 @@ def _has_open(pid, path):
         return False
 
 
-def test_an_interrupted_pull_stops_waiting_for_another_process(tmp_path, volume, demo_model_path, s3_servers):
-    """Ctrl-C on a `python -m handler pull` that waits while another process downloads the same file ends it
-    at once: its store is closed, which stops the lock's wait. Before, the interpreter joined the store's
-    threads at exit, so the interrupted pull went on waiting until the other download ended."""
+@pytest.mark.parametrize(("stop", "status", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated")])
+def test_an_interrupted_pull_stops_waiting_for_another_process(tmp_path, volume, demo_model_path, s3_servers, stop,
+                                                               status, said):
+    """Ctrl-C (or SIGTERM: an init container stopped) on a `python -m handler pull` that waits while another
+    process downloads the same file ends it at once: its store is closed, which stops the lock's wait. Before,
+    the interpreter joined the store's threads at exit, so an interrupted pull went on waiting until the
+    other download ended; SIGTERM killed it with Python's default action."""
     s3 = s3_servers()
     s3.upload("models", KEY, demo_model_path)
     env = {**os.environ, **_env(s3, _manifest(tmp_path, demo_model_path, ("remote", KEY, None)), volume)}
@@ -285,11 +289,11 @@ def test_an_interrupted_pull_stops_waiting_for_another_process(tmp_path, volume,
         try:
             lock = (volume / ".locks" / f"{SYNCED}.lock").resolve()
             assert wait_for(lambda: _has_open(pull.pid, lock), timeout=60, interval=0.05), "it never reached the lock"
-            pull.send_signal(signal.SIGINT)
-            assert pull.wait(60) == 130
+            pull.send_signal(stop)
+            assert pull.wait(60) == status
         finally:
             if pull.poll() is None:
                 pull.kill()
                 pull.wait(10)
-    assert "interrupted" in (pull.stderr.read() if pull.stderr else "")
+    assert said in (pull.stderr.read() if pull.stderr else "")
     assert not _partial_files(volume) and not (volume / SYNCED).exists()
