@@ -124,20 +124,19 @@ def _messages(data: _Conversation) -> list[dict[str, Any]]:
             messages.extend(_user_turn(message.content, where))
         else:
             messages.append(_assistant_turn(message.content, where))
+    final = messages[-1]
+    if final["role"] == "assistant" and not content_text(final.get("content")) and not final.get("tool_calls"):
+        messages.pop()  # an empty final assistant turn: the reply starts a turn of its own
     return messages
 
 
 def _ends_in_prefill(messages: list[dict[str, Any]]) -> bool:
-    """Whether the conversation ends with the assistant's text for the reply to continue. An empty
-    final assistant turn is dropped (the reply starts a turn of its own), and a text that ends in
-    whitespace is refused as Anthropic refuses it (the reply's first token would carry that space)."""
+    """Whether the conversation ends with the assistant's text for the reply to continue. A text that
+    ends in whitespace is refused as Anthropic refuses it (the reply's first token would carry it)."""
     final = messages[-1]
     if final["role"] != "assistant":
         return False
     text = content_text(final.get("content"))
-    if not text and not final.get("tool_calls"):
-        messages.pop()
-        return False
     if text != text.rstrip():
         raise InvalidRequest("final assistant content cannot end with trailing whitespace", param="messages")
     return True
