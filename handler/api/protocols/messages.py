@@ -133,10 +133,9 @@ def _messages(data: _Conversation) -> list[dict[str, Any]]:
 def _ends_in_prefill(messages: list[dict[str, Any]]) -> bool:
     """Whether the conversation ends with the assistant's text for the reply to continue. A text that
     ends in whitespace is refused as Anthropic refuses it (the reply's first token would carry it)."""
-    final = messages[-1]
-    if final["role"] != "assistant":
+    if not messages or messages[-1]["role"] != "assistant":  # none left: the request's validation says so
         return False
-    text = content_text(final.get("content"))
+    text = content_text(messages[-1].get("content"))
     if text != text.rstrip():
         raise InvalidRequest("final assistant content cannot end with trailing whitespace", param="messages")
     return True

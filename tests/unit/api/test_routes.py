@@ -215,3 +215,12 @@ def test_an_empty_final_assistant_turn_is_no_prefill(client):
     empty = client.post("/v1/messages/count_tokens", json={**body, "messages": [*HI, {"role": "assistant", "content": ""}]})
     plain = client.post("/v1/messages/count_tokens", json={**body, "messages": HI})
     assert empty.json() == plain.json()
+
+
+def test_a_lone_empty_assistant_turn_is_a_400_not_a_500(client):
+    """Dropping the empty final turn left no message at all: the prefill check read past the end (a 500
+    the API fuzz found)."""
+    body = {"model": CHAT, "max_tokens": 3, "messages": [{"role": "assistant", "content": []}]}
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        response = client.post(path, json=body)
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
