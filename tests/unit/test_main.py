@@ -1,4 +1,4 @@
-"""The command line: `serve` checks settings and manifest, then hands over to granian; SageMaker's
+"""The command line: `serve` checks settings and manifest, then runs granian in this process; SageMaker's
 `serve` command listens on 8080 whatever PORT the image sets."""
 
 from __future__ import annotations
@@ -9,35 +9,60 @@ import handler.__main__ as cli
 
 
 @pytest.fixture
-def execs(monkeypatch):
+def granian_runs(monkeypatch):
     calls = []
 
-    def execvp(file, args):
-        calls.append(args)
+    def run_granian(arguments):
+        calls.append(arguments)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli.os, "execvp", execvp)
+    monkeypatch.setattr(cli, "run_granian", run_granian)
     return calls
 
 
-def test_serve_execs_granian_with_the_early_loading_entry(execs, monkeypatch):
+def test_serve_runs_granian_with_the_early_loading_entry(granian_runs, monkeypatch):
     monkeypatch.setenv("PORT", "9100")
     with pytest.raises(SystemExit):
         cli.main(["serve"])
-    (command,) = execs
+    (command,) = granian_runs
     assert command[command.index("--port") + 1] == "9100" and command[-1] == "handler.serve:build"
 
 
-def test_sagemakers_serve_listens_on_8080(execs, monkeypatch):
+def test_sagemakers_serve_listens_on_8080(granian_runs, monkeypatch):
     monkeypatch.setenv("PORT", "8000")  # the image's
     with pytest.raises(SystemExit):
         cli.sagemaker_serve()
-    assert execs[0][execs[0].index("--port") + 1] == "8080"
+    assert granian_runs[0][granian_runs[0].index("--port") + 1] == "8080"
 
 
-def test_a_bad_manifest_stops_serve_with_a_message(tmp_path, monkeypatch, capsys, execs):
+def test_a_bad_manifest_stops_serve_with_a_message(tmp_path, monkeypatch, capsys, granian_runs):
     manifest = tmp_path / "bad.toml"
     manifest.write_text('[[models]]\nname = "x"\nkind = "nope"\nsource = "a.gguf"\n')
     monkeypatch.setenv("MODELS_MANIFEST", str(manifest))
-    assert cli.main(["serve"]) == 2 and not execs
+    assert cli.main(["serve"]) == 2 and not granian_runs
     assert "kind must be" in capsys.readouterr().err
+
+
+def test_granian_runs_in_this_process_with_its_environment_variables(monkeypatch):
+    """granian's own command line runs here (its workers fork from this process), GRANIAN_* variables
+    included, and its exit ends the command."""
+    import granian.cli
+
+    servers = []
+
+    class Server:
+        def __init__(self, target, **options):
+            servers.append((target, options))
+
+        def serve(self):
+            pass
+
+    monkeypatch.setattr(granian.cli, "Server", Server)
+    monkeypatch.setenv("GRANIAN_BLOCKING_THREADS", "3")
+    monkeypatch.setenv("PORT", "9101")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["serve"])
+    assert stop.value.code == 0
+    ((target, options),) = servers
+    assert target == "handler.serve:build" and options["factory"] is True
+    assert options["port"] == 9101 and options["blocking_threads"] == 3
