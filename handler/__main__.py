@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             check_distinct_paths(settings.model_dir, tuple(load_manifest(settings.manifest_path)))
             run_granian(granian_arguments(settings, dict(os.environ)))
+            return 0
         return _pull(settings, args.names)
     except (SettingsError, ManifestError, ServerError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)

@@ -66,3 +66,20 @@ def test_granian_runs_in_this_process_with_its_environment_variables(monkeypatch
     ((target, options),) = servers
     assert target == "handler.serve:build" and options["factory"] is True
     assert options["port"] == 9101 and options["blocking_threads"] == 3
+
+
+def test_serve_forks_granians_workers_before_llama_cpp_is_imported(tmp_path):
+    """granian's workers fork from the serve process, so it must not have imported llama.cpp (a CUDA
+    context made before a fork is unusable in the child), the S3 client or the framework."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = ("import sys, handler.__main__ as cli\n"
+             "cli.run_granian = lambda arguments: print(sorted(m for m in ('llama_cpp', 'numpy', 'boto3', "
+             "'litestar') if m in sys.modules))\n"
+             "cli.main(['serve'])\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            check=True)
+    assert result.stdout.strip() == "[]"
