@@ -36,7 +36,7 @@ from handler.api.admin import ModelAdminController
 from handler.api.auth import api_key_guard
 from handler.api.calls import ModelCalls
 from handler.api.dependencies import DEPENDENCIES
-from handler.api.errors import openai_error_handler
+from handler.api.errors import shaped_by_path
 from handler.api.health import health, ready
 from handler.api.health_port import serve_health_port
 from handler.api.metrics import StateCollector, register_state_collector, step_recorder, unregister_state_collector
@@ -173,6 +173,7 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
     """The app for `settings`; `loader` loads a model file (tests pass a fake one to run without llama.cpp)."""
     declared = load_checked_manifest(settings)
     prompts = _warm_prompts(declared)
+    app_errors = shaped_by_path(MessagesController.path)
     prometheus = PrometheusConfig(app_name="serverless_gguf", prefix="gguf_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     app = Litestar(
@@ -185,7 +186,7 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> Litestar:
         dependencies={name: Provide(provider, sync_to_thread=False) for name, provider in DEPENDENCIES.items()},
         lifespan=[_lifespan(settings, declared, loader, prompts)],
         guards=[api_key_guard(settings.api_keys)],
-        exception_handlers={HTTPException: openai_error_handler, Exception: openai_error_handler},
+        exception_handlers={HTTPException: app_errors, Exception: app_errors},
         cors_config=CORSConfig(allow_origins=list(settings.cors_allow_origins)),
         openapi_config=OpenAPIConfig(
             title="serverless-gguf", version="0.1.0", path="/schema",

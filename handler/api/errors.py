@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -150,3 +151,16 @@ def anthropic_error_body(exc: BaseException) -> tuple[int, AnthropicErrorRespons
 def anthropic_error_handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[AnthropicErrorResponse]:
     status, body, headers = anthropic_error_body(exc)
     return Response(content=body, status_code=status, headers=headers)
+
+
+def shaped_by_path(anthropic_path: str) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
+    """The app-wide error handler, for what no route's own handler saw (no route matched: 404, 405): the
+    path still says which API the caller speaks, so under `anthropic_path` the body is Anthropic's."""
+
+    def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        path = request.scope["path"]
+        if path == anthropic_path or path.startswith(f"{anthropic_path}/"):
+            return anthropic_error_handler(request, exc)
+        return openai_error_handler(request, exc)
+
+    return handler

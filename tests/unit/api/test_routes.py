@@ -146,6 +146,24 @@ def test_every_generating_route_is_one_model_call(client, route, stream):
             assert prompt == chat["usage"]["prompt_tokens"]
 
 
+@pytest.mark.parametrize(("method", "path", "status", "kind"), [
+    ("GET", "/v1/messages", 405, "invalid_request_error"),
+    ("POST", "/v1/messages/batches", 404, "not_found_error"),
+    ("GET", "/v1/messages/count_tokens", 405, "invalid_request_error"),
+])
+def test_routing_errors_under_the_messages_path_are_anthropic_shaped(client, method, path, status, kind):
+    """No route matched, so the Messages controller's handler never ran: the path still says which API
+    the caller speaks (Anthropic's SDK reads `error.type`)."""
+    response = client.request(method, path, json={})
+    assert response.status_code == status
+    assert response.json() == {"type": "error", "error": {"type": kind, "message": response.json()["error"]["message"]}}
+
+
+@pytest.mark.parametrize("path", ["/v1/messagesx", "/v1/chat/nothing", "/v1/message"])
+def test_routing_errors_elsewhere_stay_openai_shaped(client, path):
+    assert set(_error(client.post(path, json={}), 404)) == {"message", "type", "param", "code"}
+
+
 def test_messages_errors_are_anthropic_shaped(client):
     response = client.post("/v1/messages", json={"model": "nope", "messages": HI, "max_tokens": 3})
     assert response.status_code == 404
