@@ -118,6 +118,9 @@ def _messages(data: _Conversation) -> list[dict[str, Any]]:
         messages.append({"role": "system", "content": system})
     for index, message in enumerate(data.messages):
         where = f"messages[{index}].content"
+        if not message.content and (message.role == "user" or index < len(data.messages) - 1):
+            raise InvalidRequest(f"messages.{index}: all messages must have non-empty content except for the "
+                                 "optional final assistant message", param=where)
         if isinstance(message.content, str):
             messages.append({"role": message.role, "content": message.content})
         elif message.role == "user":

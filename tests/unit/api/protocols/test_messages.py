@@ -108,6 +108,19 @@ def test_an_empty_final_assistant_turn_is_dropped():
     assert chat["messages"] == [{"role": "user", "content": "hi"}] and chat["continue_final_message"] is False
 
 
+@pytest.mark.parametrize(("messages", "index"), [
+    ([{"role": "user", "content": ""}], 0),
+    ([{"role": "user", "content": []}], 0),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "x"}], 1),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": []}], 2),
+])
+def test_an_empty_message_other_than_a_final_assistant_turn_is_refused(messages, index):
+    """As Anthropic refuses it: the model would be shown a turn with nothing in it."""
+    with pytest.raises(InvalidRequest, match=f"^messages.{index}: all messages must have non-empty content") as refused:
+        _chat(messages=messages)
+    assert refused.value.param == f"messages[{index}].content"
+
+
 def test_a_prefill_ending_in_whitespace_is_refused():
     with pytest.raises(InvalidRequest, match="trailing whitespace"):
         _chat(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The answer is\n"}])
