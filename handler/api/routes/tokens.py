@@ -55,7 +55,7 @@ def _chat_input(data: TokenizeRequest, messages: list[ChatMessage]) -> ChatInput
         check_continuation(messages, thinking=thinking)
     tools = tuple(msgspec.to_builtins(tool) for tool in data.tools or ())
     return ChatInput([message_dict(message) for message in messages], ToolUse(tools), enable_thinking=thinking,
-                     add_generation_prompt=data.add_generation_prompt and not data.continue_final_message,
+                     add_generation_prompt=data.add_generation_prompt,
                      continue_final=data.continue_final_message)
 
 
