@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -58,3 +59,20 @@ def render_gguf_template(source: str, messages: Sequence[Mapping[str, Any]], *,
         raise TemplateRenderError(f"the model's chat template tried a forbidden operation: {exc}") from None
     except Exception as exc:  # a template is arbitrary code: any failure is the template's, not ours
         raise TemplateRenderError(f"the model's chat template failed: {exc}") from None
+
+
+_PROBE = "\ue001"  # private use: no template writes it on its own
+_SYSTEM_TURN = re.compile(r"<\|im_start\|>system\n(?P<text>.*?)<\|im_end\|>\n", re.DOTALL)
+
+
+def default_system_prompt(source: str) -> str | None:
+    """The system prompt a ChatML template adds when a conversation has none (SmolLM2's: "You are a
+    helpful AI assistant named SmolLM, …"), read off the template by rendering it; None when it adds
+    none, or adds something else than a system turn of its own."""
+    user_turn = f"<|im_start|>user\n{_PROBE}<|im_end|>\n"
+    try:
+        alone = render_gguf_template(source, [{"role": "user", "content": _PROBE}], add_generation_prompt=False)
+    except TemplateRenderError:
+        return None
+    system = _SYSTEM_TURN.fullmatch(alone.removesuffix(user_turn)) if alone.endswith(user_turn) else None
+    return system["text"] if system else None

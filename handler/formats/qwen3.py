@@ -126,11 +126,15 @@ class Qwen3Format(ChatFormat):
 
     syntax = CallSyntax(open="<tool_call>\n", close="\n</tool_call>")
 
-    def __init__(self, name: str = "qwen3") -> None:
+    def __init__(self, name: str = "qwen3", *, default_system: str | None = None) -> None:
         self.name = name
+        self.default_system = default_system  # what the model's template says when no system message is sent
 
     def render(self, chat: ChatInput) -> str:
-        return render_prompt(chat.messages, chat.tools.tools or None, enable_thinking=chat.enable_thinking,
+        messages = chat.messages
+        if self.default_system is not None and (not messages or messages[0].get("role") != "system"):
+            messages = [{"role": "system", "content": self.default_system}, *messages]
+        return render_prompt(messages, chat.tools.tools or None, enable_thinking=chat.enable_thinking,
                              add_generation_prompt=chat.add_generation_prompt, thinking=self.name == "qwen3")
 
     def new_parser(self, chat: ChatInput, prompt: str) -> OutputParser:

@@ -2,7 +2,8 @@
 else the family its template's markers show.
 
 - `<|im_start|>` with `<think>` and `<tool_call>` (Qwen3), or plain ChatML without tool markup
-  (SmolLM2, …), or no template at all: `Qwen3Format`, the exact pure renderer;
+  (SmolLM2, …), or no template at all: `Qwen3Format`, the exact pure renderer (with the system prompt
+  the template adds when a conversation has none, as SmolLM2's does);
 - `<tool_call>` (Qwen2.5, Hermes): `HermesFormat`;  `[TOOL_CALLS]`: `MistralFormat`;
   `<|start_header_id|>` (Llama 3.x): `Llama3Format`;  anything else: the generic `TemplateFormat`.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from handler.formats.chat_format import ChatFormat
 from handler.formats.families import HermesFormat, Llama3Format, MistralFormat
+from handler.formats.gguf_template import default_system_prompt
 from handler.formats.qwen3 import Qwen3Format
 from handler.formats.template_format import TemplateFormat
 
@@ -48,6 +50,7 @@ def choose_format(chat_format: str | None, template: str | None, *, custom_templ
     if not source:
         return Qwen3Format(name="chatml")  # no template at all: ChatML is the common default
     if chat_format is None and custom_template is None and _is_qwen3_renderable(source):
-        return Qwen3Format(name="qwen3" if "<think>" in source else "chatml")
+        return Qwen3Format(name="qwen3" if "<think>" in source else "chatml",
+                           default_system=default_system_prompt(source))
     family = chat_format if chat_format in TEMPLATE_FAMILIES else template_family(source)
     return TEMPLATE_FAMILIES[family](source, bos_token=bos_token, eos_token=eos_token)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.demo import tokenize
+from handler.formats.gguf_template import render_gguf_template
+from tests.support.demo import chat_template, tokenize
 
 CHAT, EMBED = "smollm2-135m", "smollm2-135m-embed"
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -59,3 +60,16 @@ def test_bad_requests_are_400(http, path, body, param):
 
 def test_unknown_model_is_404(http):
     assert http.post("/tokenize", json={"model": "nope", "prompt": "a"}).status_code == 404
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "Hi there"}],
+    CONVERSATION,
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}],
+], ids=["no system message", "a system message", "three turns"])
+def test_the_demo_models_prompt_is_its_own_templates(http, messages):
+    """Byte for byte what the GGUF's template renders, which adds SmolLM2's default system prompt to a
+    conversation that has none (before, that system turn was missing: not the prompt the model knows)."""
+    expected = render_gguf_template(chat_template(), messages, add_generation_prompt=True)
+    tokens = http.post("/tokenize", json={"model": CHAT, "messages": messages}).json()["tokens"]
+    assert tokens == tokenize(expected, special=True)

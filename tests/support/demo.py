@@ -21,3 +21,8 @@ def tokenize(text: str, *, add_bos: bool = False, special: bool = False) -> list
 def end_of_turn_bias() -> dict[str, int]:
     """A logit_bias that keeps the model from ending its turn, so a reply runs to max_tokens."""
     return {str(token): -100 for token in tokenize("<|im_end|>", special=True) + [_vocab().token_eos()]}
+
+
+def chat_template() -> str:
+    """The chat template the demo model's GGUF carries."""
+    return _vocab().metadata["tokenizer.chat_template"]

@@ -9,7 +9,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from handler.formats.chat_format import ChatInput, ToolUse
 from handler.formats.content import content_text
+from handler.formats.gguf_template import default_system_prompt, render_gguf_template
 from handler.formats.qwen3 import Qwen3Format
+from handler.formats.registry import choose_format
 from handler.formats.template_format import TemplateFormat
 from tests.unit.formats.conversations import CONVERSATIONS, ONE_STEP, SYSTEM, USER, WEATHER, call, tool_reply
 
@@ -70,6 +72,32 @@ def test_chatml_renders_as_a_plain_chatml_template(messages, options):
     template = ImmutableSandboxedEnvironment().from_string(CHATML)
     expected = template.render(messages=messages, add_generation_prompt=options.get("add_generation_prompt", True))
     assert Qwen3Format("chatml").plan(ChatInput(messages, **options)).prompt == expected
+
+
+# The same with a default system prompt for conversations without one, as SmolLM2's template has.
+CHATML_WITH_DEFAULT = CHATML.replace(
+    "{% for message in messages %}", "{% for message in messages %}{% if loop.first and messages[0]['role'] != "
+    "'system' %}{{ '<|im_start|>system\nYou answer in one line.<|im_end|>\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize(("messages", "options"), [(case[1], case[3]) for case in PLAIN_TURNS],
+                         ids=[case[0] for case in PLAIN_TURNS])
+def test_chatml_renders_the_default_system_prompt_its_template_adds(messages, options):
+    """Chosen from the template, the format renders what the template does, its default system prompt
+    included (before, a conversation without a system message lost it)."""
+    add_generation_prompt = options.get("add_generation_prompt", True)
+    expected = render_gguf_template(CHATML_WITH_DEFAULT, messages, add_generation_prompt=add_generation_prompt)
+    assert choose_format(None, CHATML_WITH_DEFAULT).plan(ChatInput(messages, **options)).prompt == expected
+
+
+@pytest.mark.parametrize(("template", "default"), [
+    (CHATML_WITH_DEFAULT, "You answer in one line."),
+    (CHATML, None),
+    ("{{ raise_exception('no') }}", None),
+    ("<|im_start|>system\nfixed<|im_end|>\nnot a turn{% for m in messages %}{{ m.content }}{% endfor %}", None),
+])
+def test_the_default_system_prompt_is_read_off_the_template(template, default):
+    assert default_system_prompt(template) == default
 
 
 def test_plain_turns_cover_reasoning_and_thinking_options():
