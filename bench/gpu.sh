@@ -5,7 +5,9 @@
 # Builds llama.cpp with CUDA (../shared/gpu/build.sh, plus llama-batched-bench for the decode-only limit),
 # writes random-weight Qwen3-8B and Qwen3-0.6B shapes (Q4_0, Qwen3's real vocabulary), and runs the
 # host-bound bench on each: ours, llama-server with and without --backend-sampling, and the limit, at
-# 1/4/16/64 streams, 256 tokens each. Figures: bench/results/gpu-*.json and gpu-summary.txt.
+# 1/4/16/64 streams, 256 tokens each; then the 8B shape's cold start (process start → first token, every
+# layer offloaded: raw llama-cpp-python, the bare framework, `python -m handler serve`).
+# Figures: bench/results/gpu-*.json and gpu-summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .gpu/build.sh
@@ -22,3 +24,8 @@ for shape in qwen3-8b qwen3-0.6b; do
     echo "$shape: failed (above)" | tee -a "$out/gpu-summary.txt"
   fi
 done
+if [ -f /tmp/models/qwen3-8b.gguf ]; then
+  timeout 1200 python3 -m bench.cold_start --model /tmp/models/qwen3-8b.gguf --gpu-layers -1 --threads 8 --repeats 3 \
+    --out "$out/gpu-cold-start.json" 2>&1 | tee -a "$out/gpu-summary.txt" \
+    || echo "cold start: failed (above)" | tee -a "$out/gpu-summary.txt"
+fi

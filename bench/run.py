@@ -20,7 +20,9 @@ import httpx
 import llama_cpp
 
 from bench import criu, servers, side_by_side, workloads
-from bench.common import free_port
+from bench.cold_start import compare as compare_cold_starts
+from bench.cold_start import goal as cold_start_goal
+from bench.cold_start import ours as ours_cold_start
 from bench.host_bound import measure as measure_host_bound
 from bench.s3_start import s3_to_first_token
 
@@ -165,7 +167,7 @@ def cold_starts(report: Report, args: argparse.Namespace, rss_one_slot: float) -
     cold = median([first for _, _, (_, first), _, _ in rounds])
     cold_one_slot = median([first for _, _, _, (_, first), _ in rounds])
     sequential = median([first for *_, (_, first) in rounds])
-    goal = max(raw, framework) + 0.150
+    goal = cold_start_goal({"raw": raw, "framework": framework})
     report.add("raw cold start s (process → first token)", f"{raw:.2f}")
     report.add("bare framework start s (Litestar + granian → first answer)", f"{framework:.2f}")
     report.add("ours cold start s (`python -m handler serve` → first token, warm set read while the app starts)", f"{cold:.2f}",
@@ -275,28 +277,10 @@ def tier_decisions(report: Report, args: argparse.Namespace) -> dict[str, float]
             "ttft_from_ram": from_ram}
 
 
-def cold_start(args: argparse.Namespace, entry: str | None = None, model: str = "smollm2-135m",
-               env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(process start → /health answers, process start → first token), model already on the volume, for
-    the image's command `python -m handler serve`, or granian serving the factory `entry` (the demo model
-    unless `env` names another volume and manifest)."""
-    port = free_port()
-    started = time.perf_counter()
-    # The model is the warm set, as a deployed function's is: its weights are read while the app starts.
-    env = {"MODEL_DIR": str(MODEL_DIR), "N_THREADS": str(args.threads), "KV_CACHE_MB": "0",
-           "WARM_MODELS": model, "HOST": "127.0.0.1", "PORT": str(port), **(env or {})}
-    command = ([sys.executable, "-m", "handler", "serve"] if entry is None else
-               [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                "--factory", entry])
-    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url, health = f"http://127.0.0.1:{port}", []
-    try:
-        first = workloads.first_token_since(base_url, model, started, on_health=health.append, timeout_s=300)
-        return health[0], first
-    finally:
-        process.terminate()
-        process.wait(30)
+def cold_start(args: argparse.Namespace, entry: str | None = None, env: dict[str, str] | None = None
+               ) -> tuple[float, float]:
+    """(process start → /health answers, process start → first token) with the demo model on the volume."""
+    return ours_cold_start(args.threads, model="smollm2-135m", model_dir=MODEL_DIR, entry=entry, env=env)
 
 
 def cold_starts_of_a_long_load(report: Report, args: argparse.Namespace) -> dict[str, float]:
@@ -306,24 +290,12 @@ def cold_starts_of_a_long_load(report: Report, args: argparse.Namespace) -> dict
     from bench.tiny_model import write_random_model  # a bench dependency (gguf), as in host_bound
 
     model = write_random_model(servers.CACHE / "qwen3-4b-random-q4_0.gguf", servers.CACHE, "qwen3-4b")
-    sides: dict[str, list[float]] = {"raw": [], "framework": [], "ours": [], "ours, repack = true": []}
-    with tempfile.TemporaryDirectory() as work:
-        manifests = {}
-        for name, options in (("ours", ""), ("ours, repack = true", "[models.options]\nrepack = true\n")):
-            manifests[name] = Path(work) / f"{len(manifests)}.toml"
-            manifests[name].write_text(f'[[models]]\nname = "big"\nkind = "chat"\nsource = "{model.name}"\n{options}')
-        for _ in range(args.repeats):
-            sides["raw"].append(workloads.raw_cold_start(model, args.threads)[0])
-            sides["framework"].append(side_by_side.framework_ready(REPO))
-            for name, manifest in manifests.items():
-                env = {"MODEL_DIR": str(model.parent), "MODELS_MANIFEST": str(manifest), "N_PARALLEL": "1",
-                       "N_CTX": "2048"}  # as raw's context
-                sides[name].append(cold_start(args, model="big", env=env)[1])
-    result = {name: median(runs) for name, runs in sides.items()}
-    goal = max(result["raw"], result["framework"]) + 0.150
+    variants = {"ours": "", "ours, repack = true": "repack = true\n"}
+    result = compare_cold_starts(model, variants, threads=args.threads, repeats=args.repeats)
+    goal = cold_start_goal(result)
     report.add("cold start, Qwen3-4B shape (2.3 GB): raw / bare framework s", f"{result['raw']:.2f} / "
                f"{result['framework']:.2f}", f"goal ≤ {goal:.2f}")
-    for name in ("ours", "ours, repack = true"):
+    for name in variants:
         report.add(f"cold start, Qwen3-4B shape: {name} s", f"{result[name]:.2f}",
                    f"{result[name] / result['raw']:.2f}× raw ({(result[name] - goal) * 1000:+.0f} ms from the goal)")
     return {**result, "goal": goal}

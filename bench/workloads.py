@@ -4,6 +4,7 @@ end-of-turn token is banned) so all sides decode the same amount."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -119,15 +120,16 @@ def embed_raw(llama, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-# A cold start's request, the same on every side: raw llama-cpp-python reads it as SmolLM2's template
-# renders it (10 tokens), as our chat route does.
+# A cold start's request, the same on every side: raw llama-cpp-python reads the prompt the model's own
+# template renders for it (SmolLM2's adds its default system prompt), which is what our chat route reads.
 COLD_MESSAGES = [{"role": "user", "content": "Hi"}]
 RAW_COLD_START = """
 import sys, time
 started = float(sys.argv[2])
 import llama_cpp
-llama = llama_cpp.Llama(sys.argv[1], n_ctx=2048, n_threads=int(sys.argv[3]), flash_attn=True, verbose=False)
-tokens = llama.tokenize(b"<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n", special=True)
+llama = llama_cpp.Llama(sys.argv[1], n_ctx=2048, n_threads=int(sys.argv[3]), n_gpu_layers=int(sys.argv[5]),
+                        flash_attn=True, verbose=False)
+tokens = llama.tokenize(sys.argv[4].encode(), special=True)
 next(llama.generate(tokens, temp=0))
 print(time.time() - started)
 for line in open("/proc/self/status"):
@@ -136,10 +138,22 @@ for line in open("/proc/self/status"):
 """
 
 
-def raw_cold_start(model_path: Path, threads: int) -> tuple[float, float]:
+@functools.cache
+def cold_prompt(model_path: Path) -> str:
+    """The cold-start request as `model_path`'s own chat template renders it."""
+    import llama_cpp  # noqa: PLC0415 - only the cold starts need the model's vocabulary here
+
+    from handler.formats.gguf_template import render_gguf_template
+
+    vocab = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+    return render_gguf_template(vocab.metadata["tokenizer.chat_template"], COLD_MESSAGES)
+
+
+def raw_cold_start(model_path: Path, threads: int, gpu_layers: int = 0) -> tuple[float, float]:
     """(seconds from process start to first token, peak RSS MB) for raw llama-cpp-python."""
-    output = subprocess.run([sys.executable, "-c", RAW_COLD_START, str(model_path), str(time.time()), str(threads)],
-                            capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    command = [sys.executable, "-c", RAW_COLD_START, str(model_path), str(time.time()), str(threads),
+               cold_prompt(model_path), str(gpu_layers)]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True).stdout.split()
     return float(output[0]), float(output[1])
 
 
