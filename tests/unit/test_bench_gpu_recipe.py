@@ -1,7 +1,6 @@
 """The GPU recipe (bench/gpu.sh) runs `python -m bench.host_bound` and `python -m bench.cold_start` on a
-machine without network access,
-with only the serving dependencies the offline bundle carries (../shared/gpu/bundle.sh): the modules it
-imports must need nothing from the dev or bench groups."""
+machine without network access, with only the serving dependencies the offline bundle carries
+(../shared/gpu/bundle.sh): the modules they import must need nothing from the dev or bench groups."""
 
 from __future__ import annotations
 
