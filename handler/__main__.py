@@ -69,7 +69,15 @@ def run_granian(arguments: list[str]) -> None:
     granian's main loop as before; click ends the process with granian's exit status."""
     from granian.cli import cli
 
-    cli.main(args=arguments, prog_name="granian", auto_envvar_prefix="GRANIAN")
+    try:
+        cli.main(args=arguments, prog_name="granian", auto_envvar_prefix="GRANIAN")
+    except RuntimeError as exc:  # granian's own failures, e.g. its socket: "Address already in use (os error 98)"
+        first_line = next(iter(str(exc).splitlines()), type(exc).__name__)  # the rest: a Rust backtrace
+        raise CannotServe(f"granian could not serve: {first_line}") from None
+
+
+class CannotServe(Exception):
+    """granian stopped on an error of its own (a port in use, say): one line, not a Rust backtrace."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             run_granian(granian_arguments(settings, dict(os.environ)))
             return 0
         return _pull(settings, args.names)
-    except (SettingsError, ManifestError, ServerError) as exc:
+    except (SettingsError, ManifestError, ServerError, CannotServe) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
 

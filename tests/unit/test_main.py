@@ -83,3 +83,24 @@ def test_serve_forks_granians_workers_before_llama_cpp_is_imported(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_port_in_use_stops_serve_with_one_line(tmp_path):
+    """granian's bind error, as one line and status 2 like the other start-up errors (before, a Python
+    traceback and a Rust backtrace)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(taken.getsockname()[1]), "WARM_MODELS": ""}
+        result = subprocess.run([sys.executable, "-m", "handler", "serve"], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: granian could not serve: Address already in use")
+    assert "Traceback" not in result.stderr
