@@ -62,6 +62,10 @@ def granian_arguments(settings: Settings, environ: dict[str, str]) -> list[str]:
             "--workers-kill-timeout", str(int(settings.drain_timeout_s) + 5), "--factory", "handler.serve:build"]
 
 
+class CannotServe(Exception):
+    """granian stopped on an error of its own (a port in use, say): one line, not a Rust backtrace."""
+
+
 def run_granian(arguments: list[str]) -> None:
     """granian's own command line, run in this process rather than exec'd: its workers fork from this
     process and inherit what it imported, and the start skips a second interpreter (measured here, the
@@ -76,14 +80,10 @@ def run_granian(arguments: list[str]) -> None:
         raise CannotServe(f"granian could not serve: {first_line}") from None
 
 
-class CannotServe(Exception):
-    """granian stopped on an error of its own (a port in use, say): one line, not a Rust backtrace."""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m handler", description="serverless-gguf")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run granian on HOST:PORT (replaces this process, so signals reach it)")
+    commands.add_parser("serve", help="run granian on HOST:PORT in this process (its workers fork from it; signals reach it)")
     pull_parser = commands.add_parser("pull", help="download models of the manifest into MODEL_DIR")
     pull_parser.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
