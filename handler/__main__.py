@@ -83,7 +83,7 @@ def run_granian(arguments: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m handler", description="serverless-gguf")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run granian on HOST:PORT in this process (its workers fork from it; signals reach it)")
+    commands.add_parser("serve", help="run granian on HOST:PORT in this process (signals reach it)")
     pull_parser = commands.add_parser("pull", help="download models of the manifest into MODEL_DIR")
     pull_parser.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
