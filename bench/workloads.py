@@ -141,7 +141,7 @@ for line in open("/proc/self/status"):
 @functools.cache
 def cold_prompt(model_path: Path) -> str:
     """The cold-start request as `model_path`'s own chat template renders it."""
-    import llama_cpp  # noqa: PLC0415 - only the cold starts need the model's vocabulary here
+    import llama_cpp  # only the cold starts read a vocabulary here
 
     from handler.formats.gguf_template import render_gguf_template
 
