@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench import side_by_side, workloads
 from bench.common import free_port
+from bench.servers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 GOAL_MARGIN_S = 0.150  # issue 28: ours ≤ max(raw, framework) + 150 ms
 
 

@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
+import granian.cli
 import pytest
 
 import handler.__main__ as cli
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -46,8 +53,6 @@ def test_a_bad_manifest_stops_serve_with_a_message(tmp_path, monkeypatch, capsys
 def test_granian_runs_in_this_process_with_its_environment_variables(monkeypatch):
     """granian's own command line runs here (its workers fork from this process), GRANIAN_* variables
     included, and its exit ends the command."""
-    import granian.cli
-
     servers = []
 
     class Server:
@@ -68,14 +73,9 @@ def test_granian_runs_in_this_process_with_its_environment_variables(monkeypatch
     assert options["port"] == 9101 and options["blocking_threads"] == 3
 
 
-def test_serve_forks_granians_workers_before_llama_cpp_is_imported(tmp_path):
+def test_serve_forks_granians_workers_before_llama_cpp_is_imported():
     """granian's workers fork from the serve process, so it must not have imported llama.cpp (a CUDA
     context made before a fork is unusable in the child), the S3 client or the framework."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     probe = ("import sys, handler.__main__ as cli\n"
              "cli.run_granian = lambda arguments: print(sorted(m for m in ('llama_cpp', 'numpy', 'boto3', "
              "'litestar') if m in sys.modules))\n"
@@ -85,16 +85,9 @@ def test_serve_forks_granians_workers_before_llama_cpp_is_imported(tmp_path):
     assert result.stdout.strip() == "[]"
 
 
-def test_a_port_in_use_stops_serve_with_one_line(tmp_path):
+def test_a_port_in_use_stops_serve_with_one_line():
     """granian's bind error, as one line and status 2 like the other start-up errors (before, a Python
     traceback and a Rust backtrace)."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
